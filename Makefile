@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` (the embedded demo) and `make test`.
+# Both create the virtualenv and install the pinned dependencies themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+
+.PHONY: run test venv bench clean lock
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	$(VENV)/bin/rmm demo
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) bench/run.py
+
+# Regenerate the exact pins after changing dependencies (then run `make test`).
+lock: venv
+	$(PY) -m pip freeze --exclude-editable | grep -v '^rmm-monitor' > constraints.txt
+
+clean:
+	rm -rf $(VENV) demo-out build *.egg-info

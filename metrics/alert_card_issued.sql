@@ -1,0 +1,48 @@
+-- Unit: each patient's first infusion (patient = product + patient_ref); anchor = that infusion.
+-- Success: an alert_card_issued for the patient in [infusion - 30 d, infusion + 24 h].
+-- Pending while as-of < infusion + 24 h and no card yet.
+with first_infusion as (
+    select product, site_id, patient_ref, lot_id, hcp_id, occurred_at, seq
+    from known_events where event_type = 'infusion_administered'
+    qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
+),
+cards as (
+    select product, patient_ref, lot_id, occurred_at, seq
+    from known_events where event_type = 'alert_card_issued'
+),
+judged as (
+    select f.product, f.site_id, f.patient_ref, f.lot_id, f.hcp_id, f.occurred_at,
+           arg_min_null(c.lot_id, (c.occurred_at, c.seq)) filter (
+               where c.occurred_at between f.occurred_at - interval 30 day and f.occurred_at + interval 24 hour
+           ) as card_lot,
+           min(c.occurred_at) filter (
+               where c.occurred_at between f.occurred_at - interval 30 day and f.occurred_at + interval 24 hour
+           ) as card_at,
+           min(c.occurred_at) filter (where c.occurred_at > f.occurred_at + interval 24 hour) as late_card_at
+    from first_infusion f
+    left join cards c on c.product = f.product and c.patient_ref = f.patient_ref
+    group by all
+)
+select product, site_id, occurred_at as anchor_at,
+       case when card_at is not null then 'success'
+            when $as_of < occurred_at + interval 24 hour then 'pending'
+            else 'failure' end as outcome,
+       patient_ref as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
+       card_at is not null and card_lot is not distinct from lot_id and card_lot is not null as lot_match,
+       case
+           when card_at is not null then
+               'card issued ' || strftime(card_at, '%Y-%m-%d %H:%MZ')
+               || case when card_lot is null then ' without a lot number'
+                       when card_lot <> lot_id then ' with lot ' || card_lot || ', infused lot ' || lot_id
+                       else ' with the infused lot ' || lot_id end
+           when $as_of < occurred_at + interval 24 hour then
+               'infused ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ') || '; card due by '
+               || strftime(occurred_at + interval 24 hour, '%Y-%m-%d %H:%MZ')
+           when late_card_at is not null then
+               'card issued ' || round((epoch(late_card_at) - epoch(occurred_at)) / 3600)::bigint
+               || ' h after infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ') || ' (limit 24 h)'
+           else
+               'no alert card issued; infused ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ') || ', due by '
+               || strftime(occurred_at + interval 24 hour, '%Y-%m-%d %H:%MZ')
+       end as detail
+from judged

@@ -1,0 +1,35 @@
+-- Unit: each infusion_administered; anchor = the infusion (product/site from it).
+-- Success: the latest site_certification_changed of the infusion's own (product, site_id) at or before the
+-- infusion (ties on occurred_at: the last stored) has status = certified and 'infusion' in its scope.
+-- No window: never pending (a certification recorded after as-of is simply not known yet).
+with infusions as (
+    select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
+    from known_events where event_type = 'infusion_administered'
+),
+certifications as (
+    select product, site_id, status, scope, occurred_at
+    from known_events where event_type = 'site_certification_changed'
+    qualify row_number() over (partition by product, site_id, occurred_at order by seq desc) = 1
+),
+judged as (
+    select i.*, c.status, c.scope, c.occurred_at as cert_at
+    from infusions i
+    asof left join certifications c
+        on c.product = i.product and c.site_id = i.site_id and i.occurred_at >= c.occurred_at
+)
+select product, site_id, occurred_at as anchor_at,
+       case when status = 'certified' and list_contains(scope, 'infusion') then 'success'
+            else 'failure' end as outcome,
+       event_id as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
+       case
+           when cert_at is null then
+               'site ' || site_id || ' had no certification on record at infusion ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+           else
+               'site ' || site_id || ' ' || status || ' since ' || strftime(cert_at, '%Y-%m-%d %H:%MZ') || ' (scope: '
+               || case when len(scope) = 0 then 'none' else array_to_string(scope, ', ') end || ')'
+               || case when status = 'certified' and list_contains(scope, 'infusion') then ''
+                       when status = 'certified' then ', infusion not in scope'
+                       else '' end
+               || '; infusion ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+       end as detail
+from judged

@@ -1,0 +1,34 @@
+-- Unit: each patient's first infusion (patient = product + patient_ref; ties: first stored); anchor = that
+-- infusion. Success: a patient_education_completed for the patient at or before the infusion (any site).
+-- No window: never pending (education after the infusion is too late).
+with first_infusion as (
+    select product, site_id, patient_ref, hcp_id, lot_id, occurred_at
+    from known_events where event_type = 'infusion_administered'
+    qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
+),
+education as (
+    select product, patient_ref, occurred_at
+    from known_events where event_type = 'patient_education_completed'
+),
+judged as (
+    select f.*,
+           max(e.occurred_at) filter (where e.occurred_at <= f.occurred_at) as educated_before,
+           min(e.occurred_at) filter (where e.occurred_at > f.occurred_at) as educated_after
+    from first_infusion f
+    left join education e on e.product = f.product and e.patient_ref = f.patient_ref
+    group by all
+)
+select product, site_id, occurred_at as anchor_at,
+       case when educated_before is not null then 'success' else 'failure' end as outcome,
+       patient_ref as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
+       case
+           when educated_before is not null then
+               'educated ' || strftime(educated_before, '%Y-%m-%d %H:%MZ') || ', before first infusion at '
+               || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+           when educated_after is not null then
+               'educated only ' || strftime(educated_after, '%Y-%m-%d %H:%MZ') || ', after first infusion at '
+               || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+           else
+               'no patient education on record; first infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+       end as detail
+from judged

@@ -1,0 +1,53 @@
+-- Unit: each patient's first infusion (patient = product + patient_ref; ties: first stored), once 30 d have
+-- passed at as-of; anchor = that infusion (product/site from it).
+-- "Success" (counted in the numerator; lower is better): an ICANS observation of grade >= 3 -- an ae_onset or
+-- ae_grade_changed of an AE whose ae_onset has term ICANS -- for the patient with occurred_at in
+-- [first infusion, first infusion + 30 d]. Pending while as-of < first infusion + 30 d, whatever is seen so far.
+with first_infusion as (
+    select product, site_id, patient_ref, hcp_id, lot_id, occurred_at
+    from known_events where event_type = 'infusion_administered'
+    qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
+),
+icans_aes as (
+    select distinct product, ae_id
+    from known_events where event_type = 'ae_onset' and term = 'ICANS'
+),
+observations as (
+    select g.product, g.patient_ref, g.ae_id, g.grade, g.grading_scale, g.occurred_at, g.seq
+    from known_events g
+    semi join icans_aes a on a.product = g.product and a.ae_id = g.ae_id
+    where g.event_type in ('ae_onset', 'ae_grade_changed')
+),
+judged as (
+    select f.*,
+           min(o.occurred_at) filter (where o.grade >= 3) as severe_at,
+           arg_min(o.grade, (o.occurred_at, o.seq)) filter (where o.grade >= 3) as severe_grade,
+           arg_min(o.grading_scale, (o.occurred_at, o.seq)) filter (where o.grade >= 3) as severe_scale,
+           max(o.grade) as max_grade
+    from first_infusion f
+    left join observations o on o.product = f.product and o.patient_ref = f.patient_ref
+        and o.occurred_at between f.occurred_at and f.occurred_at + interval 30 day
+    group by all
+)
+select product, site_id, occurred_at as anchor_at,
+       case when $as_of < occurred_at + interval 30 day then 'pending'
+            when severe_at is not null then 'success'
+            else 'failure' end as outcome,
+       patient_ref as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id, severe_scale,
+       case
+           when severe_at is not null then
+               'ICANS grade ' || severe_grade || ' (' || severe_scale || ') at ' || strftime(severe_at, '%Y-%m-%d %H:%MZ')
+               || ', ' || printf('%.1f', (epoch(severe_at) - epoch(occurred_at)) / 86400.0) || ' d after first infusion at '
+               || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+               || case when $as_of < occurred_at + interval 30 day then
+                       '; 30-day observation open until ' || strftime(occurred_at + interval 30 day, '%Y-%m-%d %H:%MZ')
+                       else '' end
+           when $as_of < occurred_at + interval 30 day then
+               'first infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ') || '; no ICANS grade >= 3 so far'
+               || case when max_grade is null then '' else ' (highest grade ' || max_grade || ')' end
+               || '; 30-day observation open until ' || strftime(occurred_at + interval 30 day, '%Y-%m-%d %H:%MZ')
+           else
+               case when max_grade is null then 'no ICANS' else 'highest ICANS grade ' || max_grade end
+               || ' within 30 d of first infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+       end as detail
+from judged

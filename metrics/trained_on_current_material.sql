@@ -1,0 +1,73 @@
+-- Unit: each infusion_administered; anchor = the infusion (product/site from it).
+-- Success: for at least one material_id of the product, the administering HCP (product + hcp_id) passed a
+-- training_completed on that material's current version -- the highest version released at or before the
+-- infusion -- at or before the infusion. No release known at the infusion -> failure. No window: never pending.
+with infusions as (
+    select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
+    from known_events where event_type = 'infusion_administered'
+),
+releases as (
+    select product, material_id, version, occurred_at
+    from known_events where event_type = 'material_version_released'
+),
+passes as (
+    select product, hcp_id, material_id, material_version, occurred_at, seq
+    from known_events where event_type = 'training_completed' and passed
+),
+hcp_materials as (
+    -- materials anyone trains on (HCP materials, as opposed to patient materials); only for the detail text
+    select distinct product, material_id, true as hcp_material
+    from known_events where event_type = 'training_completed'
+),
+current_versions as (
+    select i.event_id, i.product, i.hcp_id, i.occurred_at, r.material_id, max(r.version) as version
+    from infusions i
+    join releases r on r.product = i.product and r.occurred_at <= i.occurred_at
+    group by all
+),
+per_material as (
+    select c.event_id, c.material_id, c.version, coalesce(h.hcp_material, false) as hcp_material,
+           min(p.occurred_at) as passed_at
+    from current_versions c
+    left join hcp_materials h on h.product = c.product and h.material_id = c.material_id
+    left join passes p on p.product = c.product and p.hcp_id = c.hcp_id and p.material_id = c.material_id
+        and p.material_version = c.version and p.occurred_at <= c.occurred_at
+    group by all
+),
+per_infusion as (
+    select event_id,
+           arg_min(material_id || ' v' || version, passed_at) filter (where passed_at is not null) as passed_material,
+           min(passed_at) as passed_at,
+           count(*) as materials,
+           coalesce(string_agg(material_id || ' v' || version, ', ' order by material_id) filter (where hcp_material),
+                    string_agg(material_id || ' v' || version, ', ' order by material_id)) as current_list
+    from per_material
+    group by event_id
+),
+last_pass as (
+    select i.event_id,
+           arg_max(p.material_id || ' v' || p.material_version, (p.occurred_at, p.seq)) as last_passed,
+           max(p.occurred_at) as last_passed_at
+    from infusions i
+    join passes p on p.product = i.product and p.hcp_id = i.hcp_id and p.occurred_at <= i.occurred_at
+    group by i.event_id
+)
+select i.product, i.site_id, i.occurred_at as anchor_at,
+       case when m.passed_at is not null then 'success' else 'failure' end as outcome,
+       i.event_id as unit_id, i.patient_ref, i.hcp_id, null::varchar as ae_id, i.lot_id,
+       case
+           when m.passed_at is not null then
+               'HCP ' || i.hcp_id || ' passed ' || m.passed_material || ' (current) at '
+               || strftime(m.passed_at, '%Y-%m-%d %H:%MZ') || '; infusion ' || strftime(i.occurred_at, '%Y-%m-%d %H:%MZ')
+           when m.materials is null then
+               'no material version released for ' || i.product || ' by infusion ' || strftime(i.occurred_at, '%Y-%m-%d %H:%MZ')
+           else
+               'HCP ' || i.hcp_id || ' not trained on a current version at infusion '
+               || strftime(i.occurred_at, '%Y-%m-%d %H:%MZ') || ' (current: ' || m.current_list || '; '
+               || case when l.last_passed is null then 'no passed training'
+                       else 'last passed ' || l.last_passed || ' at ' || strftime(l.last_passed_at, '%Y-%m-%d %H:%MZ') end
+               || ')'
+       end as detail
+from infusions i
+left join per_infusion m using (event_id)
+left join last_pass l using (event_id)

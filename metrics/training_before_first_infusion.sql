@@ -1,0 +1,37 @@
+-- Unit: each HCP's first infusion_administered (HCP = product + hcp_id); anchor = that infusion.
+-- Success: a passed training_completed by the same HCP at or before it.
+with infusions as (
+    select product, site_id, hcp_id, patient_ref, lot_id, occurred_at, seq
+    from known_events where event_type = 'infusion_administered'
+),
+passes as (
+    select product, hcp_id, occurred_at
+    from known_events where event_type = 'training_completed' and passed
+),
+first_infusion as (
+    select * from infusions
+    qualify row_number() over (partition by product, hcp_id order by occurred_at, seq) = 1
+),
+judged as (
+    select f.*,
+           min(p.occurred_at) filter (where p.occurred_at <= f.occurred_at) as passed_before,
+           min(p.occurred_at) filter (where p.occurred_at > f.occurred_at) as passed_after
+    from first_infusion f
+    left join passes p on p.product = f.product and p.hcp_id = f.hcp_id
+    group by all
+)
+select product, site_id, occurred_at as anchor_at,
+       case when passed_before is not null then 'success' else 'failure' end as outcome,
+       hcp_id as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
+       case
+           when passed_before is not null then
+               'passed training ' || strftime(passed_before, '%Y-%m-%d %H:%MZ') || ', before first infusion at '
+               || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+           when passed_after is not null then
+               'first infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ') || ' (patient ' || patient_ref
+               || ') before passing training; passed only at ' || strftime(passed_after, '%Y-%m-%d %H:%MZ')
+           else
+               'first infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ') || ' (patient ' || patient_ref
+               || ') with no passed training on record'
+       end as detail
+from judged

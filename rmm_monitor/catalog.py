@@ -1,0 +1,157 @@
+"""The KPI catalog: metrics/<kpi_id>.yml (definition, threshold, tests) beside metrics/<kpi_id>.sql (the units).
+
+The catalog is the single source of every definition; Prometheus gauges, alert rules, dashboards and exports
+are built from it. A product-specific override (e.g. the reference rate of severe_crs_rate, the minimum
+tocilizumab stock) comes from the TOML config, never from SQL.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+DIRECTIONS = ("higher_is_better", "lower_is_better")
+REQUIRED_KEYS = ("id", "title", "description", "armm", "unit", "anchor", "direction", "threshold", "min_n",
+                 "review_section")
+
+
+class CatalogError(Exception):
+    """A catalog file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Kpi:
+    id: str
+    title: str
+    description: str
+    armm: str
+    unit: str
+    anchor: str
+    direction: str
+    threshold: float
+    min_n: int
+    zero_tolerance: bool
+    review_section: str
+    headline: bool
+    sql: str
+    stats: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    tests: list[dict] = field(default_factory=list)
+    success: str = ""
+    window: str = ""
+    order: int = 100
+
+    def threshold_for(self, product: Optional[str], config: "Config") -> float:
+        return float(config.override(self.id, product, "threshold", self.threshold))
+
+    def params_for(self, product: Optional[str], config: "Config") -> dict[str, Any]:
+        return {name: config.override(self.id, product, name, default) for name, default in self.params.items()}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Overrides from the TOML file named by RMM_CONFIG:
+
+    [kpi.severe_crs_rate.product.CTX-19]
+    threshold = 0.13
+    grading_scale = "ASTCT"
+    """
+    data: dict = field(default_factory=dict)
+
+    def override(self, kpi_id: str, product: Optional[str], key: str, default: Any) -> Any:
+        kpi = self.data.get("kpi", {}).get(kpi_id, {})
+        if product is not None:
+            per_product = kpi.get("product", {}).get(product, {})
+            if key in per_product:
+                return per_product[key]
+        return kpi.get(key, default)
+
+    def products_with_overrides(self, kpi_id: str) -> list[str]:
+        return sorted(self.data.get("kpi", {}).get(kpi_id, {}).get("product", {}))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CatalogError(f"cannot read config {path}: {exc}") from exc
+
+
+def load_config(path: Optional[str] = None) -> Config:
+    """The catalog's own defaults (metrics/config.toml: per-product reference rates and minimums), overlaid by
+    the deployment's TOML file named by RMM_CONFIG (or `path`)."""
+    data: dict = {}
+    default = catalog_dir() / "config.toml"
+    if default.exists():
+        data = _read_toml(default)
+    path = path or os.environ.get("RMM_CONFIG")
+    if path:
+        data = _merge(data, _read_toml(Path(path)))
+    return Config(data)
+
+
+def catalog_dir() -> Path:
+    override = os.environ.get("RMM_CATALOG_DIR")
+    return Path(override) if override else Path(str(resources.files("rmm_monitor.metrics")))
+
+
+def _load_kpi(yml_path: Path) -> Kpi:
+    try:
+        spec = yaml.safe_load(yml_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{yml_path.name}: {exc}") from exc
+    missing = [k for k in REQUIRED_KEYS if k not in spec]
+    if missing:
+        raise CatalogError(f"{yml_path.name}: missing keys {missing}")
+    if spec["id"] != yml_path.stem:
+        raise CatalogError(f"{yml_path.name}: id {spec['id']!r} does not match the file name")
+    if spec["direction"] not in DIRECTIONS:
+        raise CatalogError(f"{yml_path.name}: direction must be one of {DIRECTIONS}")
+    sql_path = yml_path.with_suffix(".sql")
+    if not sql_path.exists():
+        raise CatalogError(f"{yml_path.name}: no {sql_path.name} beside it")
+    zero = bool(spec.get("zero_tolerance", False))
+    return Kpi(id=spec["id"], title=spec["title"], description=" ".join(str(spec["description"]).split()),
+               armm=spec["armm"], unit=spec["unit"], anchor=spec["anchor"], direction=spec["direction"],
+               threshold=float(spec["threshold"]), min_n=1 if zero else int(spec["min_n"]),
+               zero_tolerance=zero, review_section=spec["review_section"], headline=bool(spec.get("headline")),
+               sql=sql_path.read_text(encoding="utf-8").strip().rstrip(";"), stats=dict(spec.get("stats") or {}),
+               params=dict(spec.get("params") or {}), tests=list(spec.get("tests") or []),
+               success=" ".join(str(spec.get("success", "")).split()), window=str(spec.get("window", "")),
+               order=int(spec.get("order", 100)))
+
+
+@lru_cache(maxsize=4)
+def _load(directory: str) -> tuple[Kpi, ...]:
+    paths = sorted(Path(directory).glob("*.yml"))
+    if not paths:
+        raise CatalogError(f"no KPI definitions in {directory}")
+    return tuple(sorted((_load_kpi(p) for p in paths), key=lambda k: (k.order, k.id)))
+
+
+def load_catalog(directory: Optional[Path] = None) -> tuple[Kpi, ...]:
+    return _load(str(directory or catalog_dir()))
+
+
+def catalog_hash(directory: Optional[Path] = None) -> str:
+    """sha256 over every catalog file, for manifests and reproducibility records."""
+    h = hashlib.sha256()
+    for p in sorted(Path(directory or catalog_dir()).glob("*.*")):
+        if p.suffix in (".sql", ".yml", ".toml"):
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()

@@ -1,0 +1,245 @@
+"""KPI engine: runs each catalog SQL over the events known at the as-of time and turns units into KPI rows.
+
+Each metrics/<kpi>.sql selects from `known_events` (the events with known_at <= $as_of) and `params` (one row
+per product with the KPI's parameters), may use `$as_of`, and returns one row per unit:
+
+    product, site_id, anchor_at, outcome ('success' | 'failure' | 'pending'), unit_id,
+    patient_ref, hcp_id, ae_id, lot_id, detail (a readable reason), plus any columns its stats use.
+
+This module assigns units to periods by anchor_at, counts numerator/denominator/pending per grouping in one
+query per KPI, and applies the common rules of KPIS.md: Wilson CI, status, rounding.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional
+
+import duckdb
+
+from .catalog import Config, Kpi, load_catalog, load_config
+from .periods import Period, iso, parse_period
+
+Z = 1.959964
+UNIT_COLUMNS = ("product", "site_id", "anchor_at", "outcome", "unit_id", "patient_ref", "hcp_id", "ae_id",
+                "lot_id", "detail")
+STATUS_CODES = {"ok": 0, "warning": 1, "breach": 2, "insufficient_data": -1}
+BY_CHOICES = ("product", "site", "none")
+
+
+def wilson(x: int, n: int, z: float = Z) -> tuple[Optional[float], Optional[float]]:
+    """Wilson score interval for x successes out of n."""
+    if n == 0:
+        return None, None
+    p = x / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def status_of(kpi: Kpi, threshold: float, numerator: int, denominator: int,
+              value: Optional[float], ci_low: Optional[float], ci_high: Optional[float]) -> str:
+    if kpi.zero_tolerance:
+        if denominator == 0:
+            return "insufficient_data"
+        return "breach" if numerator < denominator else "ok"
+    if denominator < kpi.min_n or value is None:
+        return "insufficient_data"
+    if kpi.direction == "higher_is_better":
+        if value >= threshold:
+            return "ok"
+        return "warning" if ci_high >= threshold else "breach"
+    if value <= threshold:
+        return "ok"
+    return "warning" if ci_low <= threshold else "breach"
+
+
+def _r(x: Any) -> Any:
+    if isinstance(x, float):
+        return None if math.isnan(x) else round(x, 4)
+    return x
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _used_params(sql: str, values: dict[str, Any]) -> dict[str, Any]:
+    """DuckDB refuses unused named parameters: pass only the ones the statement names."""
+    names = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", sql))
+    return {k: v for k, v in values.items() if k in names}
+
+
+@dataclass
+class Engine:
+    """Computes the catalog over one DuckDB connection holding the `events` table."""
+    con: duckdb.DuckDBPyConnection
+    catalog: tuple[Kpi, ...] = ()
+    config: Config = Config()
+
+    def __post_init__(self):
+        if not self.catalog:
+            self.catalog = load_catalog()
+        if not self.config.data:
+            self.config = load_config()
+
+    # --- building blocks ---------------------------------------------------------------------------------
+    def kpi(self, kpi_id: str) -> Kpi:
+        for k in self.catalog:
+            if k.id == kpi_id:
+                return k
+        raise KeyError(f"unknown KPI {kpi_id!r}; known: {', '.join(k.id for k in self.catalog)}")
+
+    def _fetch(self, sql: str, params: dict[str, Any]) -> list[tuple]:
+        return self.con.execute(sql, _used_params(sql, params)).fetchall()
+
+    def products_and_sites(self, as_of: datetime) -> tuple[list[str], list[tuple[str, str]]]:
+        pairs = self._fetch("SELECT DISTINCT product, site_id FROM events WHERE known_at <= $as_of "
+                            "ORDER BY product, site_id", {"as_of": as_of})
+        return sorted({p for p, _ in pairs}), pairs
+
+    def _units_sql(self, kpi: Kpi) -> str:
+        param_cols = "".join(f", unnest($param_{name}) AS {name}" for name in kpi.params)
+        return (f"WITH known_events AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of), "
+                f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
+                f"units AS ({kpi.sql})")
+
+    def _param_values(self, kpi: Kpi, products: list[str]) -> dict[str, Any]:
+        values: dict[str, Any] = {"param_products": products}
+        for name in kpi.params:
+            values[f"param_{name}"] = [kpi.params_for(p, self.config)[name] for p in products]
+        return values
+
+    @staticmethod
+    def _period_filter(period: Period) -> str:
+        parts = []
+        if period.start is not None:
+            parts.append("anchor_at >= $p_start")
+        if period.end is not None:
+            parts.append("anchor_at < $p_end")
+        return " AND ".join(parts) or "TRUE"
+
+    # --- the KPI table -----------------------------------------------------------------------------------
+    def compute(self, as_of: Optional[datetime] = None, period: Optional[str] = None, by: str = "product",
+                product: Optional[str] = None, kpi_ids: Optional[Iterable[str]] = None) -> list[dict]:
+        """The rows of `rmm kpis --json` (KPIS.md): every KPI × product (× site with by='site')."""
+        if by not in BY_CHOICES:
+            raise ValueError(f"--by must be one of {BY_CHOICES}")
+        as_of = as_of or utcnow()
+        per = parse_period(period, as_of)
+        products, pairs = self.products_and_sites(as_of)
+        if product is not None:
+            products = [p for p in products if p == product]
+            pairs = [(p, s) for p, s in pairs if p == product]
+        wanted = set(kpi_ids) if kpi_ids else None
+        rows: list[dict] = []
+        for kpi in self.catalog:
+            if wanted is not None and kpi.id not in wanted:
+                continue
+            groups = self._aggregate(kpi, as_of, per, products)
+            if by == "none" and product is None:
+                keys: list[tuple] = [(None, None)]
+            else:
+                keys = [(p, None) for p in products]
+                if by == "site":
+                    keys += pairs
+                keys.sort(key=lambda k: (k[0] or "", k[1] is not None, k[1] or ""))
+            for key in keys:
+                rows.append(self._row(kpi, per.label, key, groups.get(key)))
+        return rows
+
+    def _aggregate(self, kpi: Kpi, as_of: datetime, per: Period, products: list[str]) -> dict[tuple, dict]:
+        stats_sql = "".join(f", {expr} AS \"{name}\"" for name, expr in kpi.stats.items())
+        sql = (self._units_sql(kpi) +
+               f" SELECT product, site_id, grouping(product) AS gp, grouping(site_id) AS gs, "
+               f"count(*) FILTER (WHERE outcome = 'success') AS numerator, "
+               f"count(*) FILTER (WHERE outcome IN ('success', 'failure')) AS denominator, "
+               f"count(*) FILTER (WHERE outcome = 'pending') AS pending{stats_sql} "
+               f"FROM units WHERE {self._period_filter(per)} "
+               f"GROUP BY GROUPING SETS ((), (product), (product, site_id))")
+        params = {"as_of": as_of, "p_start": per.start, "p_end": per.end, **self._param_values(kpi, products)}
+        cur = self.con.execute(sql, _used_params(sql, params))
+        names = [d[0] for d in cur.description]
+        out: dict[tuple, dict] = {}
+        for rec in cur.fetchall():
+            r = dict(zip(names, rec))
+            key = (None if r["gp"] else r["product"], None if r["gs"] else r["site_id"])
+            out[key] = r
+        return out
+
+    def _row(self, kpi: Kpi, period_label: str, key: tuple, agg: Optional[dict]) -> dict:
+        product, site_id = key
+        numerator = int(agg["numerator"]) if agg else 0
+        denominator = int(agg["denominator"]) if agg else 0
+        pending = int(agg["pending"]) if agg else 0
+        value = numerator / denominator if denominator else None
+        ci_low, ci_high = wilson(numerator, denominator)
+        threshold = kpi.threshold_for(product, self.config)
+        stats = {name: _r(agg[name]) if agg else None for name in kpi.stats}
+        for name, v in stats.items():
+            if isinstance(v, list):
+                stats[name] = sorted(x for x in v if x is not None)
+        return {
+            "kpi": kpi.id, "period": period_label, "product": product, "site_id": site_id,
+            "numerator": numerator, "denominator": denominator,
+            "value": _r(value), "ci_low": _r(ci_low), "ci_high": _r(ci_high),
+            "threshold": threshold, "direction": kpi.direction, "min_n": kpi.min_n,
+            "status": status_of(kpi, threshold, numerator, denominator, value, ci_low, ci_high),
+            "pending": pending, "stats": stats,
+        }
+
+    # --- what is behind a number ---------------------------------------------------------------------------
+    def units(self, kpi_id: str, as_of: Optional[datetime] = None, period: Optional[str] = None,
+              product: Optional[str] = None, site: Optional[str] = None,
+              outcomes: Iterable[str] = ("success", "failure", "pending")) -> list[dict]:
+        """The units of one KPI in a period, with outcome and readable detail (pseudonymous ids only)."""
+        kpi = self.kpi(kpi_id)
+        as_of = as_of or utcnow()
+        per = parse_period(period, as_of)
+        products, _ = self.products_and_sites(as_of)
+        cols = ", ".join(UNIT_COLUMNS)
+        sql = (self._units_sql(kpi) +
+               f" SELECT {cols} FROM units WHERE {self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))"
+               f" AND ($product IS NULL OR product = $product) AND ($site IS NULL OR site_id = $site)"
+               f" ORDER BY CASE outcome WHEN 'failure' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, anchor_at, unit_id")
+        params = {"as_of": as_of, "p_start": per.start, "p_end": per.end, "outcomes": list(outcomes),
+                  "product": product, "site": site, **self._param_values(kpi, products)}
+        result = []
+        for rec in self._fetch(sql, params):
+            row = dict(zip(UNIT_COLUMNS, rec))
+            row["anchor_at"] = iso(row["anchor_at"])
+            result.append({"kpi": kpi.id, "period": per.label, **row})
+        return result
+
+    # --- monthly series ----------------------------------------------------------------------------------
+    def trend(self, as_of: Optional[datetime] = None, period: Optional[str] = None,
+              product: Optional[str] = None) -> list[dict]:
+        """Monthly numerator/denominator/value per KPI and product, one query per KPI (not one per month)."""
+        as_of = as_of or utcnow()
+        per = parse_period(period or str(as_of.year), as_of)
+        products, _ = self.products_and_sites(as_of)
+        if product is not None:
+            products = [p for p in products if p == product]
+        rows = []
+        for kpi in self.catalog:
+            sql = (self._units_sql(kpi) +
+                   f" SELECT product, date_trunc('month', anchor_at) AS month, "
+                   f"count(*) FILTER (WHERE outcome = 'success'), "
+                   f"count(*) FILTER (WHERE outcome IN ('success', 'failure')), "
+                   f"count(*) FILTER (WHERE outcome = 'pending') "
+                   f"FROM units WHERE {self._period_filter(per)} GROUP BY ALL ORDER BY product, month")
+            params = {"as_of": as_of, "p_start": per.start, "p_end": per.end, **self._param_values(kpi, products)}
+            for prod, month, num, den, pend in self._fetch(sql, params):
+                if prod not in products:
+                    continue
+                value = num / den if den else None
+                lo, hi = wilson(num, den)
+                threshold = kpi.threshold_for(prod, self.config)
+                rows.append({"kpi": kpi.id, "product": prod, "month": month.strftime("%Y-%m"),
+                             "numerator": num, "denominator": den, "value": _r(value), "ci_low": _r(lo),
+                             "ci_high": _r(hi), "pending": pend, "threshold": threshold,
+                             "status": status_of(kpi, threshold, num, den, value, lo, hi)})
+        return rows

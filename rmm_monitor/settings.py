@@ -1,0 +1,35 @@
+"""Runtime settings from the environment (RMM_*). Secrets (tokens, SMTP passwords) are read only from here."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = field(default_factory=lambda: _env("RMM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    db: str = field(default_factory=lambda: _env("RMM_DB", "rmm.duckdb"))
+    web_host: str = field(default_factory=lambda: _env("RMM_WEB_HOST", "127.0.0.1"))
+    web_port: int = field(default_factory=lambda: int(_env("RMM_WEB_PORT", "6066")))
+    group_id: str = field(default_factory=lambda: _env("RMM_GROUP_ID", "rmm-ingest"))
+    app_id: str = field(default_factory=lambda: _env("RMM_APP_ID", "rmm-monitor"))
+    refresh_seconds: float = field(default_factory=lambda: float(_env("RMM_REFRESH_SECONDS", "5")))
+    max_batch: int = field(default_factory=lambda: int(_env("RMM_MAX_BATCH", "20000")))
+    fetch_wait_ms: int = field(default_factory=lambda: int(_env("RMM_FETCH_WAIT_MS", "200")))
+    log_level: str = field(default_factory=lambda: _env("RMM_LOG_LEVEL", "warn"))
+    admin_token: str = field(default_factory=lambda: _env("RMM_ADMIN_TOKEN", ""), repr=False)
+    # Faster group joins than faust's defaults (STACK-NOTES.md: ~30 s first join otherwise).
+    session_timeout: float = field(default_factory=lambda: float(_env("RMM_SESSION_TIMEOUT", "10")))
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def sidecar(self) -> str:
+        """The file beside the DB that tells CLI readers where the worker that owns it answers."""
+        return self.db + ".worker.json"

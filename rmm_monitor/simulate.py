@@ -1,0 +1,706 @@
+"""A realistic, deterministic CAR-T programme: the events of contract v1 as plain dicts.
+
+`generate()` simulates a marketing authorisation holder (MAH) running two or three CAR-T products across a
+handful of certified treatment centres in China: material releases and HCP training, site certification and
+tocilizumab stock, per patient the chain from education and product receipt to infusion, alert card, CRS /
+ICANS / other adverse events with tocilizumab, MAH awareness and regulatory reports, and long-term follow-up.
+
+Products CTX-19 (CD19), BCM-07 (BCMA) and CTX-22 (CD22, launched 40 % into the span); eight centres; for
+large runs (more than 2 400 patients) extra strong centres are added, about 300 patients each. Programme-level
+events (material releases, safety information) carry `site_id = PROGRAMME_SITE_ID` ("MAH-HQ").
+
+Most sites do things right; the sites in `WEAK_SITES` fail in one documented way each, so the KPIs of
+KPIS.md show real signals. With 40 or more patients a few patients are planned so that each weakness shows
+even in a small run (NJ-07's thawing cluster, the infusion at XA-08 while suspended, CD-05's grade-2 CRS).
+Everything is drawn from `random.Random(seed)`: the same arguments give the same events, byte for byte.
+
+Size: about 15 events per patient in a 270-day programme (patients are still in follow-up at `end`; about 25
+per patient at 200 patients, where the site, stock and training events weigh more). 1 M events ~ 67 000
+patients.
+
+Delivery realism: `recorded_at` lags `occurred_at` by minutes to hours, a `late_rate` fraction arrives days
+late, the list is in `recorded_at` order (so `occurred_at` is sometimes out of order), and a `duplicate_rate`
+fraction is emitted a second time, identical, further down (at-least-once sources).
+
+Performance: plain dicts, integer epoch seconds while generating, one sort, one formatting pass; no
+validation inside `generate()` (the tests validate every event against the contract).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from bisect import bisect_right
+from datetime import datetime, timedelta, timezone
+from operator import itemgetter
+from random import Random
+from typing import Iterable, Optional
+
+from .contract import TOPIC_OF_TYPE
+
+__all__ = ["generate", "to_jsonl", "topic_of", "WEAK_SITES", "STRONG_SITES", "PRODUCTS", "PROGRAMME_SITE_ID",
+           "SITES"]
+
+MIN, HOUR, DAY = 60, 3600, 86400
+
+# Programme-level events (material releases, safety information) need an envelope site_id; they come from the
+# MAH's headquarters, not from a treatment centre.
+PROGRAMME_SITE_ID = "MAH-HQ"
+
+# --- the programme -------------------------------------------------------------------------------------------
+# Per product: patient share, launch (fraction of the span), CRS/ICANS incidence and peak-grade distribution
+# (grades 1..5), median onset, when material v2 is released (fraction of the span, None = no v2 in the span).
+PRODUCTS: dict[str, dict] = {
+    "CTX-19": dict(target="CD19", code="CTX19", share=0.55, launch=0.0,
+                   crs=0.85, crs_peak=(0.50, 0.37, 0.10, 0.025, 0.005), crs_onset_h=48.0,
+                   icans=0.32, icans_peak=(0.42, 0.30, 0.20, 0.07, 0.01), icans_onset_h=120.0, v2=0.55,
+                   safety=(0.50, ["secondary_malignancy", "ltfu"],
+                           "T-cell malignancies reported after CAR-T therapy; monitor life-long for secondary "
+                           "malignancies and report them.")),
+    "BCM-07": dict(target="BCMA", code="BCM07", share=0.33, launch=0.0,
+                   crs=0.84, crs_peak=(0.56, 0.34, 0.08, 0.015, 0.005), crs_onset_h=26.0,
+                   icans=0.22, icans_peak=(0.50, 0.28, 0.17, 0.045, 0.005), icans_onset_h=72.0, v2=0.50,
+                   safety=(0.45, ["icans_management", "delayed_neurotoxicity"],
+                           "Delayed movement and neurocognitive toxicity (parkinsonism) reported after BCMA "
+                           "CAR-T; monitor neurological signs beyond day 28.")),
+    "CTX-22": dict(target="CD22", code="CTX22", share=0.12, launch=0.40,
+                   crs=0.76, crs_peak=(0.50, 0.38, 0.09, 0.025, 0.005), crs_onset_h=40.0,
+                   icans=0.28, icans_peak=(0.45, 0.30, 0.18, 0.06, 0.01), icans_onset_h=110.0, v2=None,
+                   safety=None),
+}
+HCP_SECTIONS_V1 = ["product_overview", "thawing", "dosing", "crs_management", "icans_management",
+                   "tocilizumab_availability", "ae_reporting", "alert_card", "ltfu"]
+PATIENT_SECTIONS_V1 = ["what_is_car_t", "crs_symptoms", "icans_symptoms", "alert_card", "driving_restrictions",
+                       "ltfu"]
+
+# (site_id, name, weight, products, activation as a fraction of the span)
+SITES: list[tuple[str, str, float, tuple[str, ...], float]] = [
+    ("SH-01", "Shanghai East Cell Therapy Centre (simulated)", 1.6, ("CTX-19", "BCM-07", "CTX-22"), 0.0),
+    ("BJ-02", "Beijing North Haematology Centre (simulated)", 1.5, ("CTX-19", "BCM-07", "CTX-22"), 0.0),
+    ("GZ-03", "Guangzhou River Oncology Hospital (simulated)", 1.1, ("CTX-19", "BCM-07"), 0.01),
+    ("WH-04", "Wuhan Lakes Haematology Hospital (simulated)", 1.3, ("CTX-19", "BCM-07"), 0.01),
+    ("CD-05", "Chengdu Garden Cell Therapy Unit (simulated)", 1.1, ("CTX-19", "BCM-07"), 0.02),
+    ("HZ-06", "Hangzhou Bay Cancer Centre (simulated)", 1.1, ("CTX-19", "BCM-07"), 0.02),
+    ("NJ-07", "Nanjing Hills Haematology Centre (simulated)", 0.9, ("CTX-19", "CTX-22"), 0.03),
+    ("XA-08", "Xi'an Wall Blood Disease Hospital (simulated)", 0.8, ("CTX-19",), 0.30),
+]
+STRONG_SITES = ("SH-01", "BJ-02")
+
+WEAK_SITES: dict[str, str] = {
+    "GZ-03": "late or missing alert cards: about a third issued more than 24 h after infusion, about 1 in 10 "
+             "never issued, and cards with a null or wrong lot_id",
+    "WH-04": "four staff who joined mid-programme infuse without passed training (one never trained, others "
+             "failed or trained weeks after their first infusion); slow retraining on material v2",
+    "CD-05": "slow tocilizumab: median about 170 min from CRS grade 2, most first doses later than 120 min",
+    "HZ-06": "late AE reports (many serious reports 16-40 days after awareness, non-serious past 30 days) and "
+             "null lot_id on about 40 % of reports",
+    "NJ-07": "cluster of thawing errors: ae_onset with related_step 'thawing' and medication_error true in a "
+             "~6-week window mid-programme (>= 3 within 90 days, CTX-19)",
+    "XA-08": "joins late; tocilizumab stock reported irregularly (gaps over 7 days) and often below 2 doses; "
+             "certification suspended for ~3 weeks mid-programme and one infusion given during the suspension",
+}
+
+# Extra, strong sites added when a large run needs more centres (about 300 patients per centre).
+_EXTRA_CITIES = ["TJ", "CQ", "SZ", "XM", "QD", "JN", "CS", "ZZ", "SY", "DL", "KM", "NN", "FZ", "HF", "NC", "TY",
+                 "SJ", "HB", "CC", "LZ", "GY", "HK", "NB", "WX", "SU", "YT", "WF", "LY", "XZ", "TS"]
+_BASE_PATIENTS_PER_SITE = 300
+
+_CODE = {
+    "site_registered": "sreg", "site_certification_changed": "scert", "tocilizumab_stock_reported": "stock",
+    "material_version_released": "mat", "hcp_registered": "hcp", "training_completed": "train",
+    "patient_education_completed": "edu", "product_received": "recv", "product_thawed": "thaw",
+    "infusion_administered": "inf", "alert_card_issued": "card", "ltfu_visit": "ltfu", "ae_onset": "ae",
+    "ae_grade_changed": "aeg", "tocilizumab_administered": "toci", "ae_awareness": "aware",
+    "ae_reported": "rep", "safety_information_updated": "safety",
+}
+_SCOPE = ["apheresis", "thaw", "infusion", "ae_management"]
+_LTFU_DAYS = [30 * k for k in range(1, 13)] + [360 + 91 * k for k in range(1, 60)]  # monthly in year 1, then quarterly
+_LAGN = 4096
+
+
+def _utc_seconds(end: Optional[datetime]) -> int:
+    if end is None:
+        now = datetime.now(timezone.utc)
+        return int(now.timestamp()) // 60 * 60
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    return int(end.timestamp())
+
+
+class _Sim:
+    def __init__(self, seed: int, end: int, days: int, late_rate: float):
+        self.seed = seed
+        self.rng = Random(seed)
+        self.end = end
+        self.span = int(days * DAY)
+        self.start = end - self.span
+        self.late_rate = late_rate
+        self.events: list[dict] = []
+        self.n = 0
+        lr = Random(f"lags-{seed}")
+        # minutes to a few hours: site/LMS systems (median ~12 min), safety database (median ~50 min)
+        self.lag_fast = [min(int(60 * lr.lognormvariate(math.log(12), 1.1)), 8 * HOUR) for _ in range(_LAGN)]
+        self.lag_ae = [min(int(60 * lr.lognormvariate(math.log(50), 1.0)), 20 * HOUR) for _ in range(_LAGN)]
+
+    def at(self, frac: float) -> int:
+        return self.start + int(frac * self.span)
+
+    # every event goes through here
+    def emit(self, etype: str, t: int, product: str, site: str, source: str, fields: dict, ae: bool = False):
+        if t > self.end:
+            return
+        r = self.rng.random
+        if r() < self.late_rate:
+            rec = t + DAY + int(r() * 20 * DAY)
+        else:
+            rec = t + (self.lag_ae if ae else self.lag_fast)[int(r() * _LAGN)]
+        if rec > self.end:
+            rec = self.end
+        self.n += 1
+        ev = {"event_id": f"{_CODE[etype]}-{self.seed}-{self.n:08d}", "event_type": etype, "schema_version": 1,
+              "occurred_at": t, "recorded_at": rec, "source": source, "product": product, "site_id": site}
+        ev.update(fields)
+        self.events.append(ev)
+
+
+def _pick(r: float, probs: Iterable[float]) -> int:
+    """Index i (0-based) drawn from a discrete distribution, given a uniform r."""
+    acc = 0.0
+    i = -1
+    for i, p in enumerate(probs):
+        acc += p
+        if r < acc:
+            return i
+    return i
+
+
+# --- the generator -------------------------------------------------------------------------------------------
+def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, days: int = 270,
+             duplicate_rate: float = 0.01, late_rate: float = 0.02) -> list[dict]:
+    """Events of a simulated CAR-T programme over [end - days, end], as contract-v1 dicts in recorded_at order.
+
+    `end` defaults to now (UTC, truncated to the minute); a naive `end` is taken as UTC. Nothing occurs or is
+    recorded after `end`. `duplicate_rate` of the events appear twice (same event_id, identical content, the
+    copy later in the list); `late_rate` of them are recorded days after they occurred.
+    """
+    if patients < 0 or days <= 0:
+        raise ValueError("patients must be >= 0 and days > 0")
+    sim = _Sim(seed, _utc_seconds(end), days, late_rate)
+    rng = sim.rng
+    r = rng.random
+    emit = sim.emit
+
+    # ---- products and materials ----
+    product_v2: dict[str, Optional[int]] = {}
+    product_launch: dict[str, int] = {}
+    for p, spec in PRODUCTS.items():
+        launch = sim.at(spec["launch"])
+        product_launch[p] = launch
+        hcp_mat, pat_mat = f"MAT-HCP-{p}", f"MAT-PAT-{p}"
+        emit("material_version_released", launch, p, PROGRAMME_SITE_ID, "mah-rmm",
+             {"material_id": hcp_mat, "version": 1, "sections": list(HCP_SECTIONS_V1)})
+        emit("material_version_released", launch + 2 * HOUR, p, PROGRAMME_SITE_ID, "mah-rmm",
+             {"material_id": pat_mat, "version": 1, "sections": list(PATIENT_SECTIONS_V1)})
+        if spec["safety"] is not None:
+            frac, sections, summary = spec["safety"]
+            emit("safety_information_updated", sim.at(frac) + int(r() * DAY), p, PROGRAMME_SITE_ID, "mah-pv",
+                 {"sections": list(sections), "summary": summary})
+        v2 = None
+        if spec["v2"] is not None:
+            v2 = sim.at(spec["v2"]) + int(r() * 2 * DAY)
+            extra = spec["safety"][1] if spec["safety"] else []
+            emit("material_version_released", v2, p, PROGRAMME_SITE_ID, "mah-rmm",
+                 {"material_id": hcp_mat, "version": 2,
+                  "sections": HCP_SECTIONS_V1 + [s for s in extra if s not in HCP_SECTIONS_V1]})
+            emit("material_version_released", v2 + 3 * HOUR, p, PROGRAMME_SITE_ID, "mah-rmm",
+                 {"material_id": pat_mat, "version": 2,
+                  "sections": PATIENT_SECTIONS_V1 + ["secondary_malignancy" if p != "BCM-07" else "neuro_symptoms"]})
+        product_v2[p] = v2
+
+    def version_at(p: str, t: int) -> int:
+        v2 = product_v2[p]
+        return 2 if v2 is not None and t >= v2 else 1
+
+    # ---- sites ----
+    sites = [list(s) for s in SITES]
+    n_extra = max(0, math.ceil((patients - _BASE_PATIENTS_PER_SITE * len(SITES)) / _BASE_PATIENTS_PER_SITE))
+    for k in range(n_extra):
+        c = len(_EXTRA_CITIES)
+        city = _EXTRA_CITIES[k] if k < c else f"CN{k // c}{_EXTRA_CITIES[k % c]}"
+        sid = f"{city}-{k + 9:02d}"
+        prods = ("CTX-19", "BCM-07") if k % 3 else ("CTX-19",)
+        sites.append([sid, f"{city} Regional Cell Therapy Centre {k + 9} (simulated)", 1.0, prods, 0.05 + 0.45 * (k % 10) / 10])
+
+    site_prod: dict[tuple[str, str], dict] = {}   # (site, product) -> reg, cert, first_ok, hcp candidates
+    suspension = (sim.at(0.68), sim.at(0.76))
+    for sid, name, _w, prods, act in sites:
+        for p in prods:
+            reg = max(sim.at(act), product_launch[p]) + int(r() * 3 * DAY)
+            cert = reg + int((4 + 6 * r()) * DAY)
+            site_prod[(sid, p)] = {"reg": reg, "cert": cert, "first_ok": cert + 7 * DAY, "cands": []}
+            emit("site_registered", reg, p, sid, "site-portal", {"name": name, "country": "CN"})
+            emit("site_certification_changed", cert, p, sid, "site-portal",
+                 {"status": "certified", "scope": list(_SCOPE)})
+            if sid == "XA-08":
+                emit("site_certification_changed", suspension[0], p, sid, "site-portal",
+                     {"status": "suspended", "scope": list(_SCOPE)})
+                emit("site_certification_changed", suspension[1], p, sid, "site-portal",
+                     {"status": "certified", "scope": list(_SCOPE)})
+            # tocilizumab stock, reported every few days from just before certification
+            t = cert - DAY
+            weak_stock = sid == "XA-08"
+            while t <= sim.end:
+                if weak_stock:
+                    doses = (1, 2, 3, 0)[_pick(r(), (0.45, 0.35, 0.15, 0.05))]
+                else:
+                    doses = (2, 3, 4, 5, 1)[_pick(r(), (0.28, 0.37, 0.30, 0.03, 0.02))]
+                emit("tocilizumab_stock_reported", t, p, sid, "site-portal", {"doses_on_hand": doses})
+                if weak_stock:
+                    t += int((5 + 8 * r()) * DAY)
+                elif doses < 2:  # a well-run site restocks at once and reports again
+                    t += int((0.3 + 0.9 * r()) * DAY)
+                else:
+                    t += int((2.5 + 2 * r()) * DAY)
+
+    # ---- HCPs and training ----
+    def train(hcp: str, p: str, sid: str, t: int, fail_p: float, fail_forced: bool = False) -> Optional[int]:
+        """One training course, retaken a few days after each failure until passed; returns the time of the
+        pass. With `fail_forced` the one attempt fails and is not retaken (returns None)."""
+        mat = f"MAT-HCP-{p}"
+        while True:
+            fail = fail_forced or r() < fail_p
+            v = version_at(p, t)
+            score = int(55 + 24 * r()) if fail else int(80 + 20.99 * r())
+            emit("training_completed", t, p, sid, "lms",
+                 {"hcp_id": hcp, "material_id": mat, "material_version": v, "score": score, "passed": not fail})
+            if not fail:
+                return t
+            if fail_forced:
+                return None
+            t += int((2 + 5 * r()) * DAY)
+
+    roles_n = {"prescriber": 3, "infusion_nurse": 4, "pharmacist": 2, "icu": 2}
+    role_code = {"prescriber": "MD", "infusion_nurse": "RN", "pharmacist": "PH", "icu": "ICU"}
+    for sid, _name, _w, prods, _act in sites:
+        scode = sid.replace("-", "")
+        big = sid in STRONG_SITES
+        # staff: (hcp_id, role, join time, kind) kind: None normal, "never", "late", "fail_late"
+        staff: list[tuple[str, str, Optional[int], Optional[str]]] = []
+        for role, n in roles_n.items():
+            for k in range(1, n + (2 if big and role in ("prescriber", "infusion_nurse") else 0) + 1):
+                staff.append((f"HCP-{scode}-{role_code[role]}{k:02d}", role, None, None))
+        # a new nurse joins mid-programme at every site (trained before she infuses, except at WH-04)
+        staff.append((f"HCP-{scode}-RN{20:02d}", "infusion_nurse", sim.at(0.25 + 0.5 * r()), None))
+        if sid == "WH-04":
+            staff += [(f"HCP-{scode}-RN21", "infusion_nurse", sim.at(0.30), "never"),
+                      (f"HCP-{scode}-RN22", "infusion_nurse", sim.at(0.36), "fail_late"),
+                      (f"HCP-{scode}-MD21", "prescriber", sim.at(0.42), "late"),
+                      (f"HCP-{scode}-RN23", "infusion_nurse", sim.at(0.50), "late")]
+        weak_training = sid == "WH-04"
+        for p in prods:
+            sp = site_prod[(sid, p)]
+            v2 = product_v2[p]
+            for hcp, role, join, kind in staff:
+                base = sp["reg"] if join is None else max(join, sp["reg"])
+                reg = base + int(r() * 2 * DAY)
+                emit("hcp_registered", reg, p, sid, "lms", {"hcp_id": hcp, "role": role})
+                if kind is None:
+                    ready = train(hcp, p, sid, reg + int((1 + 4 * r()) * DAY), 0.25 if weak_training else 0.12)
+                elif kind == "never":
+                    ready = None
+                elif kind == "fail_late":
+                    train(hcp, p, sid, reg + 3 * DAY, 0.0, fail_forced=True)  # fails, no retake for weeks
+                    ready = train(hcp, p, sid, reg + int((45 + 15 * r()) * DAY), 0.0)
+                else:  # "late": trains only weeks after starting to infuse
+                    ready = train(hcp, p, sid, reg + int((25 + 20 * r()) * DAY), 0.2)
+                # retraining on v2 for those who passed on v1
+                if ready is not None and v2 is not None and ready < v2 and not (weak_training and r() < 0.3):
+                    median = 40.0 if weak_training else 7.0
+                    t2 = v2 + int(min(rng.lognormvariate(math.log(median), 0.6), 120.0) * DAY)
+                    train(hcp, p, sid, t2, 0.08)
+                if role in ("prescriber", "infusion_nurse"):
+                    if kind is None:
+                        eligible = ready
+                    else:
+                        eligible = reg + DAY  # WH-04: infuses from day one
+                    sp["cands"].append((eligible, hcp, role, kind is not None, ready))
+
+    # ---- patients ----
+    weights_by_product: dict[str, tuple[list[str], list[float]]] = {}  # site ids, cumulative weights
+    for p in PRODUCTS:
+        ids = [s[0] for s in sites if p in s[3]]
+        ws = [s[2] for s in sites if p in s[3]]
+        tot, acc, cum = sum(ws), 0.0, []
+        for w in ws:
+            acc += w / tot
+            cum.append(acc)
+        weights_by_product[p] = (ids, cum)
+    shares = [PRODUCTS[p]["share"] for p in PRODUCTS]
+    plist = list(PRODUCTS)
+    counters = {p: 0 for p in PRODUCTS}
+
+    # forced plans so every weakness shows even in small runs
+    forced: dict[int, tuple[str, str, int, str]] = {}
+    if patients >= 40:
+        idx = rng.sample(range(patients), 10)
+        win0 = sim.at(0.42)
+        for i in idx[:4]:  # NJ-07's thawing errors
+            forced[i] = ("CTX-19", "NJ-07", win0 + int(r() * 0.15 * sim.span), "thawing")
+        forced[idx[4]] = ("CTX-19", "XA-08", suspension[0] + int((0.1 + 0.6 * r()) * (suspension[1] - suspension[0])),
+                          "suspended")
+        for i in idx[5:]:  # CD-05 has CRS episodes reaching grade 2 to be slow on
+            lo = site_prod[("CD-05", "CTX-19")]["first_ok"]
+            forced[i] = ("CTX-19", "CD-05", lo + int(r() * max(0, sim.end - 10 * DAY - lo)), "crs2")
+    thaw_window = (sim.at(0.42), sim.at(0.58))
+    hi = sim.end + 4 * DAY
+    for i in range(patients):
+        plan = forced.get(i)
+        if plan is not None:
+            p, sid, t_inf, why = plan
+            t_inf = max(t_inf, site_prod[(sid, p)]["first_ok"])
+        else:
+            why = None
+            p = plist[_pick(r(), shares)]
+            ids, cum = weights_by_product[p]
+            sid = ids[min(bisect_right(cum, r()), len(ids) - 1)]
+            lo = site_prod[(sid, p)]["first_ok"]
+            u = r()
+            if r() < 0.5:
+                u = math.sqrt(u)  # the programme ramps up
+            t_inf = lo + int(u * (hi - lo)) if hi > lo else lo
+            if sid == "XA-08" and suspension[0] <= t_inf < suspension[1]:
+                t_inf = suspension[1] + int((1 + 9 * r()) * DAY)  # postponed while suspended
+        counters[p] += 1
+        _patient(sim, p, sid, counters[p], t_inf, why, site_prod[(sid, p)], version_at, thaw_window)
+
+    # ---- delivery order, formatting, duplicates ----
+    events = sim.events
+    events.sort(key=itemgetter("recorded_at"))
+    _format_times(events)
+    n = len(events)
+    k = min(n, int(round(duplicate_rate * n))) if duplicate_rate > 0 else 0
+    if k == 0:
+        return events
+    after: dict[int, list[dict]] = {}
+    for i in sorted(rng.sample(range(n), k)):
+        j = min(n - 1, i + 1 + int(r() * 300))
+        ev = events[i]
+        copy = dict(ev)
+        for key in ("scope", "sections"):
+            if key in copy:
+                copy[key] = list(copy[key])
+        after.setdefault(j, []).append(copy)
+    out: list[dict] = []
+    append = out.append
+    for i, ev in enumerate(events):
+        append(ev)
+        extra = after.get(i)
+        if extra:
+            out.extend(extra)
+    return out
+
+
+_TIMES_OF_DAY: list[str] = []
+
+
+def _format_times(events: list[dict]) -> None:
+    """Epoch seconds -> 'YYYY-MM-DDTHH:MM:SSZ' in place: the date part cached per day, the time of day from a
+    table of the 86 400 'HH:MM:SSZ' strings (3x faster than formatting each one)."""
+    if not _TIMES_OF_DAY:
+        _TIMES_OF_DAY.extend(f"{h:02d}:{m:02d}:{s:02d}Z" for h in range(24) for m in range(60) for s in range(60))
+    tod = _TIMES_OF_DAY
+    days: dict[int, str] = {}
+    epoch = datetime(1970, 1, 1)
+
+    def day(d: int) -> str:
+        prefix = days[d] = (epoch + timedelta(days=d)).strftime("%Y-%m-%dT")
+        return prefix
+
+    get = days.get
+    for ev in events:
+        d, s = divmod(ev["occurred_at"], DAY)
+        ev["occurred_at"] = (get(d) or day(d)) + tod[s]
+        d, s = divmod(ev["recorded_at"], DAY)
+        ev["recorded_at"] = (get(d) or day(d)) + tod[s]
+        if ev["event_type"] == "ltfu_visit":
+            d, s = divmod(ev["due_at"], DAY)
+            ev["due_at"] = (get(d) or day(d)) + tod[s]
+
+
+def _patient(sim: _Sim, p: str, sid: str, no: int, t_inf: int, why: Optional[str], sp: dict, version_at,
+             thaw_window: tuple[int, int]) -> None:
+    """All events of one patient: education, product chain, infusion, card, AEs, reports, LTFU."""
+    rng = sim.rng
+    r = rng.random
+    emit = sim.emit
+    spec = PRODUCTS[p]
+    pcode = spec["code"]
+    ref = f"PT-{pcode}-{no:06d}"
+    lot = f"LOT-{pcode}-{240000 + no}"
+    strong = sid not in WEAK_SITES
+
+    # education (patient material): mostly days before infusion
+    x = r()
+    if x < 0.94:
+        t_edu = t_inf - int((1 + 12 * r()) * DAY)
+    elif x < 0.97:
+        t_edu = t_inf + int((2 + 46 * r()) * HOUR)
+    else:
+        t_edu = None
+    if t_edu is not None:
+        emit("patient_education_completed", t_edu, p, sid, "site-portal",
+             {"patient_ref": ref, "material_id": f"MAT-PAT-{p}", "material_version": version_at(p, t_edu)})
+
+    # product chain
+    t_recv = t_inf - int((1 + 9 * r()) * DAY) - int(r() * 8 * HOUR)
+    emit("product_received", t_recv, p, sid, "coi-platform",
+         {"patient_ref": ref, "lot_id": lot, "coi_verified": r() >= 0.003, "temperature_excursion": r() < 0.006})
+    if r() < 0.015 and why is None:
+        return  # patient deteriorated before infusion: product received, never infused
+    thaw_error = why == "thawing" or (sid == "NJ-07" and p == "CTX-19" and thaw_window[0] <= t_inf < thaw_window[1]
+                                      and r() < 0.4)
+    t_thaw = t_inf - (int((100 + 100 * r()) * MIN) if thaw_error else int((20 + 40 * r()) * MIN))
+    emit("product_thawed", t_thaw, p, sid, "coi-platform", {"patient_ref": ref, "lot_id": lot})
+
+    # infusion: by a trained infusion nurse or prescriber of the site (WH-04: sometimes by untrained staff)
+    cands = sp["cands"]
+    avail = [c for c in cands if c[0] is not None and c[0] <= t_inf]
+    rogue = [c for c in avail if c[3]]
+    untrained = [c for c in rogue if c[4] is None or t_inf < c[4]]
+    if untrained and r() < 0.7:  # WH-04: new staff infuse before they have passed training
+        hcp = untrained[int(r() * len(untrained))][1]
+    elif rogue and r() < 0.3:
+        hcp = rogue[int(r() * len(rogue))][1]
+    else:
+        normal = [c for c in avail if not c[3]] or [c for c in cands if not c[3]]
+        want = "infusion_nurse" if r() < 0.85 else "prescriber"
+        pool = [c for c in normal if c[2] == want] or normal
+        hcp = pool[int(r() * len(pool))][1]
+    emit("infusion_administered", t_inf, p, sid, "coi-platform",
+         {"patient_ref": ref, "lot_id": lot, "hcp_id": hcp, "dose_within_spec": r() >= 0.005})
+
+    # alert card
+    if sid == "GZ-03":
+        x = r()
+        t_card = (None if x < 0.11 else t_inf + int((26 + 120 * r()) * HOUR) if x < 0.43
+                  else t_inf + int((0.5 + 20 * r()) * HOUR))
+        y = r()
+        card_lot = None if y < 0.15 else f"LOT-{pcode}-{240000 + no + 1}" if y < 0.23 else lot
+    else:
+        x = r()
+        t_card = (None if x < 0.015 else t_inf + int((25 + 40 * r()) * HOUR) if x < 0.035
+                  else t_inf - int((1 + 20 * r()) * HOUR) if x < 0.12
+                  else t_inf + int(min(rng.lognormvariate(math.log(3.0), 0.9), 22.0) * HOUR) + int(r() * 30 * MIN))
+        y = r()
+        card_lot = None if y < 0.005 else f"LOT-{pcode}-{240000 + no - 1}" if y < 0.01 else lot
+    if t_card is not None:
+        emit("alert_card_issued", t_card, p, sid, "site-portal", {"patient_ref": ref, "lot_id": card_lot})
+
+    # ---- adverse events ----
+    aes: list[list] = []  # [term, trajectory [(t, grade)], serious, related_step, med_error, scale]
+
+    def trajectory(t0: int, g0: int, peak: int, step_h: tuple[float, float]) -> list[tuple[int, int]]:
+        traj = [(t0, g0)]
+        t, g = t0, g0
+        while g < peak:
+            g += 1
+            t += int((1 + 7 * r()) * DAY) if g == 5 else int((step_h[0] + (step_h[1] - step_h[0]) * r()) * HOUR)
+            traj.append((t, g))
+        if g < 5 and g >= 2:
+            if g >= 3:
+                t += int((24 + 48 * r()) * HOUR)
+                traj.append((t, 2))
+            t += int((24 + 72 * r()) * HOUR)
+            traj.append((t, 1))
+        return traj
+
+    crs_scale = "Lee" if sid == "BJ-02" and p == "CTX-19" and r() < 0.3 else "ASTCT"
+    if why == "crs2" or r() < spec["crs"]:
+        peak = _pick(r(), spec["crs_peak"]) + 1
+        if why == "crs2":
+            peak = max(peak, 2)
+        t0 = t_inf + int(min(max(rng.lognormvariate(math.log(spec["crs_onset_h"]), 0.6), 3.0), 240.0) * HOUR)
+        g0 = 2 if peak >= 2 and r() < 0.1 else 1
+        traj = trajectory(t0, g0, peak, (3.0, 18.0))
+        serious = peak >= 3 or (peak == 2 and r() < 0.4) or r() < 0.03
+        step = "crs_management" if sid == "CD-05" and peak >= 3 and r() < 0.5 else None
+        aes.append(["CRS", traj, serious, step, False, crs_scale])
+    if r() < spec["icans"]:
+        peak = _pick(r(), spec["icans_peak"]) + 1
+        t0 = t_inf + int(min(max(rng.lognormvariate(math.log(spec["icans_onset_h"]), 0.5), 12.0), 600.0) * HOUR)
+        traj = trajectory(t0, 1 if peak == 1 or r() < 0.7 else 2, peak, (4.0, 30.0))
+        aes.append(["ICANS", traj, peak >= 3 or (peak == 2 and r() < 0.6), None, False, "ASTCT"])
+    if r() < 0.01:
+        t0 = t_inf + int((12 + 60 * r()) * HOUR)
+        aes.append(["TLS", [(t0, 3), (t0 + int((2 + 4 * r()) * DAY), 1)], True, None, False, "CTCAE"])
+    if r() < 0.01:
+        t0 = t_inf + int((5 + 15 * r()) * DAY)
+        g = 5 if r() < 0.15 else 3 + int(r() * 2)
+        aes.append(["HLH", [(t0, 3)] + ([(t0 + int((2 + 6 * r()) * DAY), g)] if g > 3 else []), True, None,
+                    False, "CTCAE"])
+    if r() < 0.45:  # early cytopenia after lymphodepletion, grade 3-4, recovering
+        t0 = t_inf + int((1 + 10 * r()) * DAY)
+        g = 3 if r() < 0.55 else 4
+        traj = [(t0, 3)] + ([(t0 + int((1 + 3 * r()) * DAY), 4)] if g == 4 else [])
+        traj.append((traj[-1][0] + int((5 + 20 * r()) * DAY), 2))
+        aes.append(["cytopenia", traj, g == 4 and r() < 0.5, None, False, "CTCAE"])
+    if r() < 0.2:  # prolonged or late cytopenia
+        t0 = t_inf + int((28 + 40 * r()) * DAY)
+        g = 3 if r() < 0.6 else 4
+        aes.append(["cytopenia", [(t0, g), (t0 + int((14 + 40 * r()) * DAY), 2)], r() < 0.5, None, False, "CTCAE"])
+    for _ in range(2):  # infections, early (neutropenic) or late (hypogammaglobulinaemia)
+        if r() < 0.18:
+            t0 = t_inf + int((3 + 177 * r()) * DAY)
+            g = _pick(r(), (0.5, 0.4, 0.08, 0.02)) + 2
+            traj = [(t0, 2)] if g == 2 else [(t0, 3)] + ([(t0 + int((1 + 6 * r()) * DAY), g)] if g > 3 else [])
+            if g < 5:
+                traj.append((traj[-1][0] + int((3 + 11 * r()) * DAY), 1))
+            aes.append(["infection", traj, g >= 3, None, False, "CTCAE"])
+    if r() < (0.2 if p == "BCM-07" else 0.08):
+        aes.append(["hypogammaglobulinaemia", [(t_inf + int((30 + 150 * r()) * DAY), 2)], False, None, False,
+                    "CTCAE"])
+    if r() < 0.003:
+        aes.append(["secondary_malignancy", [(t_inf + int((90 + 200 * r()) * DAY), 3 + int(r() * 2))], True, None,
+                    False, "CTCAE"])
+    # medication errors / step-related events
+    if thaw_error:
+        t0 = t_inf + int((15 + 120 * r()) * MIN)
+        aes.append(["other", [(t0, 1 + int(r() * 2))], False, "thawing", True, "CTCAE"])
+    elif r() < (0.003 if strong else 0.006):
+        t0 = t_inf + int((10 + 240 * r()) * MIN)
+        aes.append(["other", [(t0, 1 + int(r() * 2))], False, "dosing" if r() < 0.6 else "thawing", True, "CTCAE"])
+
+    # death truncates everything after it
+    death = min((t for ae in aes for t, g in ae[1] if g == 5), default=None)
+
+    k = 0
+    for term, traj, serious, step, med_err, scale in aes:
+        if death is not None:
+            traj = [(t, g) for t, g in traj if t <= death]
+            if not traj:
+                continue
+        k += 1
+        ae_id = f"AE-{pcode}-{no:06d}-{k:02d}"
+        peak = max(g for _, g in traj)
+        serious = serious or peak >= 4
+        t0, g0 = traj[0]
+        onset = {"ae_id": ae_id, "patient_ref": ref, "term": term, "grade": g0, "serious": serious,
+                 "medication_error": med_err, "grading_scale": scale}
+        if step is not None:
+            onset["related_step"] = step
+        emit("ae_onset", t0, p, sid, "safety-db", onset, ae=True)
+        for t, g in traj[1:]:
+            emit("ae_grade_changed", t, p, sid, "safety-db",
+                 {"ae_id": ae_id, "patient_ref": ref, "grade": g, "grading_scale": scale}, ae=True)
+        if term == "CRS":
+            _tocilizumab(sim, p, sid, ref, ae_id, traj, death)
+        _report(sim, p, sid, ref, ae_id, lot, traj, serious, strong)
+
+    # ---- long-term follow-up ----
+    ltfu_missed = 0.07
+    for v, dd in enumerate(_LTFU_DAYS, start=1):
+        due = t_inf + dd * DAY
+        if due > sim.end or (death is not None and due > death):
+            break
+        fields = {"patient_ref": ref, "visit_no": v, "due_at": due}
+        if r() < ltfu_missed:
+            emit("ltfu_visit", due + 30 * DAY, p, sid, "ltfu-registry", {**fields, "status": "missed"})
+            if r() < 0.3:  # the patient came after all; the registry supersedes the "missed"
+                emit("ltfu_visit", due + int((31 + 30 * r()) * DAY), p, sid, "ltfu-registry",
+                     {**fields, "status": "done"})
+        else:
+            emit("ltfu_visit", due + int((-5 + 15 * r()) * DAY), p, sid, "ltfu-registry", {**fields, "status": "done"})
+
+
+def _tocilizumab(sim: _Sim, p: str, sid: str, ref: str, ae_id: str, traj: list[tuple[int, int]],
+                 death: Optional[int]) -> None:
+    rng = sim.rng
+    r = rng.random
+    t0 = traj[0][0]
+    t2 = next((t for t, g in traj if g >= 2), None)
+    doses: list[int] = []
+    if t2 is None:
+        if r() < 0.08:  # persistent grade-1 fever
+            doses.append(t0 + int((24 + 48 * r()) * HOUR))
+    else:
+        if t2 > t0 and sid != "CD-05" and r() < 0.10:
+            doses.append(t0 + int(r() * (t2 - t0)))  # early intervention at grade 1
+        else:
+            median, sigma = (170.0, 0.4) if sid == "CD-05" else (40.0, 0.65)
+            doses.append(t2 + int(min(rng.lognormvariate(math.log(median), sigma), 900.0) * MIN))
+        peak = max(g for _, g in traj)
+        if peak >= 3:
+            doses.append(doses[0] + int((8 + 4 * r()) * HOUR))
+            if r() < 0.4:
+                doses.append(doses[-1] + int((8 + 4 * r()) * HOUR))
+    for t in doses:
+        if death is not None and t > death:
+            break
+        emit_id = ae_id if r() >= 0.08 else None
+        sim.emit("tocilizumab_administered", t, p, sid, "site-ehr", {"patient_ref": ref, "ae_id": emit_id})
+
+
+def _report(sim: _Sim, p: str, sid: str, ref: str, ae_id: str, lot: str, traj: list[tuple[int, int]],
+            serious: bool, strong: bool) -> None:
+    """MAH awareness (day 0) and the regulatory report(s) of one AE."""
+    rng = sim.rng
+    r = rng.random
+    if not serious and r() >= 0.85:
+        return  # non-serious, never forwarded to the MAH
+    t0 = traj[0][0]
+    aware = t0 + int(min(max(rng.lognormvariate(math.log(18.0), 0.9), 0.5), 240.0) * HOUR)
+    sim.emit("ae_awareness", aware, p, sid, "safety-db", {"ae_id": ae_id, "patient_ref": ref}, ae=True)
+    peak = max(g for _, g in traj)
+    t5 = next((t for t, g in traj if g == 5), None)
+    late_site = sid == "HZ-06"
+    if serious:
+        if late_site and r() < 0.45:
+            rep = aware + int((16 + 24 * r()) * DAY)
+        elif r() < 0.03:
+            rep = aware + int((15.5 + 10 * r()) * DAY)
+        elif peak >= 4:
+            rep = aware + int((6 + 14 * r()) * HOUR)  # life-threatening: expedited at once
+        else:
+            rep = aware + int(min(max(rng.lognormvariate(math.log(6.0), 0.5), 1.0), 14.5) * DAY)
+    else:
+        if late_site and r() < 0.35:
+            rep = aware + int((31 + 29 * r()) * DAY)
+        elif r() < 0.03:
+            rep = aware + int((30.5 + 15 * r()) * DAY)
+        else:
+            rep = aware + int((5 + 23 * r()) * DAY)
+    if t5 is not None and t5 <= rep:
+        # fatal before the first report: 1-day clock, the report goes out within hours of the news
+        rep = max(aware, t5) + int((2 + (30 if late_site else 16) * r()) * HOUR)
+    y = r()
+    if late_site:
+        rep_lot = None if y < 0.4 else lot
+    else:
+        rep_lot = None if y < 0.02 else f"LOT-{PRODUCTS[p]['code']}-{239000 + int(r() * 999)}" if y < 0.03 else lot
+    x = r()
+    regulator = "NMPA" if x < 0.94 else "FDA" if x < 0.98 else "EMA"
+    kind = "expedited" if serious else "periodic"
+    fields = {"ae_id": ae_id, "patient_ref": ref, "regulator": regulator, "report_kind": kind, "lot_id": rep_lot}
+    sim.emit("ae_reported", rep, p, sid, "safety-db", fields, ae=True)
+    if serious and r() < 0.3:  # follow-up report
+        sim.emit("ae_reported", rep + int((3 + 27 * r()) * DAY), p, sid, "safety-db",
+                 {**fields, "lot_id": lot if rep_lot is None and r() < 0.5 else rep_lot}, ae=True)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+def topic_of(event: dict) -> str:
+    """The Kafka topic of an event dict (fixed by its event_type)."""
+    return TOPIC_OF_TYPE[event["event_type"]]
+
+
+def to_jsonl(events: Iterable[dict], path: str | os.PathLike) -> int:
+    """Write events as JSON lines (one compact object per line); returns the number written."""
+    n = 0
+    dumps = json.dumps
+    with open(path, "w", encoding="utf-8") as fh:
+        write = fh.write
+        for ev in events:
+            write(dumps(ev, separators=(",", ":")))
+            write("\n")
+            n += 1
+    return n

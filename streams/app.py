@@ -1,0 +1,174 @@
+"""The worker: a faust-streaming app that owns the DuckDB store.
+
+faust runs the process: the web server (/metrics and the HTTP API), the KPI refresh timer, the producer for
+rmm.deadletter and rmm.alerts, and the ingest task (streams/ingest.py) that owns the batch consumer.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from rmm_monitor import __version__
+from rmm_monitor.contract import ALERTS_TOPIC
+from rmm_monitor.kpis import Engine
+from rmm_monitor.periods import parse_time
+from rmm_monitor.settings import Settings
+
+from .ingest import BatchIngestor, StoreThreads
+from .telemetry import WorkerMetrics
+
+log = logging.getLogger("rmm.worker")
+
+
+class Worker:
+    """Wires the faust app to the store, the ingest task and the HTTP API."""
+
+    def __init__(self, settings: Optional[Settings] = None):
+        self.settings = s = settings or Settings()
+        self.metrics = WorkerMetrics()
+        self.stores = StoreThreads(s.db)
+        self.kpi_rows: list[dict] = []
+        self.app = faust.App(
+            s.app_id, broker=f"kafka://{s.bootstrap}", web_host=s.web_host, web_port=s.web_port,
+            web_bind=s.web_host, datadir=os.path.join(os.path.dirname(os.path.abspath(s.db)), ".faust-" + s.app_id),
+            autodiscover=False, topic_allow_declare=False, topic_disable_leader=True,
+            broker_rebalance_timeout=4, broker_session_timeout=6, broker_heartbeat_interval=1,
+            producer_acks=-1, web_enabled=True, store="memory://")
+        self.ingestor = BatchIngestor(s, self.stores, self.metrics, self._send)
+        self.alerts_topic = self.app.topic(ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
+        self._routes()
+        self.app.agent(self.alerts_topic, name="alert-fanout")(self._alert_fanout)
+        self.app.task(self._ingest)
+        self.app.timer(interval=s.refresh_seconds)(self._refresh)
+
+    # --- faust tasks ---------------------------------------------------------------------------------------
+    async def _send(self, topic: str, key: Optional[bytes], value: bytes, headers: list):
+        return await self.app.producer.send(topic, key, value, None, None, headers)
+
+    async def _alert_fanout(self, stream) -> None:
+        """Low-volume agent on rmm.alerts (faust agents are fine at this rate): the topic is the durable
+        outbox from which alerts are delivered to the QPPV's channels."""
+        async for _value in stream:
+            self.metrics.alerts_seen.inc()
+
+    async def _ingest(self) -> None:
+        try:
+            await self.stores.open()
+            self._write_sidecar()
+            await self.refresh()
+            await self.ingestor.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.critical("ingest stopped, offsets of the failed batch are not committed: %s", exc)
+            await self.app.crash(exc)
+            raise
+
+    async def _refresh(self) -> None:
+        if self.stores.store is not None:
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Recompute the catalog for the current quarter (programme and per site) for /metrics."""
+        started = time.perf_counter()
+        try:
+            rows, count = await self.stores.read(self._compute_snapshot)
+        except Exception:
+            log.exception("KPI refresh failed")
+            return
+        self.kpi_rows = rows
+        self.metrics.kpis.rows = rows
+        self.metrics.stored.set(count)
+        self.metrics.refresh_seconds.set(time.perf_counter() - started)
+        self.metrics.refresh_timestamp.set(time.time())
+
+    @staticmethod
+    def _compute_snapshot(con) -> tuple[list[dict], int]:
+        rows = Engine(con).compute(by="site")
+        count = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+        return rows, count
+
+    # --- the HTTP API ----------------------------------------------------------------------------------------
+    def _routes(self) -> None:
+        app = self.app
+
+        @app.page("/metrics")
+        async def metrics(web, request):
+            return web.bytes(self.metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        @app.page("/healthz")
+        async def healthz(web, request):
+            return web.json({"ok": self.stores.store is not None, "version": __version__})
+
+        @app.page("/api/status")
+        async def status(web, request):
+            return web.json(self.status())
+
+        @app.page("/api/kpis")
+        async def kpis(web, request):
+            q = request.query
+            return await self._query(web, lambda con, as_of: Engine(con).compute(
+                as_of=as_of, period=q.get("period"), by=q.get("by", "product"), product=q.get("product"),
+                kpi_ids=q.getall("kpi") if "kpi" in q else None), q)
+
+        @app.page("/api/units")
+        async def units(web, request):
+            q = request.query
+            outcomes = q.getall("outcome") if "outcome" in q else ("failure", "pending")
+            return await self._query(web, lambda con, as_of: Engine(con).units(
+                q["kpi"], as_of=as_of, period=q.get("period"), product=q.get("product"), site=q.get("site"),
+                outcomes=outcomes), q)
+
+        @app.page("/api/trend")
+        async def trend(web, request):
+            q = request.query
+            return await self._query(web, lambda con, as_of: Engine(con).trend(
+                as_of=as_of, period=q.get("period"), product=q.get("product")), q)
+
+    async def _query(self, web, fn, q) -> Any:
+        try:
+            as_of = parse_time(q["as_of"]) if q.get("as_of") else None
+            result = await self.stores.read(fn, as_of)
+        except (KeyError, ValueError) as exc:
+            return web.json({"error": str(exc)}, status=400)
+        return web.json(result)
+
+    def status(self) -> dict:
+        m = self.metrics
+        return {"ingested": int(m.total(m.ingested)), "rejected": int(m.total(m.rejected)),
+                "duplicates": int(m.total(m.duplicates)), "batches": int(m.total(m.batches)),
+                "stored": int(m.stored._value.get()), "db": os.path.abspath(self.settings.db),
+                "bootstrap": self.settings.bootstrap, "web": self.settings.web_url}
+
+    def _write_sidecar(self) -> None:
+        with open(self.settings.sidecar, "w") as fh:
+            json.dump({"url": self.settings.web_url, "pid": os.getpid(),
+                       "started_at": datetime.now(timezone.utc).isoformat()}, fh)
+
+    def remove_sidecar(self) -> None:
+        try:
+            os.unlink(self.settings.sidecar)
+        except FileNotFoundError:
+            pass
+
+
+def run_worker(settings: Optional[Settings] = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    worker = Worker(settings)
+    fw = faust.Worker(worker.app, loglevel=worker.settings.log_level, quiet=True, override_logging=True)
+    try:
+        fw.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        worker.stores.close()
+        worker.remove_sidecar()
+    return 0

@@ -1,0 +1,226 @@
+"""The ingest path: a batch consumer owned by a faust task.
+
+Per fetched batch, three visible steps, in this order (the quix-streams sink pattern):
+  1. store    — validate the whole batch and write the valid events to DuckDB in one transaction (on the
+                store thread, so the event loop keeps heartbeating);
+  2. reject   — send every refused record to rmm.deadletter (original bytes, context in headers) and wait
+                for the broker's acknowledgement;
+  3. commit   — commit offsets (last offset + 1 per partition), only now.
+A crash anywhere before step 3 redelivers the batch: the store ignores event_ids it already has, so nothing
+is lost and nothing is counted twice. Why not faust agents: faust's per-event stream machinery caps at
+~0.08x of the raw client here (STACK-NOTES.md); this loop runs near the raw-client rate.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter as Tally
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Optional
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from rmm_monitor.contract import DEADLETTER_TOPIC, TOPICS, reason_code
+from rmm_monitor.ingest import BatchOutcome, process_batch
+from rmm_monitor.settings import Settings
+from rmm_monitor.store import Store, StoreWriteError
+
+from .telemetry import WorkerMetrics
+
+log = logging.getLogger("rmm.ingest")
+
+# Crash tests set RMM_FAILPOINT=after_store to die between the DuckDB commit and the offset commit.
+FAILPOINT = os.environ.get("RMM_FAILPOINT", "")
+WRITE_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between attempts; then the worker stops, offsets uncommitted
+
+
+class StoreThreads:
+    """The DuckDB store behind two single threads: one writer, one reader (its own cursor, MVCC snapshot), so a
+    slow KPI query never holds up ingest and no DuckDB call ever runs on the event loop."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="duckdb-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="duckdb-reader")
+        self.store: Optional[Store] = None
+        self._cursor = None
+
+    async def open(self) -> None:
+        self.store = await self.write(Store, self.path)
+        self._cursor = await self.write(lambda: self.store.con.cursor())
+        await self.read(lambda con: con.execute("SET TimeZone = 'UTC'").fetchall())
+
+    async def write(self, fn: Callable, *args) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def read(self, fn: Callable, *args) -> Any:
+        """fn(cursor, *args) on the reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, self._cursor, *args)
+
+    def close(self) -> None:
+        for pool in (self._reader, self._writer):
+            pool.shutdown(wait=True)
+        if self._cursor is not None:
+            self._cursor.close()
+        if self.store is not None:
+            self.store.close()
+
+
+@dataclass
+class Flat:
+    values: list[bytes]
+    keys: list[Optional[bytes]]
+    topics: list[str]
+    where: list[tuple[int, int]]           # (partition, offset) of each record
+    next_offsets: dict[TopicPartition, int]  # commit position per partition: last offset + 1
+
+
+def flatten(batch: dict[TopicPartition, list]) -> Flat:
+    values, keys, topics, where, next_offsets = [], [], [], [], {}
+    for tp, records in batch.items():
+        if not records:
+            continue
+        values += [r.value if r.value is not None else b"" for r in records]
+        keys += [r.key for r in records]
+        topics += [tp.topic] * len(records)
+        where += [(tp.partition, r.offset) for r in records]
+        next_offsets[tp] = records[-1].offset + 1
+    return Flat(values, keys, topics, where, next_offsets)
+
+
+Send = Callable[[str, Optional[bytes], bytes, list], Awaitable[Awaitable]]
+
+
+class BatchIngestor:
+    def __init__(self, settings: Settings, stores: StoreThreads, metrics: WorkerMetrics, send: Send,
+                 on_batch: Optional[Callable[[BatchOutcome], Awaitable[None]]] = None):
+        self.settings = settings
+        self.stores = stores
+        self.metrics = metrics
+        self.send = send
+        self.on_batch = on_batch
+        self.consumer: Optional[AIOKafkaConsumer] = None
+        self.positions: dict[TopicPartition, int] = {}
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            *TOPICS, bootstrap_servers=s.bootstrap, group_id=s.group_id, client_id="rmm-ingest",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.max_batch,
+            session_timeout_ms=int(s.session_timeout * 1000), heartbeat_interval_ms=1000,
+            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20, retry_backoff_ms=200)
+
+    async def run(self) -> None:
+        while True:
+            self.consumer = self._consumer()
+            try:
+                await self.consumer.start()
+            except KafkaError as exc:
+                self.metrics.broker_up.set(0)
+                log.warning("broker %s not reachable (%s); retrying", self.settings.bootstrap, exc)
+                await self._stop_consumer()
+                await asyncio.sleep(1.0)
+                continue
+            self.metrics.broker_up.set(1)
+            try:
+                await self._loop()
+            finally:
+                await self._stop_consumer()
+
+    async def _stop_consumer(self) -> None:
+        if self.consumer is not None:
+            try:
+                await self.consumer.stop()
+            except Exception:  # a consumer that never connected may fail to stop; nothing to release then
+                log.debug("consumer stop failed", exc_info=True)
+            self.consumer = None
+
+    async def _loop(self) -> None:
+        s = self.settings
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=s.fetch_wait_ms, max_records=s.max_batch)
+            flat = flatten(batch)
+            if flat.values:
+                await self.handle(flat)
+            self._update_lag()
+
+    async def handle(self, flat: Flat) -> BatchOutcome:
+        started = time.perf_counter()
+        outcome = await self._store(flat)                   # 1. store
+        if FAILPOINT == "after_store":                      # crash tests: stored, nothing acknowledged yet
+            os._exit(137)
+        await self._dead_letter(flat, outcome)              # 2. reject
+        await self._commit(flat)                            # 3. commit
+        self._count(flat, outcome)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        if self.on_batch is not None:
+            await self.on_batch(outcome)
+        return outcome
+
+    async def _store(self, flat: Flat) -> BatchOutcome:
+        for attempt, pause in enumerate((*WRITE_RETRIES, None), start=1):
+            try:
+                return await self.stores.write(process_batch, self.stores.store, flat.values, flat.topics)
+            except StoreWriteError as exc:
+                self.metrics.store_errors.inc()
+                if pause is None:
+                    raise
+                log.error("store write failed (attempt %d, retry in %.1fs): %s", attempt, pause, exc)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def _dead_letter(self, flat: Flat, outcome: BatchOutcome) -> None:
+        if not outcome.rejects:
+            return
+        now = datetime.now(timezone.utc).isoformat()
+        acks = []
+        for reject in outcome.rejects:
+            i = reject.index
+            partition, offset = flat.where[i]
+            headers = [("rmm.reason", reject.reason.encode()), ("rmm.topic", flat.topics[i].encode()),
+                       ("rmm.partition", str(partition).encode()), ("rmm.offset", str(offset).encode()),
+                       ("rmm.rejected_at", now.encode())]
+            acks.append(await self.send(DEADLETTER_TOPIC, flat.keys[i], flat.values[i], headers))
+        await asyncio.gather(*acks)
+
+    async def _commit(self, flat: Flat) -> None:
+        try:
+            await self.consumer.commit(flat.next_offsets)
+            self.positions.update(flat.next_offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The batch is stored; it will be redelivered and ignored as duplicates. Nothing is lost.
+            self.metrics.commit_errors.inc()
+            log.warning("offset commit failed, batch will be redelivered: %s", exc)
+
+    def _count(self, flat: Flat, outcome: BatchOutcome) -> None:
+        m = self.metrics
+        for topic, n in Tally(flat.topics).items():
+            m.consumed.labels(topic).inc(n)
+        rejected = {r.index for r in outcome.rejects}
+        valid_topics = Tally(t for i, t in enumerate(flat.topics) if i not in rejected)
+        for topic, n in valid_topics.items():
+            stored = outcome.inserted_by_topic.get(topic, 0)
+            m.ingested.labels(topic).inc(stored)
+            if n > stored:
+                m.duplicates.labels(topic).inc(n - stored)
+        for reason, n in Tally(reason_code(r.reason) for r in outcome.rejects).items():
+            m.rejected.labels(reason).inc(n)
+        m.batches.inc()
+        m.last_batch.set(time.time())
+
+    def _update_lag(self) -> None:
+        if self.consumer is None:
+            return
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            pos = self.positions.get(tp)
+            if pos is None:
+                continue
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))

@@ -1,0 +1,123 @@
+"""Fixtures: real parts only. The bundled broker (tansu) is started per test where topics must be clean (it
+starts in ~0.3 s); workers run as real `rmm worker` subprocesses against a real DuckDB file."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from rmm_monitor.broker import Broker, free_port
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(log_path=tmp_path / "broker.log").start()
+    yield b
+    b.stop()
+
+
+def http_json(url: str, timeout: float = 10.0):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def http_text(url: str, timeout: float = 10.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+@dataclass
+class WorkerProc:
+    db: Path
+    bootstrap: str
+    log: Path
+    env_extra: dict = field(default_factory=dict)
+    port: int = 0
+    proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> "WorkerProc":
+        self.port = free_port()
+        env = dict(os.environ, RMM_KAFKA_BOOTSTRAP=self.bootstrap, RMM_DB=str(self.db),
+                   RMM_WEB_PORT=str(self.port), RMM_REFRESH_SECONDS="1", RMM_LOG_LEVEL="info",
+                   **self.env_extra)
+        self.proc = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "worker"], env=env,
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return self  # exited (a failpoint test may expect this); callers check
+            try:
+                if http_json(self.url + "/healthz", 2).get("ok"):
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not healthy in {timeout}s; log:\n{self.log.read_text()[-3000:]}")
+
+    def status(self) -> dict:
+        return http_json(self.url + "/api/status")
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> dict:
+        deadline = time.monotonic() + timeout
+        last = {}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited ({self.proc.returncode}) waiting for {what}; "
+                                     f"log:\n{self.log.read_text()[-3000:]}")
+            try:
+                last = self.status()
+                if predicate(last):
+                    return last
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {what}; last status {last}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(5)
+        return self.proc.returncode if self.proc else 0
+
+
+@pytest.fixture
+def worker_factory(tmp_path):
+    started: list[WorkerProc] = []
+
+    def make(bootstrap: str, db: Optional[Path] = None, **env) -> WorkerProc:
+        w = WorkerProc(db=db or tmp_path / "worker.duckdb", bootstrap=bootstrap,
+                       log=tmp_path / f"worker-{len(started)}.log", env_extra=env)
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        w.stop()
+
+
+def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rmm_monitor.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, **(env or {})))

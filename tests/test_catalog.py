@@ -1,0 +1,50 @@
+"""The catalog's own unit tests: every `tests:` entry of every metrics/<kpi>.yml, run against a real DuckDB.
+
+Given rows go through the same validation and store as production events; expected KPI rows and units are
+compared key by key. A catalog test that no longer matches fails here with the KPI, the test name and the diff.
+"""
+import pytest
+
+from rmm_monitor.catalog import load_catalog
+from rmm_monitor.fixtures import encode, events_from_given, find_row, mismatches
+from rmm_monitor.ingest import process_batch
+from rmm_monitor.kpis import Engine
+from rmm_monitor.periods import parse_time
+from rmm_monitor.store import Store
+
+CASES = [(kpi, case) for kpi in load_catalog() for case in kpi.tests]
+
+
+def test_every_kpi_has_catalog_tests():
+    for kpi in load_catalog():
+        assert kpi.tests, f"{kpi.id}.yml has no tests"
+
+
+@pytest.mark.parametrize("kpi,case", CASES, ids=[f"{k.id}:{c['name']}" for k, c in CASES])
+def test_catalog_case(kpi, case, tmp_path):
+    store = Store(tmp_path / "catalog.duckdb")
+    outcome = process_batch(store, encode(events_from_given(case["given"])))
+    assert not outcome.rejects, f"given rows rejected by the contract: {outcome.rejects}"
+    engine = Engine(store.con)
+    as_of = parse_time(case["as_of"])
+    rows = engine.compute(as_of=as_of, period=case.get("period"), by=case.get("by", "product"), kpi_ids=[kpi.id])
+    problems = []
+    for want in case.get("expect", []):
+        got = find_row(rows, want)
+        if got is None:
+            problems.append(f"no row for {want.get('product')}/{want.get('site_id')}")
+            continue
+        problems += mismatches(want, got)
+    if case.get("expect_units"):
+        units = {u["unit_id"]: u for u in engine.units(kpi.id, as_of=as_of, period=case.get("period"))}
+        for want in case["expect_units"]:
+            got = units.get(want["unit_id"])
+            if got is None:
+                problems.append(f"unit {want['unit_id']} missing")
+            else:
+                problems += [f"unit {want['unit_id']}: {m}" for m in mismatches(want, got)]
+        listed = {u["unit_id"] for u in case["expect_units"]}
+        extra = set(units) - listed
+        assert not extra or case.get("units_partial"), f"unexpected units {sorted(extra)}"
+    store.close()
+    assert not problems, "\n".join(problems)
