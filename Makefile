@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
-.PHONY: run test venv bench clean lock
+.PHONY: run test venv debs bench clean lock
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ venv: $(STAMP)
 run: venv
 	$(VENV)/bin/rmm demo
 
-test: venv
+debs:
+	bash scripts/install-debs.sh
+
+test: venv debs
 	$(PY) -m pytest -q
 
 bench: venv

@@ -141,7 +141,7 @@ def cmd_kpis(args) -> int:
     client = WorkerClient(url) if url else None
     try:
         if args.explain:
-            outcomes = args.outcome or ["failure", "pending"]
+            outcomes = args.outcome  # None: what counts against the KPI, and pending
             if client:
                 result = client.get("/api/units", {**params, "kpi": args.explain, "site": args.site,
                                                    "outcome": outcomes})

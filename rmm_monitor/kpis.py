@@ -57,6 +57,12 @@ def status_of(kpi: Kpi, threshold: float, numerator: int, denominator: int,
     return "warning" if ci_low <= threshold else "breach"
 
 
+def adverse_outcomes(kpi: Kpi) -> tuple[str, ...]:
+    """The unit outcome that counts against a KPI: a failure where higher is better; for a lower-is-better
+    rate (severe CRS) the numerator itself (the severe case)."""
+    return ("failure",) if kpi.direction == "higher_is_better" else ("success",)
+
+
 def _r(x: Any) -> Any:
     if isinstance(x, float):
         return None if math.isnan(x) else round(x, 4)
@@ -194,9 +200,12 @@ class Engine:
     # --- what is behind a number ---------------------------------------------------------------------------
     def units(self, kpi_id: str, as_of: Optional[datetime] = None, period: Optional[str] = None,
               product: Optional[str] = None, site: Optional[str] = None,
-              outcomes: Iterable[str] = ("success", "failure", "pending")) -> list[dict]:
-        """The units of one KPI in a period, with outcome and readable detail (pseudonymous ids only)."""
+              outcomes: Optional[Iterable[str]] = None) -> list[dict]:
+        """The units of one KPI in a period, with outcome and readable detail (pseudonymous ids only).
+        Without `outcomes`: the units that count against the KPI (see `adverse_outcomes`) and the pending ones."""
         kpi = self.kpi(kpi_id)
+        if outcomes is None:
+            outcomes = (*adverse_outcomes(kpi), "pending")
         as_of = as_of or utcnow()
         per = parse_period(period, as_of)
         products, _ = self.products_and_sites(as_of)
@@ -204,8 +213,10 @@ class Engine:
         sql = (self._units_sql(kpi) +
                f" SELECT {cols} FROM units WHERE {self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))"
                f" AND ($product IS NULL OR product = $product) AND ($site IS NULL OR site_id = $site)"
-               f" ORDER BY CASE outcome WHEN 'failure' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, anchor_at, unit_id")
+               f" ORDER BY CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
+               f" ELSE 2 END, anchor_at, unit_id")
         params = {"as_of": as_of, "p_start": per.start, "p_end": per.end, "outcomes": list(outcomes),
+                  "adverse": list(adverse_outcomes(kpi)),
                   "product": product, "site": site, **self._param_values(kpi, products)}
         result = []
         for rec in self._fetch(sql, params):

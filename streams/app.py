@@ -122,7 +122,7 @@ class Worker:
         @app.page("/api/units")
         async def units(web, request):
             q = request.query
-            outcomes = q.getall("outcome") if "outcome" in q else ("failure", "pending")
+            outcomes = q.getall("outcome") if "outcome" in q else None
             return await self._query(web, lambda con, as_of: Engine(con).units(
                 q["kpi"], as_of=as_of, period=q.get("period"), product=q.get("product"), site=q.get("site"),
                 outcomes=outcomes), q)
