@@ -8,6 +8,11 @@ per product with the KPI's parameters), may use `$as_of`, and returns one row pe
 
 This module assigns units to periods by anchor_at, counts numerator/denominator/pending per grouping in one
 query per KPI, and applies the common rules of KPIS.md: Wilson CI, status, rounding.
+
+`$anchor_from` / `$anchor_to` (NULL = unbounded) carry the period to the SQL so a KPI can prune units whose
+anchor lies outside it before joining evidence — that keeps a quarter's refresh from redoing the whole history.
+Pruning is an optimisation only: the engine filters units by period again, so a SQL that ignores the bounds
+is still correct.
 """
 from __future__ import annotations
 
@@ -85,6 +90,7 @@ class Engine:
     con: duckdb.DuckDBPyConnection
     catalog: tuple[Kpi, ...] = ()
     config: Config = Config()
+    prune_anchors: bool = True  # False: the SQL sees unbounded anchors (the reference the pruning is tested against)
 
     def __post_init__(self):
         if not self.catalog:
@@ -118,6 +124,10 @@ class Engine:
         for name in kpi.params:
             values[f"param_{name}"] = [kpi.params_for(p, self.config)[name] for p in products]
         return values
+
+    def _period_params(self, period: Period) -> dict[str, Any]:
+        bounds = (period.start, period.end) if self.prune_anchors else (None, None)
+        return {"p_start": period.start, "p_end": period.end, "anchor_from": bounds[0], "anchor_to": bounds[1]}
 
     @staticmethod
     def _period_filter(period: Period) -> str:
@@ -166,7 +176,7 @@ class Engine:
                f"count(*) FILTER (WHERE outcome = 'pending') AS pending{stats_sql} "
                f"FROM units WHERE {self._period_filter(per)} "
                f"GROUP BY GROUPING SETS ((), (product), (product, site_id))")
-        params = {"as_of": as_of, "p_start": per.start, "p_end": per.end, **self._param_values(kpi, products)}
+        params = {"as_of": as_of, **self._period_params(per), **self._param_values(kpi, products)}
         cur = self.con.execute(sql, _used_params(sql, params))
         names = [d[0] for d in cur.description]
         out: dict[tuple, dict] = {}
@@ -215,7 +225,7 @@ class Engine:
                f" AND ($product IS NULL OR product = $product) AND ($site IS NULL OR site_id = $site)"
                f" ORDER BY CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
                f" ELSE 2 END, anchor_at, unit_id")
-        params = {"as_of": as_of, "p_start": per.start, "p_end": per.end, "outcomes": list(outcomes),
+        params = {"as_of": as_of, **self._period_params(per), "outcomes": list(outcomes),
                   "adverse": list(adverse_outcomes(kpi)),
                   "product": product, "site": site, **self._param_values(kpi, products)}
         result = []
@@ -242,7 +252,7 @@ class Engine:
                    f"count(*) FILTER (WHERE outcome IN ('success', 'failure')), "
                    f"count(*) FILTER (WHERE outcome = 'pending') "
                    f"FROM units WHERE {self._period_filter(per)} GROUP BY ALL ORDER BY product, month")
-            params = {"as_of": as_of, "p_start": per.start, "p_end": per.end, **self._param_values(kpi, products)}
+            params = {"as_of": as_of, **self._period_params(per), **self._param_values(kpi, products)}
             for prod, month, num, den, pend in self._fetch(sql, params):
                 if prod not in products:
                     continue

@@ -176,12 +176,14 @@ def _pick(r: float, probs: Iterable[float]) -> int:
 
 # --- the generator -------------------------------------------------------------------------------------------
 def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, days: int = 270,
-             duplicate_rate: float = 0.01, late_rate: float = 0.02) -> list[dict]:
+             duplicate_rate: float = 0.01, late_rate: float = 0.02, dq_faults: bool = False) -> list[dict]:
     """Events of a simulated CAR-T programme over [end - days, end], as contract-v1 dicts in recorded_at order.
 
     `end` defaults to now (UTC, truncated to the minute); a naive `end` is taken as UTC. Nothing occurs or is
     recorded after `end`. `duplicate_rate` of the events appear twice (same event_id, identical content, the
-    copy later in the list); `late_rate` of them are recorded days after they occurred.
+    copy later in the list); `late_rate` of them are recorded days after they occurred. `dq_faults` adds the
+    schema-valid data problems of `DQ_FAULTS` (off by default: they exist for the data-quality suites and
+    change a few KPI units).
     """
     if patients < 0 or days <= 0:
         raise ValueError("patients must be >= 0 and days > 0")
@@ -377,6 +379,9 @@ def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, da
     events = sim.events
     events.sort(key=itemgetter("recorded_at"))
     _format_times(events)
+    if dq_faults:
+        _seed_dq_faults(events)
+        events.sort(key=itemgetter("recorded_at"))
     n = len(events)
     k = min(n, int(round(duplicate_rate * n))) if duplicate_rate > 0 else 0
     if k == 0:
@@ -685,6 +690,55 @@ def _report(sim: _Sim, p: str, sid: str, ref: str, ae_id: str, lot: str, traj: l
     if serious and r() < 0.3:  # follow-up report
         sim.emit("ae_reported", rep + int((3 + 27 * r()) * DAY), p, sid, "safety-db",
                  {**fields, "lot_id": lot if rep_lot is None and r() < 0.5 else rep_lot}, ae=True)
+
+
+# --- seeded data-quality problems (generate(dq_faults=True)) ---------------------------------------------------
+# Each passes the contract (schema-valid) and is caught by the named expectation of expectations/<suite>.json.
+DQ_FAULTS: dict[str, str] = {
+    "WH-04": "an agency nurse (HCP-WH04-AG01) never registered at the site infuses two patients "
+             "-> infusion_administered.hcp_registered_at_site",
+    "XA-08": "a product receipt booked under SH-01 instead of XA-08 (the infused lot was never received at "
+             "XA-08) -> infusion_administered.lot_received_at_site; a stock report from the mistyped site id "
+             "XA-8 -> site_events.site_registered",
+    "HZ-06": "two reported AEs whose awareness (day 0) never reached the MAH's feed -> ae_reported.ae_has_awareness",
+    "GZ-03": "a clock-skewed site portal: two alert cards recorded before they occurred, one of them 3 days "
+             "ahead -> events.recorded_at_not_before_occurred_at, events.occurred_at_not_in_future; and about "
+             "1 % of all events re-sent by its portal under new event_ids -> events.duplicate_facts_rate_below_0_1_percent",
+}
+
+
+def _iso_add(ts: str, seconds: int) -> str:
+    t = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ") + timedelta(seconds=seconds)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seed_dq_faults(events: list[dict]) -> None:
+    """Apply DQ_FAULTS in place to formatted events (before duplicates are added). Picks by list position, not
+    from the random stream, so the rest of the programme stays as without faults."""
+    def at(site: str, etype: str) -> list[dict]:
+        return [e for e in events if e["site_id"] == site and e["event_type"] == etype]
+
+    for inf in at("WH-04", "infusion_administered")[:2]:
+        inf["hcp_id"] = "HCP-WH04-AG01"
+    for inf in at("XA-08", "infusion_administered")[:1]:
+        for e in at("XA-08", "product_received"):
+            if e["patient_ref"] == inf["patient_ref"] and e["product"] == inf["product"]:
+                e["site_id"] = "SH-01"
+    for stock in at("XA-08", "tocilizumab_stock_reported")[:1]:
+        events.append({**stock, "event_id": "dqfault-stock-0001", "site_id": "XA-8"})
+    lost = set(list(dict.fromkeys(e["ae_id"] for e in at("HZ-06", "ae_reported")))[:2])
+    events[:] = [e for e in events if not (e["event_type"] == "ae_awareness" and e["ae_id"] in lost)]
+    for card, ahead in zip(at("GZ-03", "alert_card_issued")[:2], (20 * MIN, 3 * DAY)):
+        card["occurred_at"] = _iso_add(card["recorded_at"], ahead)
+    gz = [e for e in events if e["site_id"] == "GZ-03"]
+    n_resent = max(1, len(events) // 100)
+    last = max(e["recorded_at"] for e in events)  # nothing is recorded after the programme's end
+    for k, e in enumerate(gz[::max(1, len(gz) // n_resent)][:n_resent]):
+        copy = {**e, "event_id": f"dqfault-resend-{k:05d}", "recorded_at": min(last, _iso_add(e["recorded_at"], HOUR))}
+        for key in ("scope", "sections"):
+            if key in copy:
+                copy[key] = list(copy[key])
+        events.append(copy)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (event_id)
 );
 CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+-- Great Expectations results, one row per expectation per run (rmm_monitor/dq.py); a failing critical row is
+-- what the data_quality alert fires on.
+CREATE TABLE IF NOT EXISTS dq_results (run_at TIMESTAMPTZ NOT NULL, suite VARCHAR NOT NULL, expectation VARCHAR NOT NULL,
+    success BOOLEAN NOT NULL, observed VARCHAR, critical BOOLEAN NOT NULL);
 """
 
 
@@ -137,6 +141,8 @@ class Store:
         self.read_only = read_only
         if not read_only:
             self.con.execute(_DDL).fetchall()
+            from .alerts import ensure_schema as _alerting_schema  # issue 5: alert and review-case tables
+            _alerting_schema(self.con)
             self.con.execute("INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]).fetchall()
         self._next_seq = self.con.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchall()[0][0] \
             if self._has_events() else 1

@@ -22,6 +22,7 @@ from rmm_monitor.kpis import Engine
 from rmm_monitor.periods import parse_time
 from rmm_monitor.settings import Settings
 
+from . import dashboard_page
 from .ingest import BatchIngestor, StoreThreads
 from .telemetry import WorkerMetrics
 
@@ -44,6 +45,7 @@ class Worker:
             producer_acks=-1, web_enabled=True, store="memory://")
         self.ingestor = BatchIngestor(s, self.stores, self.metrics, self._send)
         self.alerts_topic = self.app.topic(ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
+        dashboard_page.register(self.app)  # before _routes: faust's own index also claims "/"
         self._routes()
         self.app.agent(self.alerts_topic, name="alert-fanout")(self._alert_fanout)
         self.app.task(self._ingest)

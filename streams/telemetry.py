@@ -84,6 +84,13 @@ class WorkerMetrics:
         self.last_batch_age = Gauge("rmm_last_batch_age_seconds",
                                     "Seconds since the last committed batch (since start if none)", registry=r)
         self.last_batch_age.set_function(self._batch_age)
+        # issue 7: the periodic Great Expectations run (streams/dq_task.py); labels are the committed suite and
+        # expectation names (a closed set), 1 = passed, 0 = failed.
+        self.dq_success = Gauge("rmm_dq_expectation_success", "Last data-quality result per expectation (1 ok, 0 failed)",
+                                ["suite", "expectation"], registry=r)
+        self.dq_run_seconds = Gauge("rmm_dq_run_duration_seconds", "Time of the last data-quality run", registry=r)
+        self.dq_run_timestamp = Gauge("rmm_dq_run_timestamp_seconds", "Unix time of the last data-quality run",
+                                      registry=r)
         self.kpis = KpiCollector()
         r.register(self.kpis)
 

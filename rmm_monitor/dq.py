@@ -1,0 +1,184 @@
+"""Data-quality suites: expectations/<suite>.json (Great Expectations 1.x) validated against the frame that
+expectations/<suite>.sql builds from the DuckDB store.
+
+Two halves, so the worker can run them on different threads: `build_frames` queries DuckDB (the store's
+reader), `validate` runs GX on the DataFrames. GX is imported lazily inside `validate` (the import takes
+seconds) and validates pandas DataFrames, never DuckDB directly (its SQL data sources have open DuckDB bugs).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+from .periods import parse_period
+
+# `scoped` holds the rows a suite checks; `known` is what references are resolved against.
+_FRAME_PREFIX = """
+WITH known AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of),
+scoped AS NOT MATERIALIZED (
+    SELECT * FROM known WHERE ($p_start IS NULL OR occurred_at >= $p_start) AND ($p_end IS NULL OR occurred_at < $p_end))
+"""
+
+RESULT_COLUMNS = ("run_at", "suite", "suite_version", "expectation", "type", "severity", "critical", "success",
+                  "observed", "element_count", "unexpected_count", "why")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    version: int
+    description: str
+    frame_sql: str
+    spec: dict  # the GX suite JSON as committed
+
+    def expectation_names(self) -> list[str]:
+        return [e["meta"]["name"] for e in self.spec["expectations"]]
+
+
+def expectations_dir() -> Path:
+    override = os.environ.get("RMM_EXPECTATIONS_DIR")
+    return Path(override) if override else Path(str(resources.files("rmm_monitor.expectations")))
+
+
+@lru_cache(maxsize=4)
+def _load(directory: str) -> tuple[Suite, ...]:
+    suites = []
+    for path in sorted(Path(directory).glob("*.json")):
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        meta = spec.get("meta", {})
+        sql = (path.parent / meta.get("frame", path.stem + ".sql")).read_text(encoding="utf-8").strip().rstrip(";")
+        suites.append(Suite(spec["name"], int(meta.get("version", 1)), meta.get("description", ""), sql, spec))
+    if not suites:
+        raise FileNotFoundError(f"no expectation suites in {directory}")
+    return tuple(suites)
+
+
+def load_suites(directory: Optional[Path] = None) -> tuple[Suite, ...]:
+    return _load(str(directory or expectations_dir()))
+
+
+def build_frames(con, as_of: Optional[datetime] = None, period: Optional[str] = None,
+                 suites: Optional[tuple[Suite, ...]] = None) -> dict[str, Any]:
+    """One pandas DataFrame per suite, from the store (runs on whatever thread owns `con`)."""
+    as_of = as_of or datetime.now(timezone.utc)
+    per = parse_period(period or "all", as_of)
+    params = {"as_of": as_of, "p_start": per.start, "p_end": per.end}
+    frames = {}
+    for suite in suites or load_suites():
+        sql = _FRAME_PREFIX + suite.frame_sql
+        used = {k: v for k, v in params.items() if f"${k}" in sql}
+        frames[suite.name] = con.execute(sql, used).df()
+    return frames
+
+
+_context = None
+
+
+def _gx_context():
+    """One ephemeral GX context per process, with analytics and progress bars off (no network, quiet logs)."""
+    global _context
+    if _context is None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        _context = ctx
+    return _context
+
+
+def _observed(result: dict) -> tuple[str, Optional[int], Optional[int]]:
+    """A short, id-free description of what GX saw (never the unexpected values: they can be patient refs)."""
+    if "unexpected_count" in result:
+        n, bad = result.get("element_count") or 0, result.get("unexpected_count") or 0
+        pct = 100.0 * bad / n if n else 0.0
+        return f"{bad} of {n} rows unexpected ({pct:.2f} %)", n, bad
+    value = result.get("observed_value")
+    if isinstance(value, float):
+        value = round(value, 6)
+    return f"observed {value}", None, None
+
+
+def validate(frames: dict[str, Any], suites: Optional[tuple[Suite, ...]] = None,
+             run_at: Optional[datetime] = None) -> list[dict]:
+    """Validate each suite's frame with GX 1.x (ephemeral context, pandas data source, dataframe asset,
+    batch.validate(suite)); one result row per expectation, in the suite's own order."""
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+    ctx = _gx_context()
+    run_at = run_at or datetime.now(timezone.utc)
+    try:
+        source = ctx.data_sources.get("rmm")
+    except (KeyError, ValueError, LookupError):
+        source = ctx.data_sources.add_pandas("rmm")
+    rows: list[dict] = []
+    for suite in suites or load_suites():
+        frame = frames[suite.name]
+        asset_name = f"{suite.name}_v{suite.version}"
+        try:
+            asset = source.get_asset(asset_name)
+        except LookupError:
+            asset = source.add_dataframe_asset(asset_name)
+        try:
+            batch_def = asset.get_batch_definition("whole")
+        except (KeyError, LookupError, ValueError):
+            batch_def = asset.add_batch_definition_whole_dataframe("whole")
+        gx_suite = ExpectationSuite(**json.loads(json.dumps(suite.spec)))
+        outcome = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(gx_suite)
+        by_name = {r.expectation_config.meta["name"]: r for r in outcome.results}
+        for spec in suite.spec["expectations"]:
+            name = spec["meta"]["name"]
+            res = by_name[name]
+            observed, n, bad = _observed(res.result or {})
+            if res.exception_info and res.exception_info.get("raised_exception"):
+                observed = "error: " + str(res.exception_info.get("exception_message"))[:200]
+            rows.append({"run_at": run_at, "suite": suite.name, "suite_version": suite.version, "expectation": name,
+                         "type": spec["type"], "severity": spec.get("severity", "critical"),
+                         "critical": spec.get("severity", "critical") == "critical", "success": bool(res.success),
+                         "observed": observed, "element_count": n if n is not None else len(frame),
+                         "unexpected_count": bad, "why": spec["meta"].get("why", "")})
+    return rows
+
+
+def run(con, as_of: Optional[datetime] = None, period: Optional[str] = None) -> tuple[list[dict], dict]:
+    """Frames + validation in one go (CLI, tests); returns (rows, timings in seconds)."""
+    suites = load_suites()
+    t0 = time.perf_counter()
+    frames = build_frames(con, as_of, period, suites)
+    t1 = time.perf_counter()
+    rows = validate(frames, suites)
+    t2 = time.perf_counter()
+    return rows, {"frames_seconds": round(t1 - t0, 3), "validate_seconds": round(t2 - t1, 3),
+                  "rows_checked": sum(len(f) for f in frames.values())}
+
+
+def record(con, rows: list[dict]) -> None:
+    """Append a run to dq_results (the alerting channel reads failing critical rows from there)."""
+    if not rows:
+        return
+    con.executemany("INSERT INTO dq_results (run_at, suite, expectation, success, observed, critical) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r["run_at"], r["suite"], r["expectation"], r["success"], r["observed"], r["critical"])
+                     for r in rows])
+
+
+def latest(con) -> list[dict]:
+    """The rows of the most recent run in dq_results (empty if none, or no such table)."""
+    try:
+        cur = con.execute("SELECT run_at, suite, expectation, success, observed, critical FROM dq_results "
+                          "WHERE run_at = (SELECT max(run_at) FROM dq_results) ORDER BY suite, expectation")
+    except Exception:  # an old store without the table
+        return []
+    return [dict(zip(("run_at", "suite", "expectation", "success", "observed", "critical"), r)) for r in cur.fetchall()]
+
+
+def failing(rows: list[dict], critical_only: bool = False) -> list[dict]:
+    return [r for r in rows if not r["success"] and (r["critical"] or not critical_only)]

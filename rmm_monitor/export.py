@@ -1,0 +1,198 @@
+"""`rmm export --quarter 2026Q3 --out DIR`: the quarterly effectiveness evaluation.
+
+Gathers everything once (KPI rows per product and site, previous quarter, units, monthly trend, event counts,
+alerts and review cases, data-quality results), all as of one time T, then writes the files from that
+snapshot. Same data and same T give the same bytes: no wall-clock time is written anywhere (T stands in for
+it), rows are sorted, JSON keys are sorted, and the xlsx/pdf carry T as their creation date.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+from .catalog import Kpi, catalog_hash, load_catalog
+from .export_data import canonical_json
+from .kpis import UNIT_COLUMNS
+from .periods import Period, iso, parse_period, previous_quarter
+
+KPI_COLUMNS = ("kpi", "period", "product", "site_id", "numerator", "denominator", "value", "ci_low", "ci_high",
+               "threshold", "direction", "min_n", "status", "pending", "stats")
+FILES = ("kpis.xlsx", "kpis.csv", "kpis.parquet", "units.parquet", "report.html", "report.pdf")
+
+
+@dataclass
+class Snapshot:
+    """Everything the export shows, as of one time."""
+    quarter: Period
+    as_of: datetime
+    catalog: tuple[Kpi, ...]
+    rows: list[dict]              # this quarter, programme (site_id null) and per-site rows
+    previous: list[dict]          # previous quarter, per product
+    units: list[dict]
+    trend: list[dict]             # monthly, the 12 months up to the quarter's end
+    counts_by_topic: dict[str, int]
+    alerts: list[dict]
+    cases: list[dict]
+    dq: list[dict]
+    source: str
+    timings: dict = field(default_factory=dict)
+
+    def programme_rows(self) -> list[dict]:
+        return [r for r in self.rows if r["site_id"] is None]
+
+    def previous_value(self, kpi: str, product: str) -> Optional[float]:
+        for r in self.previous:
+            if r["kpi"] == kpi and r["product"] == product and r["site_id"] is None:
+                return r["value"]
+        return None
+
+
+class Progress:
+    """One line per step on stderr, with elapsed seconds, so a long export shows where it is."""
+
+    def __init__(self, stream=None, enabled: bool = True):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            self.stream.write(f"[export {time.perf_counter() - self.t0:6.1f}s] {message}\n")
+            self.stream.flush()
+
+
+def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None]) -> Snapshot:
+    per = parse_period(quarter, as_of)
+    if per.start is None or not per.label[4:5] == "Q":
+        raise ValueError(f"--quarter wants a quarter like 2026Q3, not {quarter!r}")
+    catalog = load_catalog()
+    timings: dict[str, float] = {}
+
+    def step(name: str, fn):
+        t = time.perf_counter()
+        out = fn()
+        timings[name] = round(time.perf_counter() - t, 3)
+        return out
+
+    progress(f"KPIs of {per.label} as of {iso(as_of)} from {source.where}")
+    rows = step("kpis", lambda: source.kpis(as_of, per.label, "site"))
+    previous = step("previous", lambda: source.kpis(as_of, previous_quarter(per.label), "product"))
+    units: list[dict] = []
+    t = time.perf_counter()
+    for i, kpi in enumerate(catalog, 1):
+        got = source.units(kpi.id, as_of, per.label)
+        units.extend(got)
+        progress(f"units {i}/{len(catalog)}: {kpi.id} ({len(got)})")
+    timings["units"] = round(time.perf_counter() - t, 3)
+    progress("monthly trend")
+    first_month = (per.end - timedelta(days=365)).strftime("%Y-%m")
+    last_month = (per.end - timedelta(days=1)).strftime("%Y-%m")
+    trend = [r for r in step("trend", lambda: source.trend(as_of, "all")) if first_month <= r["month"] <= last_month]
+    progress("event counts, alerts and review cases")
+    extras = step("extras", lambda: source.extras(as_of))
+    progress("data-quality suites (Great Expectations)")
+    dq_rows = step("dq", lambda: source.dq(as_of, per.label))
+    for r in dq_rows:
+        r["run_at"] = iso(as_of)  # the run is "as of T"; wall-clock time would break re-run identity
+    return Snapshot(quarter=per, as_of=as_of, catalog=catalog, rows=rows, previous=previous,
+                    units=sorted(units, key=lambda u: (u["kpi"], u["product"] or "", u["site_id"] or "",
+                                                       u["anchor_at"] or "", u["unit_id"] or "")),
+                    trend=trend, counts_by_topic=dict(sorted(extras["counts_by_topic"].items())),
+                    alerts=extras["alerts"], cases=extras["cases"], dq=dq_rows, source=source.where, timings=timings)
+
+
+# --- tabular files -------------------------------------------------------------------------------------------
+def _flat(row: dict) -> dict:
+    return {**{k: row.get(k) for k in KPI_COLUMNS}, "stats": canonical_json(row.get("stats") or {})}
+
+
+def write_csv(snap: Snapshot, path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=KPI_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in snap.rows:
+        w.writerow({k: "" if v is None else v for k, v in _flat(r).items()})
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+_KPI_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string()), ("product", pa.string()),
+                         ("site_id", pa.string()), ("numerator", pa.int64()), ("denominator", pa.int64()),
+                         ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+                         ("threshold", pa.float64()), ("direction", pa.string()), ("min_n", pa.int64()),
+                         ("status", pa.string()), ("pending", pa.int64()), ("stats", pa.string())])
+_UNIT_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string())] +
+                         [(c, pa.string()) for c in UNIT_COLUMNS])
+
+
+def _write_parquet(rows: list[dict], schema: pa.Schema, path: Path) -> None:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    # no pandas metadata, fixed writer options: the bytes depend on the rows only
+    pq.write_table(table, path, compression="zstd", write_statistics=True, store_schema=False)
+
+
+def write_parquets(snap: Snapshot, out: Path) -> None:
+    _write_parquet([_flat(r) for r in snap.rows], _KPI_SCHEMA, out / "kpis.parquet")
+    _write_parquet([{k: (None if u.get(k) is None else str(u[k])) for k in _UNIT_SCHEMA.names} for u in snap.units],
+                   _UNIT_SCHEMA, out / "units.parquet")
+
+
+# --- manifest ------------------------------------------------------------------------------------------------
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(snap: Snapshot, out: Path) -> dict:
+    from .dq import load_suites
+
+    dq_failed = [f"{r['suite']}.{r['expectation']}" for r in snap.dq if not r["success"]]
+    manifest = {
+        "quarter": snap.quarter.label,
+        "as_of": iso(snap.as_of),
+        "software": {"name": "rmm-monitor", "version": __version__},
+        "catalog": {"hash": catalog_hash(), "kpis": [k.id for k in snap.catalog]},
+        "expectation_suites": {s.name: s.version for s in load_suites()},
+        "event_counts_by_topic": snap.counts_by_topic,
+        "events_total": sum(snap.counts_by_topic.values()),
+        "kpi_rows": len(snap.rows),
+        "units": len(snap.units),
+        "data_quality": {"expectations": len(snap.dq), "failed": sorted(dq_failed),
+                         "critical_failed": sorted(f"{r['suite']}.{r['expectation']}" for r in snap.dq
+                                                   if not r["success"] and r["critical"])},
+        "files": {name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size} for name in FILES},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return manifest
+
+
+def export(source, quarter: str, out_dir: Path, as_of: datetime, progress: Callable[[str], None]) -> dict:
+    from .export_xlsx import write_xlsx
+    from .report import write_reports
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snap = gather(source, quarter, as_of, progress)
+    progress("kpis.csv, kpis.parquet, units.parquet")
+    write_csv(snap, out_dir / "kpis.csv")
+    write_parquets(snap, out_dir)
+    progress("kpis.xlsx")
+    write_xlsx(snap, out_dir / "kpis.xlsx")
+    progress("charts, report.html, report.pdf")
+    write_reports(snap, out_dir, progress)
+    manifest = write_manifest(snap, out_dir)
+    progress(f"done: {out_dir}")
+    return manifest

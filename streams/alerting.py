@@ -1,0 +1,303 @@
+"""Alerting inside the worker: signal evaluation, the delivery outbox and the operator API.
+
+- Evaluation runs in its own task, woken after each KPI refresh and after batches that stored AE or training
+  events (the ingestor's on_batch hook only sets a flag, so ingest never waits for it). Reads (KPI rows, failing
+  units) go to the reader thread, writes (fire, resolve, close) to the writer thread: never DuckDB on the loop.
+- Notifications are rows of the `alert_deliveries` outbox, written in the same transaction as the alert, so a
+  channel that is down (or a crash) loses nothing; the dispatcher task retries each with exponential backoff.
+  Channels are delivered concurrently, so a slow SMTP server does not delay the webhook or Kafka.
+- POST endpoints need `Authorization: Bearer $RMM_ADMIN_TOKEN` (constant-time compare; no token configured
+  means no writes). GET endpoints are open like /api/kpis and /api/units: they serve the same pseudonymous data,
+  and the worker binds to loopback by default.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+from faust.web import View
+from prometheus_client import Counter, Gauge
+
+from rmm_monitor import alerts as A
+from rmm_monitor import channels as C
+from rmm_monitor import signals as S
+from rmm_monitor.catalog import load_catalog
+from rmm_monitor.contract import ALERTS_TOPIC
+from rmm_monitor.kpis import Engine, adverse_outcomes
+
+log = logging.getLogger("rmm.alerting")
+_WAKE_TOPICS = ("rmm.ae", "rmm.training")   # AE clusters, safety information, material releases
+DISPATCH_IDLE = 0.5
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _in_transaction(con, fn, *args):
+    con.execute("BEGIN TRANSACTION").fetchall()
+    try:
+        result = fn(con, *args)
+    except BaseException:
+        con.execute("ROLLBACK").fetchall()
+        raise
+    con.execute("COMMIT").fetchall()
+    return result
+
+
+class AlertMetrics:
+    def __init__(self, registry):
+        self.deliveries = Counter("rmm_alert_deliveries", "Notification delivery attempts by channel and result",
+                                  ["channel", "result"], registry=registry)
+        self.pending = Gauge("rmm_alert_delivery_pending", "Notifications not yet delivered (retrying)",
+                             ["channel"], registry=registry)
+        self.fired = Counter("rmm_alerts_fired", "Alerts fired, by signal", ["signal"], registry=registry)
+        self.open = Gauge("rmm_alerts_open", "Alerts not resolved, by signal", ["signal"], registry=registry)
+        self.cases_open = Gauge("rmm_review_cases_open", "Review cases not closed", registry=registry)
+        self.eval_errors = Counter("rmm_alert_evaluation_errors", "Signal evaluations that failed", registry=registry)
+        for ch in C.CHANNELS:
+            self.pending.labels(ch).set(0)
+            for result in ("ok", "error"):
+                self.deliveries.labels(ch, result)
+        for sig in S.SIGNALS:
+            self.fired.labels(sig)
+            self.open.labels(sig).set(0)
+
+
+class Alerting:
+    def __init__(self, worker):
+        self.worker = worker
+        self.stores = worker.stores
+        self.channels = C.ChannelSettings()
+        self.enabled = self.channels.enabled
+        self.rule = S.ClusterRule.from_config()
+        self.catalog = load_catalog()
+        self.metrics = AlertMetrics(worker.metrics.registry)
+        self._rows: Optional[list[dict]] = None
+        self._wake = asyncio.Event()
+        self._deliver_now = asyncio.Event()
+        self._smtp = ThreadPoolExecutor(1, thread_name_prefix="smtp")
+        self._http = None
+        worker.ingestor.on_batch = self.on_batch
+        worker.app.task(self._evaluate_loop)
+        worker.app.task(self._dispatch_loop)
+        self._routes(worker.app)
+
+    # --- hooks --------------------------------------------------------------------------------------------------
+    async def on_batch(self, outcome) -> None:
+        if any(outcome.inserted_by_topic.get(t) for t in _WAKE_TOPICS):
+            self._wake.set()
+
+    def after_refresh(self, rows: list[dict]) -> None:
+        self._rows = rows
+        self._wake.set()
+
+    # --- evaluation ---------------------------------------------------------------------------------------------
+    async def _evaluate_loop(self) -> None:
+        while self.stores.store is None:
+            await asyncio.sleep(0.1)
+        self._wake.set()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.evaluate()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.eval_errors.inc()
+                log.exception("signal evaluation failed; retried at the next refresh")
+
+    async def evaluate(self) -> None:
+        now = _now()
+        fired: list[str] = []
+        rows, self._rows = self._rows, None
+        if rows is not None:
+            open_keys = await self.stores.read(lambda con: A.open_alert_keys(con, S.KPI_BREACH))
+            new, recovered = S.plan_kpi_breaches(rows, self.catalog, open_keys)
+            if new or recovered:
+                plan = [(row, await self.stores.read(self._failing_units, row)) for row in new]
+                result = await self.stores.write(S.apply_kpi_plan, self.stores.store.con, self.catalog, plan,
+                                                 recovered, self.enabled, now)
+                fired += result["fired"]
+        result = await self.stores.write(S.evaluate_events, self.stores.store.con, self.rule, self.enabled, now)
+        fired += result["fired"]
+        for alert_id in fired:
+            log.warning("alert %s fired", alert_id)
+        signals = await self.stores.read(lambda con, ids: [A.get_alert(con, i)["signal"] for i in ids], fired)
+        for sig in signals:
+            self.metrics.fired.labels(sig).inc()
+        await self._update_gauges()
+        if fired:
+            self._deliver_now.set()
+
+    def _failing_units(self, con, row: dict) -> list[dict]:
+        kpi = Engine(con, self.catalog).kpi(row["kpi"])
+        units = Engine(con, self.catalog).units(kpi.id, period=row["period"], product=row["product"],
+                                                site=row.get("site_id"), outcomes=adverse_outcomes(kpi))
+        return units[:S.TOP_UNITS]
+
+    async def _update_gauges(self) -> None:
+        (open_alerts, open_cases), pending = await self.stores.read(
+            lambda con: (A.open_counts(con), A.pending_by_channel(con)))
+        for sig in S.SIGNALS:
+            self.metrics.open.labels(sig).set(open_alerts.get(sig, 0))
+        self.metrics.cases_open.set(open_cases)
+        for ch in C.CHANNELS:
+            self.metrics.pending.labels(ch).set(pending.get(ch, 0))
+
+    # --- delivery -----------------------------------------------------------------------------------------------
+    async def _dispatch_loop(self) -> None:
+        while self.stores.store is None:
+            await asyncio.sleep(0.1)
+        while True:
+            try:
+                await self.dispatch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("alert dispatch failed; retrying")
+            try:
+                await asyncio.wait_for(self._deliver_now.wait(), DISPATCH_IDLE)
+            except asyncio.TimeoutError:
+                pass
+            self._deliver_now.clear()
+
+    async def dispatch_once(self) -> None:
+        due = await self.stores.read(A.due_deliveries, _now())
+        if not due:
+            return
+        by_channel: dict[str, list[dict]] = {}
+        for d in due:
+            by_channel.setdefault(d["channel"], []).append(d)
+        await asyncio.gather(*(self._deliver_all(ch, ds) for ch, ds in by_channel.items()))
+        await self._update_gauges()
+
+    async def _deliver_all(self, channel: str, deliveries: list[dict]) -> None:
+        for d in deliveries:
+            doc = C.payload(d["delivery_id"], d["notification"], d["alert"], d["case"])
+            try:
+                await self._send(channel, doc)
+            except Exception as exc:  # every failure is retried; the reason is kept on the outbox row
+                self.metrics.deliveries.labels(channel, "error").inc()
+                pause = self.channels.backoff(d["attempts"] + 1)
+                log.warning("delivery %s failed (attempt %d, next in %.0fs): %s", d["delivery_id"],
+                            d["attempts"] + 1, pause, exc)
+                await self.stores.write(A.mark_failed, self.stores.store.con, d["delivery_id"], str(exc)[:500],
+                                        _now() + timedelta(seconds=pause))
+                if channel != "kafka":
+                    break  # the receiver is down: do not hammer it with the rest of this round
+                continue
+            self.metrics.deliveries.labels(channel, "ok").inc()
+            await self.stores.write(A.mark_delivered, self.stores.store.con, d["delivery_id"], _now())
+
+    async def _send(self, channel: str, doc: dict) -> None:
+        s = self.channels
+        if channel == "kafka":
+            ack = await asyncio.wait_for(
+                self.worker._send(ALERTS_TOPIC, doc["alert_id"].encode(), C.encode(doc), []), s.timeout)
+            await asyncio.wait_for(ack, s.timeout)
+        elif channel == "email":
+            await asyncio.get_running_loop().run_in_executor(self._smtp, C.send_email, doc, s)
+        elif channel == "webhook":
+            if self._http is None:
+                import aiohttp
+                self._http = aiohttp.ClientSession()
+            await C.send_webhook(self._http, doc, s)
+        else:
+            raise C.DeliveryError(f"unknown channel {channel!r}")
+
+    # --- operator API -------------------------------------------------------------------------------------------
+    def authorized(self, request) -> bool:
+        token = self.worker.settings.admin_token
+        header = request.headers.get("Authorization", "")
+        if not token or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[len("Bearer "):].encode(), token.encode())
+
+    def _routes(self, app) -> None:
+        alerting = self
+
+        async def body_of(request) -> dict:
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or not str(body.get("actor") or "").strip():
+                raise ValueError("JSON body with a non-empty 'actor' is required")
+            return body
+
+        async def transition(view, request, fn) -> Any:
+            if not alerting.authorized(request):
+                return view.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+            try:
+                body = await body_of(request)
+                result = await alerting.stores.write(_in_transaction, alerting.stores.store.con, fn, body)
+            except A.NotFound as exc:
+                return view.json({"error": str(exc.args[0])}, status=404)
+            except A.TransitionError as exc:
+                return view.json({"error": str(exc)}, status=409)
+            except ValueError as exc:
+                return view.json({"error": str(exc)}, status=400)
+            await alerting._update_gauges()
+            alerting._deliver_now.set()
+            return view.json(result)
+
+        async def read(view, fn, *args) -> Any:
+            try:
+                return view.json(await alerting.stores.read(fn, *args))
+            except A.NotFound as exc:
+                return view.json({"error": str(exc.args[0])}, status=404)
+
+        ch = self.enabled
+
+        class AlertList(View):
+            async def get(self, request):
+                q = request.query
+                return await read(self, A.list_alerts, q.get("state"), q.get("signal"))
+
+        class AlertOne(View):
+            async def get(self, request, alert_id):
+                return await read(self, A.get_alert, alert_id)
+
+        class AlertAck(View):
+            async def post(self, request, alert_id):
+                return await transition(self, request, lambda con, b: A.acknowledge(
+                    con, alert_id, b["actor"], b.get("comment")))
+
+        class AlertResolve(View):
+            async def post(self, request, alert_id):
+                return await transition(self, request, lambda con, b: A.resolve(
+                    con, alert_id, b["actor"], b.get("comment"), ch))
+
+        class CaseList(View):
+            async def get(self, request):
+                return await read(self, A.list_cases, request.query.get("state"))
+
+        class CaseOne(View):
+            async def get(self, request, case_id):
+                return await read(self, A.get_case, case_id)
+
+        class CaseStart(View):
+            async def post(self, request, case_id):
+                return await transition(self, request, lambda con, b: A.start_review(
+                    con, case_id, b["actor"], b.get("comment")))
+
+        class CaseClose(View):
+            async def post(self, request, case_id):
+                def close(con, b):
+                    version = b.get("material_version")
+                    return A.close_case(con, case_id, b["actor"], str(b.get("outcome")),
+                                        int(version) if version is not None else None, b.get("comment"), ch)
+                return await transition(self, request, close)
+
+        for path, view in (("/api/alerts", AlertList), ("/api/alerts/{alert_id}", AlertOne),
+                           ("/api/alerts/{alert_id}/ack", AlertAck), ("/api/alerts/{alert_id}/resolve", AlertResolve),
+                           ("/api/reviews", CaseList), ("/api/reviews/{case_id}", CaseOne),
+                           ("/api/reviews/{case_id}/start", CaseStart), ("/api/reviews/{case_id}/close", CaseClose)):
+            app.page(path, name="rmm-" + path.strip("/").replace("/", "-").replace("{", "").replace("}", ""))(view)

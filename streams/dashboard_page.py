@@ -1,0 +1,39 @@
+"""The built-in dashboard page at `/`: the embedded default where no Grafana runs (`rmm demo`, `make run`).
+
+One self-contained HTML page (dashboard_page.html: no CDN, the machines are offline) that reads the worker's
+own API (/api/kpis, /api/trend, /api/status, and /api/alerts where the alerting part serves it) and refreshes
+itself. The tiles come from the same KPI catalog as the Grafana dashboards, embedded in the page, so a KPI
+added to metrics/ gets its tile without touching the page.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+from rmm_monitor.catalog import load_catalog
+
+# faust mounts its own index blueprint at "/"; our route is added first, and aiohttp serves the first match.
+PATH = "/"
+
+
+def catalog_json() -> str:
+    items = [{"id": k.id, "title": k.title, "armm": k.armm, "threshold": k.threshold, "direction": k.direction,
+              "min_n": k.min_n, "headline": k.headline, "description": k.description} for k in load_catalog()]
+    # "</" would end the <script> element early if a description ever contained it.
+    return json.dumps(items, ensure_ascii=False).replace("</", "<\\/")
+
+
+@lru_cache(maxsize=1)
+def render() -> str:
+    template = resources.files("rmm_monitor.streams").joinpath("dashboard_page.html").read_text(encoding="utf-8")
+    return template.replace("/*CATALOG*/[]", catalog_json())
+
+
+def register(app) -> None:
+    """Add the page to a faust app (before the web server starts)."""
+    html = render()
+
+    @app.page(PATH)
+    async def dashboard(web, request):
+        return web.html(html)
