@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
-.PHONY: run test venv debs bench clean lock
+.PHONY: run test venv debs bench clean lock dashboards rules
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: venv debs
 
 bench: venv
 	$(PY) bench/run.py
+
+# Grafana dashboards from the KPI catalog (commit the result; a test fails when they are stale).
+dashboards: venv
+	$(PY) -m rmm_monitor.dashboards --out dashboards/grafana/dashboards
+
+# Prometheus alert rules, their promtool tests and the Alertmanager routing from the catalog (commit the result).
+rules: venv
+	$(PY) -m rmm_monitor.alert_rules --out dashboards
 
 # Regenerate the exact pins after changing dependencies (then run `make test`).
 lock: venv

@@ -6,6 +6,7 @@ storage engine), so a restarted broker has no topics: callers create them again 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -21,6 +22,13 @@ ALL_TOPICS = (*TOPICS, DEADLETTER_TOPIC, ALERTS_TOPIC)
 
 class BrokerError(Exception):
     pass
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the broker when the process that started it dies, even by SIGKILL — no orphan brokers."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def tansu_binary() -> Path:
@@ -102,7 +110,7 @@ class Broker:
         self.process = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         try:
             wait_for_metadata(self.bootstrap, timeout)
             if create_topics:

@@ -21,10 +21,16 @@ def _print_json(obj) -> None:
 def cmd_broker(args) -> int:
     from .broker import Broker
 
+    def stop(signum, frame):
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop)  # so `finally` stops tansu, which runs in its own session
     broker = Broker(port=args.port, partitions=args.partitions).start()
     print(broker.bootstrap, flush=True)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM}) if hasattr(signal, "sigwait") else time.sleep(10 ** 9)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
     finally:
         broker.stop()
     return 0
@@ -211,7 +217,8 @@ def cmd_simulate(args) -> int:
     from .periods import parse_time
 
     end = parse_time(args.end) if args.end else None
-    events = simulate.generate(seed=args.seed, patients=args.patients, end=end, days=args.days)
+    events = simulate.generate(seed=args.seed, patients=args.patients, end=end, days=args.days,
+                               dq_faults=args.dq_faults)
     if args.out:
         simulate.to_jsonl(events, args.out)
         _print_json({"events": len(events), "out": args.out})
@@ -280,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patients", type=int, default=200)
     s.add_argument("--days", type=int, default=270)
     s.add_argument("--end", help="programme end time (default now)")
+    s.add_argument("--dq-faults", action="store_true",
+                   help="seed the schema-valid data problems of simulate.DQ_FAULTS (for the DQ suites)")
     s.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="bundled broker + worker + simulator + metrics, then a final JSON line")
@@ -289,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rate", type=float, default=2000.0, help="simulator events per second")
     d.add_argument("--port", type=int, default=0, help="web port of the worker (default: a free port)")
     d.set_defaults(func=cmd_demo)
+
+    from .export_cli import add_parsers as add_export_parsers  # issue 7: `rmm export`, `rmm dq` (light imports)
+    add_export_parsers(sub)
+
+    from .alerts_cli import add_parsers as add_alerting_parsers  # issue 5: rmm alerts / rmm reviews
+    add_alerting_parsers(sub)
     return p
 
 

@@ -183,9 +183,29 @@ def _summary_panels(layout: _Layout) -> list[dict]:
     return panels
 
 
+def _alert_panels(layout: _Layout) -> list[dict]:
+    """Alerts to the QPPV and the educational-material review cases they open (streams/alerting.py)."""
+    return [
+        layout.row("Alerts to the QPPV and review cases"),
+        layout.place(_stat("Open alerts", [_target("sum(rmm_alerts_open)", instant=True)], "none",
+                           description="Alerts fired and not yet resolved (firing or acknowledged).",
+                           steps=[{"color": "green", "value": None}, {"color": "red", "value": 1}],
+                           text_mode="value"), 6, 6),
+        layout.place(_stat("Open review cases", [_target("sum(rmm_review_cases_open)", instant=True)], "none",
+                           description="Reviews of educational-material sections not yet closed.",
+                           steps=[{"color": "green", "value": None}, {"color": "orange", "value": 1}],
+                           text_mode="value"), 6, 6),
+        layout.place(_timeseries("Open alerts by signal", [_target("sum by (signal) (rmm_alerts_open)", "A",
+                                                                   "{{signal}}")], "none"), 6, 6),
+        layout.place(_timeseries("Alerts fired by signal (per hour)",
+                                 [_target("sum by (signal) (increase(rmm_alerts_fired_total[1h]))", "A",
+                                          "{{signal}}")], "none"), 6, 6),
+    ]
+
+
 def overview(catalog: tuple[Kpi, ...]) -> dict:
     layout = _Layout()
-    panels = _summary_panels(layout)
+    panels = _summary_panels(layout) + _alert_panels(layout)
     for armm, kpis in by_armm(catalog).items():
         panels.append(layout.row(f"aRMM: {armm}"))
         for kpi in kpis:
@@ -319,6 +339,16 @@ def pipeline_health(catalog: tuple[Kpi, ...]) -> dict:
     panels.append(layout.place(_timeseries(
         "Consumer lag", [_target("sum by (topic, partition) (rmm_consumer_lag)", "A", "{{topic}}/{{partition}}")],
         "short", description="Records behind the high watermark, per topic partition."), 12, 8))
+    panels.append(layout.place(_timeseries(
+        "Alert deliveries by channel", [
+            _target(f"sum by (channel, result) (rate(rmm_alert_deliveries_total[{rate}]))", "A",
+                    "{{channel}} {{result}}"),
+            _target("sum by (channel) (rmm_alert_delivery_pending)", "B", "{{channel}} pending")],
+        "short", description="Delivery attempts to the QPPV's channels per second (A) and notifications still "
+                             "being retried (B)."), 12, 8))
+    panels.append(layout.place(_timeseries(
+        "Alert evaluation errors", [_target(f"rate(rmm_alert_evaluation_errors_total[{rate}])", "A", "errors")],
+        "suffix: err/s"), 12, 8))
     panels.append(layout.row("Latency"))
     panels.append(layout.place(_timeseries(
         "Last batch age", [_target("max(rmm_last_batch_age_seconds)", "A", "age")], "s",

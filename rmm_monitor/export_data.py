@@ -17,6 +17,16 @@ def _table_exists(con, name: str) -> bool:
                             ).fetchall()[0][0])
 
 
+def _change_time(con, table: str) -> Optional[str]:
+    """The transition-time column of an audit-trail table (the alerting schema is young; look it up)."""
+    cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                                      "AND data_type LIKE 'TIMESTAMP%' ORDER BY ordinal_position", [table]).fetchall()]
+    for name in ("changed_at", "at"):
+        if name in cols:
+            return name
+    return cols[0] if cols else None
+
+
 def _jsonable(rows: list[dict]) -> list[dict]:
     return [{k: iso(v) if isinstance(v, datetime) else v for k, v in r.items()} for r in rows]
 
@@ -35,18 +45,17 @@ def extras(con, as_of: datetime) -> dict:
                               [as_of]).fetchall())
     alerts: list[dict] = []
     cases: list[dict] = []
-    if _table_exists(con, "alerts") and _table_exists(con, "alert_history"):
-        alerts = _query(con, """
-            SELECT a.alert_id, a.signal, a.product, a.site_id, a.kpi, a.section, a.severity, a.period, a.title,
-                   a.case_id, h.seq, h.state, h.actor, h.at, h.comment
+    a_time, c_time = _change_time(con, "alert_history"), _change_time(con, "review_case_history")
+    if _table_exists(con, "alerts") and a_time:
+        alerts = _query(con, f"""
+            SELECT a.* EXCLUDE (details), h.* EXCLUDE (alert_id), h.{a_time} AS at
             FROM alerts a JOIN alert_history h USING (alert_id)
-            WHERE a.fired_at <= ? AND h.at <= ? ORDER BY a.alert_id, h.seq""", [as_of, as_of])
-    if _table_exists(con, "review_cases") and _table_exists(con, "review_case_history"):
-        cases = _query(con, """
-            SELECT c.case_id, c.product, c.section, c.triggered_at, c.opened_at, h.seq, h.state, h.outcome,
-                   h.material_version, h.actor, h.at, h.comment
+            WHERE a.fired_at <= ? AND h.{a_time} <= ? ORDER BY a.alert_id, h.seq""", [as_of, as_of])
+    if _table_exists(con, "review_cases") and c_time:
+        cases = _query(con, f"""
+            SELECT c.*, h.* EXCLUDE (case_id), h.{c_time} AS at
             FROM review_cases c JOIN review_case_history h USING (case_id)
-            WHERE c.opened_at <= ? AND h.at <= ? ORDER BY c.case_id, h.seq""", [as_of, as_of])
+            WHERE c.opened_at <= ? AND h.{c_time} <= ? ORDER BY c.case_id, h.seq""", [as_of, as_of])
     return {"counts_by_topic": counts, "alerts": alerts, "cases": cases}
 
 

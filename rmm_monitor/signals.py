@@ -6,7 +6,7 @@ fires it, and the same events evaluated twice fire nothing new:
 - kpi_breach: a KPI row in status `breach` (warning is shown on dashboards but does not page). Site rows are
   the unit of action; a programme-wide row pages only when no site row of that KPI and product is in breach
   (a diffuse breach), so one weak site gives one alert, not two. The alert resolves (actor "system") when its
-  row leaves `breach`.
+  row is ok or warning again, or when a new quarter starts (the gauges follow the current quarter).
 - ae_cluster_by_step: >= min_events `ae_onset` with the same related_step (medication_error without a step ->
   `dosing`) within any window_days, per product, on event time. Events already attributed to an alert of this
   signal never count again, so a closed cluster does not re-fire on its own history.
@@ -245,6 +245,9 @@ def apply_kpi_plan(con, catalog: Iterable[Kpi], new: list[tuple[dict, list[dict]
         for alert_id, row in recovered:
             if A._alert_state(con, alert_id) == "resolved":
                 continue
+            period = con.execute("SELECT period FROM alerts WHERE alert_id = ?", [alert_id]).fetchall()[0][0]
+            if row["status"] == "insufficient_data" and row["period"] == period:
+                continue  # fewer units known is not a recovery; a new quarter is (the breach belongs to the old one)
             A.resolve(con, alert_id, A.SYSTEM,
                       f"KPI recovered: {row['kpi']} {pct(row['value'])} is {row['status']} in {row['period']}",
                       channels, now)

@@ -33,6 +33,7 @@ from rmm_monitor.kpis import Engine, adverse_outcomes
 log = logging.getLogger("rmm.alerting")
 _WAKE_TOPICS = ("rmm.ae", "rmm.training")   # AE clusters, safety information, material releases
 DISPATCH_IDLE = 0.5
+EVAL_MIN_INTERVAL = 1.0
 
 
 def _now() -> datetime:
@@ -83,6 +84,7 @@ class Alerting:
         self._deliver_now = asyncio.Event()
         self._smtp = ThreadPoolExecutor(1, thread_name_prefix="smtp")
         self._http = None
+        self._chained = worker.ingestor.on_batch  # keep a hook another part may have installed
         worker.ingestor.on_batch = self.on_batch
         worker.app.task(self._evaluate_loop)
         worker.app.task(self._dispatch_loop)
@@ -90,6 +92,8 @@ class Alerting:
 
     # --- hooks --------------------------------------------------------------------------------------------------
     async def on_batch(self, outcome) -> None:
+        if self._chained is not None:
+            await self._chained(outcome)
         if any(outcome.inserted_by_topic.get(t) for t in _WAKE_TOPICS):
             self._wake.set()
 
@@ -105,6 +109,7 @@ class Alerting:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            started = time.monotonic()
             try:
                 await self.evaluate()
             except asyncio.CancelledError:
@@ -112,6 +117,9 @@ class Alerting:
             except Exception:
                 self.metrics.eval_errors.inc()
                 log.exception("signal evaluation failed; retried at the next refresh")
+            # Wake-ups during a burst of batches coalesce into one evaluation per interval, so evaluation never
+            # takes more than a small share of the writer thread from ingest.
+            await asyncio.sleep(max(0.0, EVAL_MIN_INTERVAL - (time.monotonic() - started)))
 
     async def evaluate(self) -> None:
         now = _now()

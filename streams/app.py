@@ -24,6 +24,7 @@ from rmm_monitor.settings import Settings
 
 from . import dashboard_page
 from .ingest import BatchIngestor, StoreThreads
+from .dq_task import DqTask
 from .telemetry import WorkerMetrics
 
 log = logging.getLogger("rmm.worker")
@@ -37,6 +38,7 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.stores = StoreThreads(s.db)
         self.kpi_rows: list[dict] = []
+        self.stored_count = 0
         self.app = faust.App(
             s.app_id, broker=f"kafka://{s.bootstrap}", web_host=s.web_host, web_port=s.web_port,
             web_bind=s.web_host, datadir=os.path.join(os.path.dirname(os.path.abspath(s.db)), ".faust-" + s.app_id),
@@ -47,6 +49,9 @@ class Worker:
         self.alerts_topic = self.app.topic(ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
         dashboard_page.register(self.app)  # before _routes: faust's own index also claims "/"
         self._routes()
+        self.dq = DqTask(self)  # issue 7: periodic GX run, /api/dq, /api/export/extras
+        from .alerting import Alerting  # issue 5: signals, outbox delivery, /api/alerts and /api/reviews
+        self.alerting = Alerting(self)
         self.app.agent(self.alerts_topic, name="alert-fanout")(self._alert_fanout)
         self.app.task(self._ingest)
         self.app.timer(interval=s.refresh_seconds)(self._refresh)
@@ -88,9 +93,11 @@ class Worker:
             return
         self.kpi_rows = rows
         self.metrics.kpis.rows = rows
+        self.stored_count = count
         self.metrics.stored.set(count)
         self.metrics.refresh_seconds.set(time.perf_counter() - started)
         self.metrics.refresh_timestamp.set(time.time())
+        self.alerting.after_refresh(rows)
 
     @staticmethod
     def _compute_snapshot(con) -> tuple[list[dict], int]:
@@ -147,7 +154,7 @@ class Worker:
         m = self.metrics
         return {"ingested": int(m.total(m.ingested)), "rejected": int(m.total(m.rejected)),
                 "duplicates": int(m.total(m.duplicates)), "batches": int(m.total(m.batches)),
-                "stored": int(m.stored._value.get()), "db": os.path.abspath(self.settings.db),
+                "stored": self.stored_count, "db": os.path.abspath(self.settings.db),
                 "bootstrap": self.settings.bootstrap, "web": self.settings.web_url}
 
     def _write_sidecar(self) -> None:

@@ -148,6 +148,15 @@ class BatchIngestor:
             if flat.values:
                 await self.handle(flat)
             self._update_lag()
+            self._update_broker_up()
+
+    def _update_broker_up(self) -> None:
+        # aiokafka never raises from getmany when the broker goes away: it logs, drops the connection and
+        # reconnects in the background. Its open connections are the only live signal of an outage, so read them
+        # (a private attribute of the pinned aiokafka 0.14; if it ever disappears the gauge keeps its last value).
+        conns = getattr(getattr(self.consumer, "_client", None), "_conns", None)
+        if conns is not None:
+            self.metrics.broker_up.set(1 if any(c.connected() for c in list(conns.values())) else 0)
 
     async def handle(self, flat: Flat) -> BatchOutcome:
         started = time.perf_counter()
@@ -210,8 +219,7 @@ class BatchIngestor:
                 m.duplicates.labels(topic).inc(n - stored)
         for reason, n in Tally(reason_code(r.reason) for r in outcome.rejects).items():
             m.rejected.labels(reason).inc(n)
-        m.batches.inc()
-        m.last_batch.set(time.time())
+        m.mark_batch()
 
     def _update_lag(self) -> None:
         if self.consumer is None:

@@ -80,7 +80,8 @@ class WorkerMetrics:
                                    registry=r)
         self.stored = Gauge("rmm_store_events", "Events in the DuckDB store", registry=r)
         self.started = Gauge("rmm_worker_start_time_seconds", "Unix time the worker started", registry=r)
-        self.started.set(time.time())
+        self._last_batch_at = time.time()  # before the first batch, the age counts from start-up
+        self.started.set(self._last_batch_at)
         self.last_batch_age = Gauge("rmm_last_batch_age_seconds",
                                     "Seconds since the last committed batch (since start if none)", registry=r)
         self.last_batch_age.set_function(self._batch_age)
@@ -94,12 +95,18 @@ class WorkerMetrics:
         self.kpis = KpiCollector()
         r.register(self.kpis)
 
+    def mark_batch(self) -> None:
+        self._last_batch_at = time.time()
+        self.last_batch.set(self._last_batch_at)
+        self.batches.inc()
+
     def _batch_age(self) -> float:
-        last = self.last_batch._value.get() or self.started._value.get()
-        return max(0.0, time.time() - last)
+        return max(0.0, time.time() - self._last_batch_at)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    def total(self, counter: Counter, label: Optional[str] = None) -> float:
+    @staticmethod
+    def total(counter: Counter) -> float:
+        """Sum of a labelled counter over all its label values."""
         return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))

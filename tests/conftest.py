@@ -51,8 +51,8 @@ class WorkerProc:
     def start(self, timeout: float = 90.0) -> "WorkerProc":
         self.port = free_port()
         env = dict(os.environ, RMM_KAFKA_BOOTSTRAP=self.bootstrap, RMM_DB=str(self.db),
-                   RMM_WEB_PORT=str(self.port), RMM_REFRESH_SECONDS="1", RMM_LOG_LEVEL="info",
-                   **self.env_extra)
+                   RMM_WEB_PORT=str(self.port), RMM_REFRESH_SECONDS="1", RMM_LOG_LEVEL="info")
+        env.update(self.env_extra)  # a test may override the defaults above (e.g. a slower KPI refresh)
         self.proc = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "worker"], env=env,
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)

@@ -1,0 +1,295 @@
+"""report.html and report.pdf: the readable effectiveness evaluation of a quarter.
+
+The content is built once as a list of blocks (heading, paragraph, table, image) and rendered twice: to one
+self-contained HTML file (charts inlined) and to a PDF with reportlab (pure PyPI, no browser or office suite
+needed). Both carry only the as-of time, never the time they were written."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import __version__
+from .catalog import catalog_hash
+from .charts import STATUS_COLOURS, kpi_chart, status_overview
+from .periods import iso
+
+# The aRMMs of the CAR-T guideline, in the order regulators read them, and the catalog `armm` values under each.
+SECTIONS = [
+    ("Centre certification", ("centre certification",),
+     "Treatment centres are assessed and certified before they infuse; infusions at a centre without a valid "
+     "certification are a zero-tolerance failure."),
+    ("HCP education and training effectiveness", ("HCP training",),
+     "Doctors and nurses are trained on the current educational material before they treat; first-attempt pass "
+     "rates measure whether the material teaches effectively."),
+    ("Patient education", ("patient education",),
+     "Patients (and carers) receive the patient guide before their first infusion."),
+    ("Patient alert card", ("patient alert card",),
+     "Every treated patient carries an alert card with the product lot, issued around the first infusion."),
+    ("Traceability and product quality", ("traceability", "product quality"),
+     "Chain of identity, cold chain and dose are checked at the centre; every adverse event can be traced to a lot."),
+    ("CRS management", ("CRS management",),
+     "Tocilizumab is on site at every infusion and given promptly once CRS reaches grade 2; severe CRS stays "
+     "within the label's reference rate."),
+    ("Neurotoxicity management", ("neurotoxicity management",),
+     "Severe ICANS stays within the label's reference rate."),
+    ("Adverse event reporting", ("AE reporting",),
+     "Adverse events reach the regulator within the legal deadlines (counted from the MAH's awareness)."),
+    ("Long-term follow-up", ("LTFU",),
+     "Patients stay in long-term follow-up; scheduled visits are done."),
+]
+
+
+@dataclass
+class Block:
+    kind: str                      # h1 h2 h3 p table img
+    text: str = ""
+    headers: tuple = ()
+    rows: tuple = ()
+    status_col: Optional[int] = None
+    image: bytes = b""
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _ci(r) -> str:
+    return "" if r["ci_low"] is None else f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}%"
+
+
+def _months(snap) -> list[str]:
+    months, t = [], snap.quarter.end - timedelta(days=1)
+    for _ in range(12):
+        months.append(t.strftime("%Y-%m"))
+        t = t.replace(day=1) - timedelta(days=1)
+    return sorted(months)
+
+
+def build(snap, progress: Callable[[str], None]) -> list[Block]:
+    titles = {k.id: k.title for k in snap.catalog}
+    q = snap.quarter.label
+    prog = snap.programme_rows()
+    by_status: dict[str, int] = {}
+    for r in prog:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    products = sorted({r["product"] for r in prog})
+    b: list[Block] = [
+        Block("h1", f"Effectiveness of the additional risk minimisation measures — {q}"),
+        Block("p", f"Products: {', '.join(products) or 'none'}. Data as of {iso(snap.as_of)} (events known at that "
+                   f"time; a re-run with the same as-of gives the same numbers). Catalog {catalog_hash()[:12]}, "
+                   f"rmm-monitor {__version__}. {sum(snap.counts_by_topic.values())} events."),
+        Block("h2", "Programme summary"),
+        Block("p", f"{len(prog)} indicator rows (KPI × product): " +
+                   ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(by_status.items())) +
+                   ". Breach: the whole 95 % confidence interval is on the wrong side of the threshold; warning: "
+                   "the value is, the interval is not; insufficient data: fewer units than the KPI's minimum."),
+    ]
+    overview = status_overview(prog, titles)
+    if overview:
+        b.append(Block("img", image=overview))
+    b.append(Block("table", headers=("KPI", "product", "value", "95% CI", "threshold", "n", "pending",
+                                     "prev. quarter", "status"),
+                   rows=tuple((titles[r["kpi"]], r["product"], _pct(r["value"]), _ci(r), _pct(r["threshold"]),
+                               f"{r['numerator']}/{r['denominator']}", str(r["pending"]),
+                               _pct(snap.previous_value(r["kpi"], r["product"])), r["status"]) for r in prog),
+                   status_col=8))
+    months = _months(snap)
+    by_armm: dict[str, list] = {}
+    for k in snap.catalog:
+        by_armm.setdefault(k.armm, []).append(k)
+    sections = list(SECTIONS)
+    covered = {a for _, armms, _ in SECTIONS for a in armms}
+    for armm in sorted(set(by_armm) - covered):
+        sections.append((armm.capitalize(), (armm,), ""))
+    for n, (title, armms, intro) in enumerate(sections, 1):
+        kpis = [k for a in armms for k in by_armm.get(a, [])]
+        if not kpis:
+            continue
+        b.append(Block("h2", f"{n}. {title}"))
+        if intro:
+            b.append(Block("p", intro))
+        for k in kpis:
+            progress(f"chart {k.id}")
+            rows = [r for r in snap.rows if r["kpi"] == k.id]
+            b.append(Block("h3", f"{k.title} ({k.id})"))
+            b.append(Block("p", f"{k.description} Unit: {k.unit}. Success: {k.success or 'see definition'}. "
+                                f"Threshold {_pct(k.threshold)} ({k.direction.replace('_', ' ')}"
+                                f"{', zero tolerance' if k.zero_tolerance else ''}), minimum n {k.min_n}."))
+            b.append(Block("img", image=kpi_chart(k, [t for t in snap.trend if t["kpi"] == k.id],
+                                                  [r for r in rows if r["site_id"] is not None], months)))
+            b.append(Block("table", headers=("product", "value", "95% CI", "threshold", "n", "pending", "status"),
+                           rows=tuple((r["product"], _pct(r["value"]), _ci(r), _pct(r["threshold"]),
+                                       f"{r['numerator']}/{r['denominator']}", str(r["pending"]), r["status"])
+                                      for r in rows if r["site_id"] is None), status_col=6))
+    b.append(Block("h2", "Alerts and review cases"))
+    if snap.alerts or snap.cases:
+        b.append(Block("table", headers=("alert", "product", "site", "KPI", "title", "state", "by", "at"),
+                       rows=tuple((a["alert_id"], a["product"], a["site_id"], a["kpi"], a["title"], a["state"],
+                                   a["actor"], a["at"]) for a in snap.alerts)))
+        b.append(Block("table", headers=("review case", "product", "section", "state", "outcome", "by", "at"),
+                       rows=tuple((c["case_id"], c["product"], c["section"], c["state"],
+                                   (c.get("outcome") or "") + (f" v{c['material_version']}" if c.get("material_version")
+                                                               else ""), c["actor"], c["at"]) for c in snap.cases)))
+    else:
+        b.append(Block("p", "No alerts or review cases were recorded up to the as-of time."))
+    b.append(Block("h2", "Data quality"))
+    failed = [r for r in snap.dq if not r["success"]]
+    b.append(Block("p", f"{len(snap.dq)} expectations (Great Expectations suites in expectations/, run over the "
+                        f"events of {q} known at the as-of time; references resolved against all known events): "
+                        f"{len(snap.dq) - len(failed)} passed, {len(failed)} failed "
+                        f"({sum(1 for r in failed if r['critical'])} critical). A failing critical expectation means "
+                        f"some KPI numbers above rest on incomplete or inconsistent data."))
+    b.append(Block("table", headers=("suite", "expectation", "severity", "result", "observed"),
+                   rows=tuple((r["suite"], r["expectation"], "critical" if r["critical"] else "warning",
+                               "passed" if r["success"] else "failed", r["observed"])
+                              for r in sorted(snap.dq, key=lambda r: (r["success"], r["suite"], r["expectation"]))),
+                   status_col=3))
+    b.append(Block("h2", "Method notes"))
+    for text in (
+        "Each KPI is numerator / denominator over units (an infusion, an HCP, a CRS episode, an AE ...); a unit "
+        f"belongs to {q} by its anchor time (event time, UTC). Definitions, thresholds and windows come from the "
+        "KPI catalog (metrics/*.yml; the definitions sheet of kpis.xlsx lists them in full).",
+        f"As-of: only events known (recorded) at or before {iso(snap.as_of)} are used, and windows are judged at "
+        "that time. A unit whose window is still open without an outcome is pending and left out of numerator "
+        "and denominator.",
+        "Confidence intervals: Wilson score, 95 % (z = 1.959964). Status: ok if the value meets the threshold, "
+        "warning if only the interval does, breach if the interval misses it; zero-tolerance KPIs breach on any "
+        "failure. Duplicate deliveries (same event_id) count once.",
+        "Events per topic: " + ", ".join(f"{t} {n}" for t, n in snap.counts_by_topic.items()) + ".",
+        "Units behind every number (pseudonymous patient, HCP, AE and lot references with the reason of each "
+        "outcome) are in units.parquet; the KPI rows in kpis.csv / kpis.parquet; file hashes in manifest.json.",
+    ):
+        b.append(Block("p", text))
+    return b
+
+
+# --- HTML ----------------------------------------------------------------------------------------------------
+_CSS = """body{font-family:'DejaVu Sans',Arial,sans-serif;max-width:1000px;margin:2em auto;color:#222;font-size:14px}
+h1{color:#1f4e79}h2{color:#1f4e79;border-bottom:2px solid #1f4e79;padding-bottom:2px;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:12px}th{background:#305496;color:#fff;text-align:left}
+td,th{border:1px solid #bbb;padding:3px 6px}img{max-width:100%}
+.ok{background:#c6efce}.warning{background:#ffeb9c}.breach,.failed{background:#ffc7ce}.insufficient_data{background:#e7e6e6}
+.passed{background:#c6efce}"""
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    out = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+           f"<style>{_CSS}</style></head><body>"]
+    for bl in blocks:
+        if bl.kind in ("h1", "h2", "h3", "p"):
+            out.append(f"<{bl.kind}>{html.escape(bl.text)}</{bl.kind}>")
+        elif bl.kind == "img":
+            out.append(f'<p><img alt="chart" src="data:image/png;base64,{base64.b64encode(bl.image).decode()}"></p>')
+        elif bl.kind == "table":
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in bl.headers) + "</tr>")
+            for row in bl.rows:
+                cls = f' class="{html.escape(str(row[bl.status_col]))}"' if bl.status_col is not None else ""
+                out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c if c is not None else ''))}</td>"
+                                                  for c in row) + "</tr>")
+            out.append("</table>")
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+# --- PDF -----------------------------------------------------------------------------------------------------
+def _fonts() -> tuple[str, str]:
+    """DejaVu from matplotlib's own data (full Unicode: en dashes, ≥, ×), registered once."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    import matplotlib
+
+    if "DejaVu" not in pdfmetrics.getRegisteredFontNames():
+        base = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+        pdfmetrics.registerFont(TTFont("DejaVu", str(base / "DejaVuSans.ttf")))
+        pdfmetrics.registerFont(TTFont("DejaVu-Bold", str(base / "DejaVuSans-Bold.ttf")))
+    return "DejaVu", "DejaVu-Bold"
+
+
+def _col_widths(bl: Block, width: float) -> list[float]:
+    """Columns sized by their longest text (clipped), so a KPI title gets room and a count does not."""
+    need = [min(38, max(8, len(str(h)), *(len(str(r[i] if r[i] is not None else "")) + 2 for r in bl.rows)))
+            for i, h in enumerate(bl.headers)] if bl.rows else [max(8, len(h)) for h in bl.headers]
+    total = sum(need)
+    return [width * n / total for n in need]
+
+
+def render_pdf(blocks: list[Block], path: Path, title: str, footer: str) -> None:
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from xml.sax.saxutils import escape
+
+    regular, bold = _fonts()
+    styles = {
+        "h1": ParagraphStyle("h1", fontName=bold, fontSize=16, leading=20, textColor=colors.HexColor("#1f4e79"),
+                             spaceAfter=8),
+        "h2": ParagraphStyle("h2", fontName=bold, fontSize=13, leading=16, textColor=colors.HexColor("#1f4e79"),
+                             spaceBefore=10, spaceAfter=5),
+        "h3": ParagraphStyle("h3", fontName=bold, fontSize=10.5, leading=13, spaceBefore=6, spaceAfter=3),
+        "p": ParagraphStyle("p", fontName=regular, fontSize=8.8, leading=11.5, spaceAfter=4),
+        "cell": ParagraphStyle("cell", fontName=regular, fontSize=7.2, leading=8.6),
+        "head": ParagraphStyle("head", fontName=bold, fontSize=7.2, leading=8.6, textColor=colors.white),
+    }
+    width = A4[0] - 30 * mm
+    story = []
+    pending_heading = None
+    for bl in blocks:
+        if bl.kind in ("h1", "h2", "h3", "p"):
+            flow = Paragraph(escape(bl.text), styles[bl.kind])
+        elif bl.kind == "img":
+            from reportlab.lib.utils import ImageReader
+
+            iw, ih = ImageReader(io.BytesIO(bl.image)).getSize()
+            h = width * ih / iw
+            flow = Image(io.BytesIO(bl.image), width=width, height=min(h, 230 * mm))
+        else:
+            data = [[Paragraph(escape(h), styles["head"]) for h in bl.headers]]
+            data += [[Paragraph(escape(str(c if c is not None else "")), styles["cell"]) for c in row]
+                     for row in bl.rows]
+            t = Table(data, repeatRows=1, hAlign="LEFT", colWidths=_col_widths(bl, width))
+            cmds = [("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#305496")),
+                    ("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#bbbbbb")),
+                    ("VALIGN", (0, 0), (-1, -1), "TOP")]
+            if bl.status_col is not None:
+                fills = {"ok": "#c6efce", "passed": "#c6efce", "warning": "#ffeb9c", "breach": "#ffc7ce",
+                         "failed": "#ffc7ce", "insufficient_data": "#e7e6e6"}
+                for i, row in enumerate(bl.rows, 1):
+                    colour = fills.get(str(row[bl.status_col]))
+                    if colour:
+                        cmds.append(("BACKGROUND", (bl.status_col, i), (bl.status_col, i), colors.HexColor(colour)))
+            t.setStyle(TableStyle(cmds))
+            flow = t
+        if bl.kind in ("h2", "h3"):
+            pending_heading = flow  # keep a heading on the page of what follows it
+            continue
+        story.append(KeepTogether([pending_heading, flow]) if pending_heading is not None else flow)
+        pending_heading = None
+
+    def page(canvas, doc):
+        canvas.saveState()
+        canvas.setFont(regular, 7)
+        canvas.drawString(15 * mm, 10 * mm, footer)
+        canvas.drawRightString(A4[0] - 15 * mm, 10 * mm, f"page {doc.page}")
+        canvas.restoreState()
+
+    doc = SimpleDocTemplate(str(path), pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
+                            bottomMargin=16 * mm, title=title, author="rmm-monitor", subject=title,
+                            creator="rmm-monitor", invariant=1)
+    story.insert(1, Spacer(1, 2 * mm))
+    doc.build(story, onFirstPage=page, onLaterPages=page)
+
+
+def write_reports(snap, out: Path, progress: Callable[[str], None]) -> None:
+    blocks = build(snap, progress)
+    title = f"aRMM effectiveness evaluation {snap.quarter.label}"
+    (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
+    progress("report.pdf")
+    render_pdf(blocks, out / "report.pdf", title,
+               f"{title} · as of {iso(snap.as_of)} · catalog {catalog_hash()[:12]} · rmm-monitor {__version__}")

@@ -1,0 +1,143 @@
+"""Data-quality suites (expectations/) with real Great Expectations 1.x over real DuckDB stores: a clean
+simulation passes everything, the simulator's seeded problems and hand-made bad-but-schema-valid events fail
+exactly the expectations meant to catch them, and `rmm dq` records results for the alerting channel."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from rmm_monitor import dq
+from rmm_monitor.contract import validate_one
+from rmm_monitor.ingest import process_batch
+from rmm_monitor.simulate import generate, topic_of
+from rmm_monitor.store import Store
+
+from conftest import run_cli
+
+END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 10, 15, tzinfo=timezone.utc)
+
+# simulate.DQ_FAULTS -> the expectations that must catch them (and nothing else may fail)
+SEEDED = {
+    "infusion_administered.hcp_registered_at_site",   # WH-04 agency nurse
+    "infusion_administered.lot_received_at_site",     # XA-08 receipt booked under SH-01
+    "site_events.site_registered",                    # XA-08 stock report from "XA-8"
+    "ae_reported.ae_has_awareness",                   # HZ-06 awareness lost
+    "events.recorded_at_not_before_occurred_at",      # GZ-03 clock skew (20 min and 3 days)
+    "events.occurred_at_not_in_future",               # GZ-03 card 3 days ahead
+    "events.duplicate_facts_rate_below_0_1_percent",  # GZ-03 portal re-sends under new event_ids
+    "ae_onset.one_onset_per_ae",                      # ... which includes re-sent AE onsets
+}
+
+
+def load(path, events) -> str:
+    raws = [json.dumps(e).encode() for e in events]
+    for raw, e in zip(raws, events):
+        assert validate_one(raw, topic_of(e))[1] is None, e  # bad data, but schema-valid
+    with Store(path) as store:
+        outcome = process_batch(store, raws)
+        assert not outcome.rejects
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def faulty_db(tmp_path_factory):
+    return load(tmp_path_factory.mktemp("dq") / "faulty.duckdb", generate(seed=7, patients=200, end=END, dq_faults=True))
+
+
+def failed(rows) -> set[str]:
+    return {f"{r['suite']}.{r['expectation']}" for r in rows if not r["success"]}
+
+
+def test_clean_simulation_passes_every_expectation(tmp_path):
+    db = load(tmp_path / "clean.duckdb", generate(seed=7, patients=200, end=END))
+    with Store(db, read_only=True) as store:
+        rows, timings = dq.run(store.con, as_of=AS_OF)
+    names = {(s.name, n) for s in dq.load_suites() for n in s.expectation_names()}
+    assert {(r["suite"], r["expectation"]) for r in rows} == names  # every committed expectation ran
+    assert failed(rows) == set(), [r for r in rows if not r["success"]]
+    assert timings["rows_checked"] > 5000
+
+
+def test_seeded_simulator_problems_fail_exactly_their_expectations(faulty_db):
+    with Store(faulty_db, read_only=True) as store:
+        rows, _ = dq.run(store.con, as_of=AS_OF)
+    assert failed(rows) == SEEDED
+    by_name = {f"{r['suite']}.{r['expectation']}": r for r in rows}
+    assert by_name["infusion_administered.hcp_registered_at_site"]["unexpected_count"] == 2
+    assert by_name["infusion_administered.lot_received_at_site"]["unexpected_count"] == 1
+    assert by_name["ae_reported.ae_has_awareness"]["unexpected_count"] == 2
+    assert by_name["events.recorded_at_not_before_occurred_at"]["unexpected_count"] == 2
+    assert by_name["events.occurred_at_not_in_future"]["unexpected_count"] == 1
+    assert by_name["infusion_administered.hcp_registered_at_site"]["critical"] is True
+    assert by_name["events.duplicate_facts_rate_below_0_1_percent"]["critical"] is False
+    # results carry no patient refs or event ids: they go to /metrics labels, dq_results and the export
+    assert "PT-" not in json.dumps([r["observed"] for r in rows])
+
+
+def test_period_scopes_the_checked_rows_but_not_the_lookups(faulty_db):
+    """Events of a quarter are checked against every event known: an infusion in Q3 whose HCP registered in Q1
+    is fine. Most seeded problems sit early in the programme, so Q3 sees only the re-sends."""
+    with Store(faulty_db, read_only=True) as store:
+        rows, _ = dq.run(store.con, as_of=AS_OF, period="2026Q3")
+    assert failed(rows) == {"events.duplicate_facts_rate_below_0_1_percent", "ae_onset.one_onset_per_ae"}
+
+
+def ev(i, etype, t, **fields):
+    base = {"event_id": f"hand-{i:03d}", "event_type": etype, "schema_version": 1, "occurred_at": t,
+            "recorded_at": t, "source": "test", "product": "CTX-19", "site_id": fields.pop("site_id", "S1")}
+    return {**base, **fields}
+
+
+def test_hand_made_bad_events_fail_the_right_expectations(tmp_path):
+    events = [
+        ev(1, "site_registered", "2026-07-01T00:00:00Z", name="Site 1", country="CN"),
+        ev(2, "hcp_registered", "2026-07-01T01:00:00Z", hcp_id="H1", role="infusion_nurse"),
+        ev(3, "product_received", "2026-07-02T00:00:00Z", patient_ref="PT-00000001", lot_id="L1",
+           coi_verified=True, temperature_excursion=False),
+        ev(4, "infusion_administered", "2026-07-03T00:00:00Z", patient_ref="PT-00000001", lot_id="L1",
+           hcp_id="H1", dose_within_spec=True),                      # all references fine
+        ev(5, "infusion_administered", "2026-07-04T00:00:00Z", site_id="S9", patient_ref="PT-00000002",
+           lot_id="L2", hcp_id="H9", dose_within_spec=True),         # unregistered site, HCP, lot
+        ev(6, "ae_onset", "2026-07-05T00:00:00Z", ae_id="AE1", patient_ref="PT-00000001", term="CRS", grade=2,
+           serious=False),
+        ev(7, "ae_awareness", "2026-07-06T00:00:00Z", ae_id="AE1", patient_ref="PT-00000001"),
+        ev(8, "ae_reported", "2026-07-05T12:00:00Z", ae_id="AE1", patient_ref="PT-00000001", regulator="NMPA",
+           report_kind="periodic", lot_id="L1"),                     # filed before awareness
+        ev(9, "ltfu_visit", "2026-07-10T00:00:00Z", patient_ref="PT-00000077", visit_no=1,
+           due_at="2026-07-10T00:00:00Z", status="done"),            # patient never infused
+        {**ev(10, "alert_card_issued", "2026-07-03T03:00:00Z", patient_ref="PT-00000001", lot_id="L1"),
+         "recorded_at": "2026-07-03T01:00:00Z"},                      # recorded 2 h before it happened
+    ]
+    db = load(tmp_path / "hand.duckdb", events)
+    with Store(db, read_only=True) as store:
+        rows, _ = dq.run(store.con, as_of=AS_OF)
+    assert failed(rows) == {
+        "infusion_administered.site_registered", "infusion_administered.hcp_registered_at_site",
+        "infusion_administered.lot_received_at_site", "ae_reported.reported_not_before_awareness",
+        "ltfu_visit.patient_infused", "events.recorded_at_not_before_occurred_at",
+        "events.occurred_at_not_in_future",  # 120 min ahead: beyond the 60 min tolerance
+    }
+
+
+def test_rmm_dq_records_results_and_fails_on_critical(faulty_db, tmp_path):
+    import shutil
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(faulty_db, db)
+    out = run_cli("dq", "--db", str(db), "--as-of", "2026-10-15T00:00:00Z", "--json")
+    assert out.returncode == 1, out.stderr  # a critical expectation fails
+    rows = json.loads(out.stdout)
+    assert failed(rows) == SEEDED
+    with Store(db, read_only=True) as store:
+        stored = store.con.execute("SELECT suite, expectation, success, critical, observed FROM dq_results").fetchall()
+    assert len(stored) == len(rows)
+    critical_failing = {f"{s}.{e}" for s, e, ok, crit, _ in stored if not ok and crit}
+    assert critical_failing == {n for n in SEEDED if by_critical(rows)[n]}
+    assert "infusion_administered.lot_received_at_site" in critical_failing
+
+
+def by_critical(rows) -> dict[str, bool]:
+    return {f"{r['suite']}.{r['expectation']}": r["critical"] for r in rows}

@@ -1,0 +1,182 @@
+"""`rmm export --quarter`: every file, checked as a person would (xlsx opened by openpyxl and by LibreOffice
+headless, PDF pages turned into PNG with pdftoppm and looked at for charts), byte-identical on a re-run with
+the same as-of — also when the second run goes through the HTTP API of a worker that owns the DB and keeps
+ingesting meanwhile."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import subprocess
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from openpyxl import load_workbook
+from PIL import Image
+
+from rmm_monitor.catalog import catalog_hash, load_catalog
+from rmm_monitor.ingest import process_batch
+from rmm_monitor.producer import produce_events
+from rmm_monitor.simulate import generate
+from rmm_monitor.store import Store
+
+from conftest import http_text, run_cli
+
+END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
+AS_OF = "2026-10-15T00:00:00Z"
+QUARTER = "2026Q3"
+KPI_FILES = ("kpis.csv", "kpis.parquet", "units.parquet", "manifest.json")
+ALL_FILES = KPI_FILES + ("kpis.xlsx", "report.html", "report.pdf")
+
+
+@pytest.fixture(scope="module")
+def events():
+    return generate(seed=7, patients=200, end=END, dq_faults=True)
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory, events):
+    """A DuckDB file nobody holds, and its export made by the CLI."""
+    root = tmp_path_factory.mktemp("export")
+    db = root / "sim.duckdb"
+    with Store(db) as store:
+        process_batch(store, [json.dumps(e).encode() for e in events])
+    out = root / "out"
+    res = run_cli("export", "--quarter", QUARTER, "--db", str(db), "--out", str(out), "--as-of", AS_OF, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return db, out, res
+
+
+def test_export_writes_every_file_with_a_manifest(offline):
+    db, out, res = offline
+    assert sorted(p.name for p in out.iterdir()) == sorted(ALL_FILES)
+    assert "[export" in res.stderr and "units 16/16" in res.stderr  # progress on stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["as_of"] == AS_OF and m["quarter"] == QUARTER
+    assert m["catalog"]["hash"] == catalog_hash()
+    assert m["software"]["version"]
+    with Store(db, read_only=True) as store:
+        assert m["event_counts_by_topic"] == store.counts_by_topic()
+    for name in ALL_FILES:
+        if name == "manifest.json":
+            continue
+        assert m["files"][name]["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest(), name
+    assert "infusion_administered.lot_received_at_site" not in m["data_quality"]["failed"]  # a Q1 problem
+    assert "events.duplicate_facts_rate_below_0_1_percent" in m["data_quality"]["failed"]
+
+
+def test_kpi_files_hold_the_rows_of_rmm_kpis(offline):
+    db, out, _ = offline
+    res = run_cli("kpis", "--db", str(db), "--as-of", AS_OF, "--period", QUARTER, "--by", "site", "--json")
+    want = json.loads(res.stdout)
+    with open(out / "kpis.csv", newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert len(got) == len(want) > 16
+    for g, w in zip(got, want):
+        assert (g["kpi"], g["product"], g["site_id"] or None, int(g["numerator"]), int(g["denominator"]),
+                g["status"], json.loads(g["stats"])) == \
+               (w["kpi"], w["product"], w["site_id"], w["numerator"], w["denominator"], w["status"], w["stats"])
+    table = pq.read_table(out / "kpis.parquet").to_pylist()
+    assert [(r["kpi"], r["site_id"], r["value"]) for r in table] == [(w["kpi"], w["site_id"], w["value"]) for w in want]
+    units = pq.read_table(out / "units.parquet")
+    assert {"kpi", "unit_id", "outcome", "patient_ref", "detail"} <= set(units.column_names)
+    assert not {"name", "summary", "event_id"} & set(units.column_names)
+    rows = units.to_pylist()
+    programme = {(w["kpi"], w["product"]): w for w in want if w["site_id"] is None}
+    for (kpi, product), w in programme.items():  # the units behind each number add up to it
+        mine = [u for u in rows if u["kpi"] == kpi and u["product"] == product]
+        assert sum(u["outcome"] == "pending" for u in mine) == w["pending"], kpi
+        assert sum(u["outcome"] != "pending" for u in mine) == w["denominator"], kpi
+
+
+def test_xlsx_opens_with_formatting(offline):
+    _, out, _ = offline
+    wb = load_workbook(out / "kpis.xlsx")
+    catalog = load_catalog()
+    assert wb.sheetnames[0] == "Summary"
+    assert {"Alerts and reviews", "Data quality", "Definitions"} <= set(wb.sheetnames)
+    assert len(wb.sheetnames) == 4 + len(catalog)
+    ws = wb["Summary"]
+    assert ws.freeze_panes == "B2"
+    header = [c.value for c in ws[1]]
+    assert ws.cell(row=2, column=header.index("value") + 1).number_format == "0.0%"
+    rules = [r for rng in ws.conditional_formatting for r in rng.rules]
+    assert any('="breach"' in r.formula[0] for r in rules)
+    statuses = {ws.cell(row=i, column=header.index("status") + 1).value for i in range(2, ws.max_row + 1)}
+    assert "breach" in statuses and statuses <= {"ok", "warning", "breach", "insufficient_data"}
+    assert wb["Definitions"].max_row == len(catalog) + 1
+    dq = wb["Data quality"]
+    assert "failed" in [c.value for c in dq["D"]]
+    assert wb["alert_card_issued"]["L1"].value == "Patient alert card issued"
+
+
+def test_xlsx_converts_with_libreoffice(offline, tmp_path):
+    _, out, _ = offline
+    res = subprocess.run(["soffice", "--headless", "--norestore", f"-env:UserInstallation=file://{tmp_path}/lo",
+                          "--convert-to", "csv", "--outdir", str(tmp_path), str(out / "kpis.xlsx")],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "kpis.csv").read_text()  # the first sheet: Summary
+    assert text.startswith("KPI,title,aRMM") and "alert_card_issued" in text
+
+
+def test_pdf_pages_show_the_report_with_charts(offline, tmp_path):
+    _, out, _ = offline
+    pdf = out / "report.pdf"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(next(l.split()[-1] for l in info.splitlines() if l.startswith("Pages:")))
+    assert pages >= 8
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    for heading in ("Programme summary", "Centre certification", "HCP education and training effectiveness",
+                    "Patient alert card", "Traceability", "CRS management", "Adverse event reporting",
+                    "Long-term follow-up", "Alerts and review cases", "Data quality", "Method notes", "Wilson"):
+        assert heading in text, heading
+    subprocess.run(["pdftoppm", "-r", "50", "-png", "-f", "1", "-l", "5", str(pdf), str(tmp_path / "p")], check=True)
+    coloured_pages = 0
+    for png in sorted(tmp_path.glob("p-*.png")):
+        img = Image.open(png).convert("RGB").resize((200, 283))
+        # chart lines and status bars: saturated pixels (text and table rules are grey or one table blue)
+        sat = sum(1 for r, g, b in img.getdata() if max(r, g, b) - min(r, g, b) > 80)
+        coloured_pages += sat > 150
+    assert coloured_pages >= 3
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_export_through_the_worker_is_identical_and_does_not_block_it(offline, broker, worker_factory, events,
+                                                                       tmp_path):
+    _, first, _ = offline
+    worker = worker_factory(broker.bootstrap, RMM_DQ_FIRST_DELAY="0", RMM_DQ_SECONDS="3").start()
+    produce_events(events, broker.bootstrap)
+    unique = len({e["event_id"] for e in events})
+    worker.wait_for(lambda s: s["ingested"] >= unique, timeout=120, what="the simulation ingested")
+
+    # keeps arriving while the export runs; recorded after the as-of time, so the export must not see it
+    late = [{**e, "recorded_at": "2026-11-01T00:00:00Z"} for e in generate(seed=11, patients=20, end=END)]
+    feeder = threading.Thread(target=produce_events, args=(late, broker.bootstrap), kwargs={"rate": 400})
+    feeder.start()
+    out = tmp_path / "via-worker"
+    res = run_cli("export", "--quarter", QUARTER, "--db", str(worker.db), "--out", str(out), "--as-of", AS_OF,
+                  timeout=300)
+    feeder.join()
+    assert res.returncode == 0, res.stderr
+    assert "from http://127.0.0.1:" in res.stderr  # the locked DB was read through the worker's API
+    for name in ALL_FILES:
+        assert (out / name).read_bytes() == (first / name).read_bytes(), name
+    n_late = len({e["event_id"] for e in late})
+    worker.wait_for(lambda s: s["ingested"] >= unique + n_late, timeout=60, what="ingest went on")
+
+    # the periodic DQ run publishes per-expectation results on /metrics
+    def dq_published(_status) -> bool:
+        return 'rmm_dq_expectation_success{expectation="lot_received_at_site",suite="infusion_administered"} 0.0' \
+            in http_text(worker.url + "/metrics")
+    worker.wait_for(dq_published, timeout=90, what="DQ results on /metrics")
+    metrics = http_text(worker.url + "/metrics")
+    assert 'rmm_dq_expectation_success{expectation="event_id_present",suite="events"} 1.0' in metrics
+    assert worker.stop() == 0
+    with Store(worker.db, read_only=True) as store:
+        failing = store.con.execute("SELECT DISTINCT suite || '.' || expectation FROM dq_results "
+                                    "WHERE critical AND NOT success").fetchall()
+    assert ("infusion_administered.lot_received_at_site",) in failing
