@@ -21,8 +21,11 @@ run: venv
 debs:
 	bash scripts/install-debs.sh
 
+# Tests wait on brokers and worker subprocesses much of the time: run them on 3 processes (2 cores).
+PYTEST_ARGS ?= -n 3
+
 test: venv debs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/run.py

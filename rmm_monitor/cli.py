@@ -191,11 +191,11 @@ def _pct(v) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'KPI':<36} {'product':<9} {'site':<8} {'value':>7} {'95% CI':>15} {'n':>9} {'pend':>5} {'θ':>5}  status"
+    head = f"{'KPI':<36} {'product':<9} {'site':<10} {'value':>7} {'95% CI':>15} {'n':>9} {'pend':>5} {'θ':>5}  status"
     lines = [head, "-" * len(head)]
     for r in rows:
         ci = "" if r["ci_low"] is None else f"{100 * r['ci_low']:.0f}–{100 * r['ci_high']:.0f}%"
-        lines.append(f"{r['kpi']:<36} {(r['product'] or '*'):<9} {(r['site_id'] or 'all'):<8} {_pct(r['value']):>7} "
+        lines.append(f"{r['kpi']:<36} {(r['product'] or '*'):<9} {(r['site_id'] or 'all'):<10} {_pct(r['value']):>7} "
                      f"{ci:>15} {r['numerator']:>4}/{r['denominator']:<4} {r['pending']:>5} "
                      f"{r['threshold']:>5.2f}  {r['status']}")
     return "\n".join(lines)
@@ -206,7 +206,7 @@ def _show_units(units: list[dict], as_json: bool) -> int:
         _print_json(units)
         return 0
     for u in units:
-        print(f"{u['outcome']:<8} {u['product']:<8} {u['site_id']:<8} {u['unit_id']:<20} {u['detail']}")
+        print(f"{u['outcome']:<8} {u['product']:<8} {u['site_id']:<10} {u['unit_id']:<22} {u['detail']}")
     print(f"{len(units)} units")
     return 0
 
