@@ -22,7 +22,8 @@ debs:
 	bash scripts/install-debs.sh
 
 # Tests wait on brokers and worker subprocesses much of the time: run them on 3 processes (2 cores).
-PYTEST_ARGS ?= -n 3
+# loadgroup = load, except tests marked xdist_group(name) share one process (and so one module-scoped stack).
+PYTEST_ARGS ?= -n 3 --dist loadgroup
 
 test: venv debs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -30,9 +31,11 @@ test: venv debs
 bench: venv
 	$(PY) bench/run.py
 
-# Grafana dashboards from the KPI catalog (commit the result; a test fails when they are stale).
+# Grafana dashboards from the KPI catalog and the compose stack's derived configs (commit the result; tests
+# fail when they are stale).
 dashboards: venv
 	$(PY) -m rmm_monitor.dashboards --out dashboards/grafana/dashboards
+	$(PY) -m rmm_monitor.compose_config --out deploy
 
 # Prometheus alert rules, their promtool tests and the Alertmanager routing from the catalog (commit the result).
 rules: venv

@@ -112,7 +112,9 @@ class NewAlert:
         return (self.signal, self.product, self.site_id, self.section, self.kpi)
 
 
-def _next_id(con, table: str, column: str, prefix: str) -> str:
+def _next_id(con, table: str, prefix: str) -> str:
+    """Readable ids an operator can type (`rmm alerts ack AL-000003`); rows are never deleted and all writes
+    run on the one writer thread, so the count is a safe sequence."""
     n = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     return f"{prefix}-{n + 1:06d}"
 
@@ -156,7 +158,7 @@ def fire(con, new: NewAlert, channels: Iterable[str], now: Optional[datetime] = 
     if existing is not None:
         add_evidence(con, existing, new.signal, new.evidence, now)
         return None
-    alert_id = _next_id(con, "alerts", "alert_id", "AL")
+    alert_id = _next_id(con, "alerts", "AL")
     # A signal without a material section (data quality) alerts but opens no review.
     case_id = _case_for(con, new.product, new.section, new.triggered_at, now) if new.section else None
     con.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -180,7 +182,7 @@ def _case_for(con, product: str, section: str, triggered_at: datetime, now: date
                        f"ORDER BY opened_at LIMIT 1", [product, section]).fetchall()
     if rows:
         return rows[0][0]
-    case_id = _next_id(con, "review_cases", "case_id", "RC")
+    case_id = _next_id(con, "review_cases", "RC")
     con.execute("INSERT INTO review_cases VALUES (?, ?, ?, ?, ?)", [case_id, product, section, triggered_at, now]
                 ).fetchall()
     _history(con, "review_case_history", "case_id", case_id, "open", SYSTEM, now,

@@ -15,7 +15,7 @@ STATUS_COLOURS = {"ok": "#548235", "warning": "#bf9000", "breach": "#c00000", "i
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
     plt.close(fig)
     return buf.getvalue()
 

@@ -126,7 +126,7 @@ def _variable(name: str, label: str, query: str, multi: bool = False) -> dict:
 
 
 def _dashboard(uid: str, title: str, description: str, panels: list[dict], variables: Iterable[dict] = (),
-               refresh: str = "30s", time_from: str = "now-6h") -> dict:
+               refresh: str = "30s", time_from: str = "now-7d") -> dict:
     return {"uid": uid, "title": title, "description": description, "tags": ["rmm", "car-t", "pharmacovigilance"],
             "editable": False, "graphTooltip": 1, "schemaVersion": SCHEMA_VERSION, "version": 1,
             "refresh": refresh, "time": {"from": time_from, "to": "now"}, "timezone": "utc",

@@ -95,11 +95,13 @@ def write_xlsx(snap, path: Path) -> None:
         ws["L2"] = k.description
         ws["L2"].alignment = Alignment(wrap_text=True, vertical="top")
         ws.column_dimensions["L"].width = 70
-    trail = [["alert", a["alert_id"], a["product"], a["site_id"], a["kpi"], a["section"], a["title"], a["state"],
-              a["actor"], a["at"], a["comment"]] for a in snap.alerts]
-    trail += [["review case", c["case_id"], c["product"], "", "", c["section"],
+    # .get: the alerting schema (issue 5) is young; a renamed column must not stop a regulatory export
+    trail = [["alert", a.get("alert_id"), a.get("product"), a.get("site_id"), a.get("kpi"), a.get("section"),
+              a.get("title"), a.get("state"), a.get("actor"), a.get("at"), a.get("comment")] for a in snap.alerts]
+    trail += [["review case", c.get("case_id"), c.get("product"), "", "", c.get("section"),
                f"outcome: {c['outcome']}" + (f" (v{c['material_version']})" if c.get("material_version") else "")
-               if c.get("outcome") else "", c["state"], c["actor"], c["at"], c["comment"]] for c in snap.cases]
+               if c.get("outcome") else "", c.get("state"), c.get("actor"), c.get("at"), c.get("comment")]
+              for c in snap.cases]
     _sheet(wb, "Alerts and reviews", [("kind", 12, None), ("id", 16, None), ("product", 10, None), ("site", 10, None),
                                       ("KPI", 30, None), ("section", 18, None), ("title", 50, None),
                                       ("state", 14, None), ("by", 14, None), ("at (UTC)", 22, None),

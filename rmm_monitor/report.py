@@ -129,12 +129,12 @@ def build(snap, progress: Callable[[str], None]) -> list[Block]:
     b.append(Block("h2", "Alerts and review cases"))
     if snap.alerts or snap.cases:
         b.append(Block("table", headers=("alert", "product", "site", "KPI", "title", "state", "by", "at"),
-                       rows=tuple((a["alert_id"], a["product"], a["site_id"], a["kpi"], a["title"], a["state"],
-                                   a["actor"], a["at"]) for a in snap.alerts)))
+                       rows=tuple((a.get("alert_id"), a.get("product"), a.get("site_id"), a.get("kpi"),
+                                   a.get("title"), a.get("state"), a.get("actor"), a.get("at")) for a in snap.alerts)))
         b.append(Block("table", headers=("review case", "product", "section", "state", "outcome", "by", "at"),
-                       rows=tuple((c["case_id"], c["product"], c["section"], c["state"],
+                       rows=tuple((c.get("case_id"), c.get("product"), c.get("section"), c.get("state"),
                                    (c.get("outcome") or "") + (f" v{c['material_version']}" if c.get("material_version")
-                                                               else ""), c["actor"], c["at"]) for c in snap.cases)))
+                                                               else ""), c.get("actor"), c.get("at")) for c in snap.cases)))
     else:
         b.append(Block("p", "No alerts or review cases were recorded up to the as-of time."))
     b.append(Block("h2", "Data quality"))
@@ -210,12 +210,23 @@ def _fonts() -> tuple[str, str]:
     return "DejaVu", "DejaVu-Bold"
 
 
-def _col_widths(bl: Block, width: float) -> list[float]:
-    """Columns sized by their longest text (clipped), so a KPI title gets room and a count does not."""
-    need = [min(38, max(8, len(str(h)), *(len(str(r[i] if r[i] is not None else "")) + 2 for r in bl.rows)))
-            for i, h in enumerate(bl.headers)] if bl.rows else [max(8, len(h)) for h in bl.headers]
-    total = sum(need)
-    return [width * n / total for n in need]
+def _col_widths(bl: Block, width: float, font: str) -> list[float]:
+    """Columns sized by their longest text (capped), never narrower than their longest single word, so a KPI
+    title gets room and "passed" is not broken in two."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    def w(text: str) -> float:
+        return stringWidth(text, font, 7.2) + 14  # + the table's 6 pt cell padding on each side
+
+    cols = list(zip(bl.headers, *bl.rows)) if bl.rows else [(h,) for h in bl.headers]
+    cells = [[str(c) if c is not None else "" for c in col] for col in cols]
+    floor = [max(w(word) for c in col for word in (c.split() or [""])) for col in cells]
+    want = [max(floor[i], min(w(max(col, key=len)), width * 0.4)) for i, col in enumerate(cells)]
+    spare = width - sum(floor)
+    extra = [wa - fl for wa, fl in zip(want, floor)]
+    if sum(want) <= width or spare <= 0:
+        return want if sum(want) <= width else [width * f / sum(floor) for f in floor]
+    return [fl + spare * e / sum(extra) for fl, e in zip(floor, extra)]
 
 
 def render_pdf(blocks: list[Block], path: Path, title: str, footer: str) -> None:
@@ -253,7 +264,7 @@ def render_pdf(blocks: list[Block], path: Path, title: str, footer: str) -> None
             data = [[Paragraph(escape(h), styles["head"]) for h in bl.headers]]
             data += [[Paragraph(escape(str(c if c is not None else "")), styles["cell"]) for c in row]
                      for row in bl.rows]
-            t = Table(data, repeatRows=1, hAlign="LEFT", colWidths=_col_widths(bl, width))
+            t = Table(data, repeatRows=1, hAlign="LEFT", colWidths=_col_widths(bl, width, regular))
             cmds = [("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#305496")),
                     ("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#bbbbbb")),
                     ("VALIGN", (0, 0), (-1, -1), "TOP")]

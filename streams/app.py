@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -165,12 +166,20 @@ class Worker:
     def remove_sidecar(self) -> None:
         try:
             os.unlink(self.settings.sidecar)
-        except FileNotFoundError:
+        except OSError:  # never written (e.g. the DB path was unusable); nothing to remove
             pass
 
 
 def run_worker(settings: Optional[Settings] = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
+    settings = settings or Settings()
+    # faust's datadir lives beside the DB and faust creates it first; without this check an unusable DB path
+    # surfaces as a bare NotADirectoryError/PermissionError from faust instead of a store error naming the DB.
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(settings.db)), exist_ok=True)
+    except OSError as exc:
+        print(f"rmm worker: cannot open {settings.db}: {exc}", file=sys.stderr)
+        return 2
     worker = Worker(settings)
     fw = faust.Worker(worker.app, loglevel=worker.settings.log_level, quiet=True, override_logging=True)
     try:

@@ -28,7 +28,7 @@ class DqTask:
         self.worker = worker
         self.interval = interval if interval is not None else float(os.environ.get("RMM_DQ_SECONDS", "300"))
         # let ingest catch up after start before the first (GX-importing) run
-        self.first_delay = first_delay if first_delay is not None else float(os.environ.get("RMM_DQ_FIRST_DELAY", "20"))
+        self.first_delay = first_delay if first_delay is not None else float(os.environ.get("RMM_DQ_FIRST_DELAY", "60"))
         self._gx = ThreadPoolExecutor(1, thread_name_prefix="gx")
         self._lock = asyncio.Lock()
         self.last: list[dict] = []

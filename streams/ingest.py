@@ -106,6 +106,9 @@ class BatchIngestor:
         self.on_batch = on_batch
         self.consumer: Optional[AIOKafkaConsumer] = None
         self.positions: dict[TopicPartition, int] = {}
+        # Evaluated at scrape time: during an outage the ingest loop can sit for minutes inside a commit or a
+        # dead-letter send that aiokafka retries, so a value set from the loop would never turn 0.
+        metrics.broker_up.set_function(self._broker_up)
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -121,12 +124,10 @@ class BatchIngestor:
             try:
                 await self.consumer.start()
             except KafkaError as exc:
-                self.metrics.broker_up.set(0)
                 log.warning("broker %s not reachable (%s); retrying", self.settings.bootstrap, exc)
                 await self._stop_consumer()
                 await asyncio.sleep(1.0)
                 continue
-            self.metrics.broker_up.set(1)
             try:
                 await self._loop()
             finally:
@@ -148,15 +149,13 @@ class BatchIngestor:
             if flat.values:
                 await self.handle(flat)
             self._update_lag()
-            self._update_broker_up()
 
-    def _update_broker_up(self) -> None:
-        # aiokafka never raises from getmany when the broker goes away: it logs, drops the connection and
+    def _broker_up(self) -> float:
+        # aiokafka never raises from getmany when the broker goes away: it logs, drops the connections and
         # reconnects in the background. Its open connections are the only live signal of an outage, so read them
-        # (a private attribute of the pinned aiokafka 0.14; if it ever disappears the gauge keeps its last value).
+        # (a private attribute of the pinned aiokafka 0.14; the outage test in tests/reliability/ guards it).
         conns = getattr(getattr(self.consumer, "_client", None), "_conns", None)
-        if conns is not None:
-            self.metrics.broker_up.set(1 if any(c.connected() for c in list(conns.values())) else 0)
+        return 1.0 if conns and any(c.connected() for c in list(conns.values())) else 0.0
 
     async def handle(self, flat: Flat) -> BatchOutcome:
         started = time.perf_counter()

@@ -1,6 +1,8 @@
-"""Issue 5's done-when on real parts, one scenario for the module (tests run in file order against it):
+"""Issue 5's done-when on real parts, one scenario:
 the simulator's weak site (GZ-03, late or missing alert cards) fed through the bundled broker into a running
 `rmm worker`, scraped by a real Prometheus with the generated rules, which fires to a real Alertmanager.
+Dates: the worker judges the current quarter, so the expected breaches are computed by the same engine over a
+replay of the same events (`receivers.expected_breaches`); the GZ-03 alert-card breach must be among them.
 
 Receivers: aiosmtpd (the worker's e-mail, and Alertmanager's e-mail without TLS), local HTTP servers (the
 worker's webhook, whose first attempt is refused to prove the retry, and Alertmanager's webhook), kafka-python
@@ -25,7 +27,7 @@ from rmm_monitor.producer import produce_events
 
 from conftest import WorkerProc, http_json, http_text, run_cli
 from promserver import AlertmanagerServer, PrometheusServer
-from receivers import SmtpSink, WebhookReceiver, wait_until, weak_site_events
+from receivers import SmtpSink, WebhookReceiver, expected_breaches, wait_until, weak_site_events
 
 TOKEN = "e2e-admin-token-7f3a"
 SECRET = "e2e-webhook-secret"
@@ -54,7 +56,14 @@ class Scenario:
     am_hook: WebhookReceiver
     am_smtp: SmtpSink
     events: list
+    expected: list      # the KPI rows that must page, by the engine, over a replay of the same events
     t0: float
+
+    def gz03(self) -> dict:
+        """The weak site's alert (the scenario's point)."""
+        [alert] = [a for a in http_json(self.worker.url + "/api/alerts")
+                   if (a["kpi"], a["product"], a["site_id"]) == ("alert_card_issued", "CTX-19", "GZ-03")]
+        return alert
 
 
 def read_alert_topic(bootstrap: str, timeout_ms: int = 1000) -> list:
@@ -79,9 +88,9 @@ def post(url: str, body: dict, token: str | None) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("alerting")
+@pytest.fixture
+def scenario(tmp_path):
+    tmp = tmp_path
     broker = Broker(log_path=tmp / "broker.log").start()
     with SmtpSink() as smtp, WebhookReceiver(fail_first=1) as hook, WebhookReceiver() as am_hook, \
             SmtpSink() as am_smtp:
@@ -103,88 +112,100 @@ def scenario(tmp_path_factory):
             with SingleAlertmanager(tmp, am_config) as am, \
                     PrometheusServer(tmp, [f"127.0.0.1:{worker.port}"], [rules], am.address) as prom:
                 events = list(weak_site_events())
+                expected = expected_breaches(events, tmp)
+                assert ("alert_card_issued", "CTX-19", "GZ-03") in \
+                    {(r["kpi"], r["product"], r["site_id"]) for r in expected}, "the scenario must breach at GZ-03"
                 t0 = time.monotonic()
                 # no wait for the first scrape: Prometheus applies new targets after ~5 s, ingest overlaps it
                 produce_events(events, broker.bootstrap)
-                yield Scenario(broker, worker, smtp, hook, am_hook, am_smtp, events, t0)
+                yield Scenario(broker, worker, smtp, hook, am_hook, am_smtp, events, expected, t0)
         finally:
             worker.stop()
             broker.stop()
 
 
-def test_breach_reaches_the_qppv_once_on_every_channel(scenario):
+def check_breach_reaches_the_qppv_once_on_every_channel(scenario):
     s = scenario
-    wait_until(lambda: s.smtp.messages and s.hook.ok(), 60, "e-mail and webhook delivery")
-    [msg] = wait_until(lambda: read_alert_topic(s.broker.bootstrap), 30, "the rmm.alerts message")
+    n = len(s.expected)  # 1 on 2026-11-25: alert_card_issued CTX-19 GZ-03
+    wait_until(lambda: len(s.smtp.messages) >= n and len(s.hook.ok()) >= n, 60, "e-mail and webhook delivery")
+    msgs = wait_until(lambda: read_alert_topic(s.broker.bootstrap), 30, "the rmm.alerts messages")
     t_mail, t_hook = s.smtp.received_at[0] - s.t0, s.hook.ok()[0]["at"] - s.t0
-    print(f"\nproduce -> e-mail {t_mail:.1f}s, webhook {t_hook:.1f}s (after one refused attempt)")
+    print(f"\nproduce -> e-mail {t_mail:.1f}s, webhook {t_hook:.1f}s (after one refused attempt); {n} breach(es)")
     assert t_mail < 60 and t_hook < 60
 
-    [alert] = http_json(s.worker.url + "/api/alerts")
-    assert (alert["signal"], alert["kpi"], alert["product"], alert["site_id"], alert["state"]) == \
-        ("kpi_breach", "alert_card_issued", "CTX-19", "GZ-03", "firing")
+    alerts = http_json(s.worker.url + "/api/alerts")
+    assert sorted((a["signal"], a["kpi"], a["product"], a["site_id"], a["state"]) for a in alerts) == \
+        sorted(("kpi_breach", r["kpi"], r["product"], r["site_id"] or "", "firing") for r in s.expected)
+    alert = s.gz03()
+    row = next(r for r in s.expected if (r["kpi"], r["site_id"]) == ("alert_card_issued", "GZ-03"))
 
     # e-mail: a subject the QPPV can triage from; numbers, failing units and the review case in the body
-    [mail] = s.smtp.messages
-    assert mail["Subject"] == f"[BREACH] alert_card_issued 55% < 90% — CTX-19 site GZ-03 — {alert['period']}"
+    assert len(s.smtp.messages) == n
+    [mail] = [m for m in s.smtp.messages if m["X-RMM-Alert-Id"] == alert["alert_id"]]
+    assert mail["Subject"] == (f"[BREACH] alert_card_issued {100 * row['value']:.0f}% < 90% — CTX-19 site GZ-03 — "
+                               f"{alert['period']}")
     body = mail.get_content()
     units = http_json(f"{s.worker.url}/api/alerts/{alert['alert_id']}")["units"]
-    for text in ("Numerator:    6", "Denominator:  11", "95% CI:", "Threshold:    90.0%", alert["case_id"],
-                 units[0]["patient_ref"]):
+    for text in (f"Numerator:    {row['numerator']}", f"Denominator:  {row['denominator']}", "95% CI:",
+                 "Threshold:    90.0%", alert["case_id"], units[0]["patient_ref"]):
         assert text in body, (text, body)
 
-    # webhook: refused once, retried with backoff, delivered once, HMAC over the exact bytes
-    assert [r["answered"] for r in s.hook.requests] == [503, 200]
-    ok = s.hook.ok()[0]
-    assert C.verify(SECRET, ok["body"], ok["headers"][C.SIGNATURE_HEADER])
-    assert not C.verify("wrong-secret", ok["body"], ok["headers"][C.SIGNATURE_HEADER])
-    assert json.loads(ok["body"])["alert_id"] == alert["alert_id"]
+    # webhook: the first attempt refused, retried with backoff, each alert delivered once, HMAC over the bytes
+    assert [r["answered"] for r in s.hook.requests] == [503] + [200] * n
+    for ok in s.hook.ok():
+        assert C.verify(SECRET, ok["body"], ok["headers"][C.SIGNATURE_HEADER])
+        assert not C.verify("wrong-secret", ok["body"], ok["headers"][C.SIGNATURE_HEADER])
+    assert sorted(d["alert_id"] for d in s.hook.json_ok()) == sorted(a["alert_id"] for a in alerts)
     metrics = http_text(s.worker.url + "/metrics")
     assert 'rmm_alert_deliveries_total{channel="webhook",result="error"} 1.0' in metrics
-    assert 'rmm_alert_deliveries_total{channel="webhook",result="ok"} 1.0' in metrics
+    assert f'rmm_alert_deliveries_total{{channel="webhook",result="ok"}} {float(n)}' in metrics
     assert 'rmm_alert_delivery_pending{channel="webhook"} 0.0' in metrics
 
-    # rmm.alerts: keyed by alert id, the documented schema
+    # rmm.alerts: keyed by alert id, the documented schema, one message per alert
+    assert len(msgs) == n
+    [msg] = [m for m in msgs if m.key == alert["alert_id"].encode()]
     doc = json.loads(msg.value)
-    assert msg.key == alert["alert_id"].encode()
     assert (doc["schema"], doc["notification"], doc["case"]["case_id"]) == (C.SCHEMA, "firing", alert["case_id"])
-    assert (doc["details"]["numerator"], doc["details"]["denominator"]) == (6, 11)
+    assert (doc["details"]["numerator"], doc["details"]["denominator"]) == (row["numerator"], row["denominator"])
 
 
-def test_one_review_case_for_the_section_with_its_failing_units(scenario):
-    [case] = http_json(scenario.worker.url + "/api/reviews")
-    assert (case["section"], case["product"], case["state"], case["alerts"]) == \
-        ("alert_card", "CTX-19", "open", ["AL-000001"])
+def check_one_review_case_for_the_section_with_its_failing_units(scenario):
+    alert = scenario.gz03()
+    [case] = [c for c in http_json(scenario.worker.url + "/api/reviews") if c["section"] == "alert_card"]
+    assert (case["product"], case["state"], case["alerts"], case["case_id"]) == \
+        ("CTX-19", "open", [alert["alert_id"]], alert["case_id"])
     detail = http_json(f"{scenario.worker.url}/api/reviews/{case['case_id']}")
     assert 1 <= len(detail["units"]) <= 10
     assert all(u["patient_ref"].startswith("PT-") and u["site_id"] == "GZ-03" for u in detail["units"])
 
 
-def test_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario):
+def check_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario):
     w = scenario.worker
-    ack_url = f"{w.url}/api/alerts/AL-000001/ack"
+    alert = scenario.gz03()
+    alert_id, case_id = alert["alert_id"], alert["case_id"]
+    ack_url = f"{w.url}/api/alerts/{alert_id}/ack"
     assert post(ack_url, {"actor": "mallory"}, None)[0] == 401
     assert post(ack_url, {"actor": "mallory"}, "not-the-token")[0] == 401
-    assert post(f"{w.url}/api/reviews/RC-000001/start", {"actor": "mallory"}, "x")[0] == 401
-    cli = run_cli("alerts", "ack", "AL-000001", "--db", str(w.db), "--actor", "mallory",
+    assert post(f"{w.url}/api/reviews/{case_id}/start", {"actor": "mallory"}, "x")[0] == 401
+    cli = run_cli("alerts", "ack", alert_id, "--db", str(w.db), "--actor", "mallory",
                   env={"RMM_ADMIN_TOKEN": "wrong"})
     assert cli.returncode == 3 and "401" in cli.stderr
-    assert [h["state"] for h in http_json(f"{w.url}/api/alerts/AL-000001")["history"]] == ["firing"]
-    assert http_json(f"{w.url}/api/reviews/RC-000001")["state"] == "open"
+    assert [h["state"] for h in http_json(f"{w.url}/api/alerts/{alert_id}")["history"]] == ["firing"]
+    assert http_json(f"{w.url}/api/reviews/{case_id}")["state"] == "open"
 
-    cli = run_cli("alerts", "ack", "AL-000001", "--db", str(w.db), "--actor", "qppv.wang",
+    cli = run_cli("alerts", "ack", alert_id, "--db", str(w.db), "--actor", "qppv.wang",
                   "--comment", "GZ-03 card process under review", "--json", env={"RMM_ADMIN_TOKEN": TOKEN})
     assert cli.returncode == 0, cli.stderr
     trail = json.loads(cli.stdout)["history"]
     assert [(h["state"], h["actor"], h["comment"]) for h in trail] == [
         ("firing", "system", trail[0]["comment"]), ("acknowledged", "qppv.wang", "GZ-03 card process under review")]
     assert post(ack_url, {"actor": "qppv.wang"}, TOKEN)[0] == 409, "an acknowledged alert cannot be acked again"
-    status, case = post(f"{w.url}/api/reviews/RC-000001/start", {"actor": "qppv.wang"}, TOKEN)
+    status, case = post(f"{w.url}/api/reviews/{case_id}/start", {"actor": "qppv.wang"}, TOKEN)
     assert (status, case["state"]) == (200, "in_review")
     assert TOKEN not in w.log.read_text() and TOKEN not in http_text(w.url + "/metrics")
 
 
-def test_alertmanager_delivers_the_prometheus_rule_alert(scenario):
+def check_alertmanager_delivers_the_prometheus_rule_alert(scenario):
     def gz03_firing():
         for req in scenario.am_hook.ok():
             for a in json.loads(req["body"])["alerts"]:
@@ -200,26 +221,41 @@ def test_alertmanager_delivers_the_prometheus_rule_alert(scenario):
     assert "RmmKpiBreachAlertCardIssued" in mail["Subject"]
 
 
-def test_same_scenario_twice_creates_nothing_new_and_a_release_closes_the_case(scenario):
+def check_same_scenario_twice_creates_nothing_new_and_a_release_closes_the_case(scenario):
     s = scenario
+    alerts_before = http_json(s.worker.url + "/api/alerts")
+    cases_before = http_json(s.worker.url + "/api/reviews")
     produce_events(s.events, s.broker.bootstrap)
     s.worker.wait_for(lambda st: st["duplicates"] >= len(s.events) - 1, what="second feed consumed")
     time.sleep(2.5)  # several refresh + evaluation rounds
-    assert [a["alert_id"] for a in http_json(s.worker.url + "/api/alerts")] == ["AL-000001"]
-    assert len(http_json(s.worker.url + "/api/reviews")) == 1
-    assert len(s.smtp.messages) == 1 and len(s.hook.ok()) == 1
-    assert len(read_alert_topic(s.broker.bootstrap)) == 1
+    n = len(s.expected)
+    assert [a["alert_id"] for a in http_json(s.worker.url + "/api/alerts")] == [a["alert_id"] for a in alerts_before]
+    assert len(http_json(s.worker.url + "/api/reviews")) == len(cases_before)
+    assert len(s.smtp.messages) == n and len(s.hook.ok()) == n
+    assert len(read_alert_topic(s.broker.bootstrap)) == n
+    alert = s.gz03()
 
     now = datetime.now(timezone.utc).isoformat()
     produce_events([{"event_id": "mat-e2e-v3", "event_type": "material_version_released", "schema_version": 1,
                      "occurred_at": now, "product": "CTX-19", "site_id": "MAH-HQ", "material_id": "CTX19-PAT",
                      "version": 3, "sections": ["alert_card"]}], s.broker.bootstrap)
-    closed = wait_until(lambda: [c for c in http_json(s.worker.url + "/api/reviews") if c["state"] == "closed"],
+    closed = wait_until(lambda: [c for c in http_json(s.worker.url + "/api/reviews")
+                                 if c["state"] == "closed" and c["case_id"] == alert["case_id"]],
                         20, "case closed by the release")
     assert (closed[0]["outcome"], closed[0]["material_version"], closed[0]["state_actor"]) == \
         ("material_updated", 3, "system")
-    history = http_json(f"{s.worker.url}/api/reviews/RC-000001")["history"]
+    history = http_json(f"{s.worker.url}/api/reviews/{alert['case_id']}")["history"]
     assert [(h["state"], h["actor"]) for h in history] == \
         [("open", "system"), ("in_review", "qppv.wang"), ("closed", "system")]
     # the KPI alert stays until the KPI recovers: a new material version does not fix the site's past quarter
-    assert http_json(s.worker.url + "/api/alerts/AL-000001")["state"] == "acknowledged"
+    assert http_json(f"{s.worker.url}/api/alerts/{alert['alert_id']}")["state"] == "acknowledged"
+
+
+def test_weak_site_done_when(scenario):
+    """One test, steps in order (each step builds on the state the previous one left, and pytest-xdist would
+    spread separate tests over processes): channels, review case, operator API, Alertmanager, the feed again."""
+    check_breach_reaches_the_qppv_once_on_every_channel(scenario)
+    check_one_review_case_for_the_section_with_its_failing_units(scenario)
+    check_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario)
+    check_alertmanager_delivers_the_prometheus_rule_alert(scenario)
+    check_same_scenario_twice_creates_nothing_new_and_a_release_closes_the_case(scenario)

@@ -16,6 +16,9 @@ from rmm_monitor.store import Store
 
 from conftest import run_cli
 
+# one process for the module under `make test` (xdist loadgroup), so its fixtures are built once
+pytestmark = pytest.mark.xdist_group(name="dq")
+
 END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
 AS_OF = datetime(2026, 10, 15, tzinfo=timezone.utc)
 
@@ -42,7 +45,7 @@ def load(path, events) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # survives xdist interleaving other modules in this process
 def faulty_db(tmp_path_factory):
     return load(tmp_path_factory.mktemp("dq") / "faulty.duckdb", generate(seed=7, patients=200, end=END, dq_faults=True))
 

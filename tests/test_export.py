@@ -25,6 +25,9 @@ from rmm_monitor.store import Store
 
 from conftest import http_text, run_cli
 
+# one process for the module under `make test` (xdist loadgroup), so its fixtures are built once
+pytestmark = pytest.mark.xdist_group(name="export")
+
 END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
 AS_OF = "2026-10-15T00:00:00Z"
 QUARTER = "2026Q3"
@@ -32,12 +35,12 @@ KPI_FILES = ("kpis.csv", "kpis.parquet", "units.parquet", "manifest.json")
 ALL_FILES = KPI_FILES + ("kpis.xlsx", "report.html", "report.pdf")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # survives xdist interleaving other modules in this process
 def events():
     return generate(seed=7, patients=200, end=END, dq_faults=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # survives xdist interleaving other modules in this process
 def offline(tmp_path_factory, events):
     """A DuckDB file nobody holds, and its export made by the CLI."""
     root = tmp_path_factory.mktemp("export")
@@ -148,7 +151,9 @@ def test_pdf_pages_show_the_report_with_charts(offline, tmp_path):
 def test_export_through_the_worker_is_identical_and_does_not_block_it(offline, broker, worker_factory, events,
                                                                        tmp_path):
     _, first, _ = offline
-    worker = worker_factory(broker.bootstrap, RMM_DQ_FIRST_DELAY="0", RMM_DQ_SECONDS="3").start()
+    # a DQ run every 5 s from the start; KPI refresh slowed so the test's export does not queue behind it
+    worker = worker_factory(broker.bootstrap, RMM_DQ_FIRST_DELAY="0", RMM_DQ_SECONDS="5",
+                            RMM_REFRESH_SECONDS="30").start()
     produce_events(events, broker.bootstrap)
     unique = len({e["event_id"] for e in events})
     worker.wait_for(lambda s: s["ingested"] >= unique, timeout=120, what="the simulation ingested")
@@ -180,3 +185,39 @@ def test_export_through_the_worker_is_identical_and_does_not_block_it(offline, b
         failing = store.con.execute("SELECT DISTINCT suite || '.' || expectation FROM dq_results "
                                     "WHERE critical AND NOT success").fetchall()
     assert ("infusion_administered.lot_received_at_site",) in failing
+
+
+def test_alerts_and_review_cases_appear_with_their_audit_trail_as_of_t(offline, tmp_path):
+    """Transitions made after T are not in an export as of T (so the re-run stays identical)."""
+    import shutil
+
+    from rmm_monitor import alerts
+    from rmm_monitor.export import Progress, gather
+    from rmm_monitor.export_data import LocalSource
+    from rmm_monitor.export_xlsx import write_xlsx
+    from rmm_monitor.periods import parse_time
+
+    db = tmp_path / "alerts.duckdb"
+    shutil.copy(offline[0], db)
+    with Store(db) as store:
+        fired = parse_time("2026-09-20T08:00:00Z")
+        alert_id = alerts.fire(store.con, alerts.NewAlert(
+            signal="kpi_breach", product="CTX-19", site_id="GZ-03", section="alert_card", kpi="alert_card_issued",
+            severity="critical", title="alert_card_issued breached at GZ-03", triggered_at=fired), [], now=fired)
+        alerts.acknowledge(store.con, alert_id, "qppv", "looking into it", now=parse_time("2026-10-01T09:00:00Z"))
+        alerts.resolve(store.con, alert_id, "qppv", "fixed", now=parse_time("2026-10-20T09:00:00Z"))  # after T
+
+    class NoGx(LocalSource):  # the audit trail is what this test is about; GX runs in the tests above
+        def dq(self, as_of, period):
+            return []
+
+    with Store(db, read_only=True) as store:
+        snap = gather(NoGx(store.con), QUARTER, parse_time(AS_OF), Progress(enabled=False))
+    assert [(a["alert_id"], a["state"]) for a in snap.alerts] == [(alert_id, "firing"), (alert_id, "acknowledged")]
+    assert [c["state"] for c in snap.cases] == ["open"]
+    write_xlsx(snap, tmp_path / "kpis.xlsx")
+    ws = load_workbook(tmp_path / "kpis.xlsx")["Alerts and reviews"]
+    rows = [[c.value for c in r] for r in ws.iter_rows(min_row=2)]
+    assert [(r[0], r[1], r[7], r[8]) for r in rows] == [
+        ("alert", alert_id, "firing", "system"), ("alert", alert_id, "acknowledged", "qppv"),
+        ("review case", snap.cases[0]["case_id"], "open", "system")]

@@ -57,11 +57,14 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(broker
     producer = make_producer(broker.bootstrap)
     stored_after_kill = []
     try:
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             worker = worker_factory(broker.bootstrap, db=db).start()
             send(producer, chunk)  # the stream flows while this worker runs
-            worker.wait_for(lambda s: s["batches"] >= 1, timeout=60, what="the worker consuming")
-            time.sleep(rng.uniform(0.0, 0.8))  # a random moment: inside a store, a dead-letter, a commit, or idle
+            if i % 2 == 0:  # a random moment once it consumes: inside a store, a dead-letter, a commit, or idle
+                worker.wait_for(lambda s: s["batches"] >= 1, timeout=60, what="the worker consuming")
+                time.sleep(rng.uniform(0.0, 0.8))
+            else:  # a random moment of its start: opening the store, joining the group, its first batches
+                time.sleep(rng.uniform(0.0, 4.0))
             worker.kill()
             assert worker.proc.returncode == -9
             with Store(db, read_only=True) as store:
@@ -120,6 +123,7 @@ def test_broker_outage_worker_stays_up_reconnects_and_converges(worker_factory, 
         worker.wait_for(lambda s: s["stored"] == n_unique, timeout=30, what="all unique events stored")
         rows = kpis_http(worker.url)
         assert worker.proc.poll() is None
+        assert worker.stop() == 0
     finally:
         broker.stop()
     assert rows == clean_rows
