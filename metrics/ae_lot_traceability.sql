@@ -2,20 +2,33 @@
 -- also gives product/site and the patient. Success: that report's lot_id is the lot of an infusion of the same
 -- patient (product + patient_ref) known at as-of, whatever its time or site; a null lot_id is a failure.
 -- No window: never pending.
+-- Pruning ($anchor_from/$anchor_to): an AE's first report lies in the period iff it has a report there and none
+-- before the period's start (an anti-join on the keys of earlier reports, no window over all history); only the
+-- patients of those first reports have their infused lots collected.
 with first_report as (
-    select product, site_id, ae_id, patient_ref, lot_id, regulator, occurred_at
-    from known_events where event_type = 'ae_reported'
+    select product, ae_id, site_id, patient_ref, lot_id, regulator, occurred_at
+    from known_events r
+    where event_type = 'ae_reported'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
+      and not exists (
+          select 1 from known_events e
+          where e.event_type = 'ae_reported' and e.occurred_at < $anchor_from
+            and e.product is not distinct from r.product and e.ae_id is not distinct from r.ae_id)
     qualify row_number() over (partition by product, ae_id order by occurred_at, seq) = 1
 ),
 infused as (
-    select product, patient_ref, list_sort(list_distinct(list(lot_id))) as lots
-    from known_events where event_type = 'infusion_administered'
-    group by all
+    -- the lots infused into each first report's patient (any time, any site), collected for those patients only;
+    -- null when the patient has no infusion on record
+    select r.product, r.ae_id, r.site_id, r.patient_ref, r.lot_id, r.regulator, r.occurred_at,
+           case when count(i.event_id) > 0 then list_sort(list_distinct(list(i.lot_id))) end as lots
+    from first_report r
+    left join known_events i on i.product = r.product and i.patient_ref = r.patient_ref
+        and i.event_type = 'infusion_administered'
+    group by r.product, r.ae_id, r.site_id, r.patient_ref, r.lot_id, r.regulator, r.occurred_at
 ),
 judged as (
-    select r.*, i.lots, coalesce(list_contains(i.lots, r.lot_id), false) as traced
-    from first_report r
-    left join infused i using (product, patient_ref)
+    select *, coalesce(list_contains(lots, lot_id), false) as traced
+    from infused
 )
 select product, site_id, occurred_at as anchor_at,
        case when traced then 'success' else 'failure' end as outcome,

@@ -2,34 +2,39 @@
 -- gives product/site. Success: its first ae_reported within the deadline after day 0: 1 day if fatal, else
 -- 15 days if serious, else 30 days. Fatal = a grade 5 observed at or before the first report (at or before
 -- as-of while unreported). Serious comes from the earliest ae_onset (none known -> not serious).
+-- Pruning ($anchor_from/$anchor_to): an AE's day 0 lies in the period iff it has an awareness there and none
+-- before the period's start (an anti-join on the keys of earlier awareness events, no window over all history);
+-- reports, onsets and grades are then joined to those AEs only.
 with awareness as (
-    select product, site_id, ae_id, patient_ref, occurred_at as day0
-    from known_events where event_type = 'ae_awareness'
+    select product, ae_id, site_id, patient_ref, occurred_at as day0
+    from known_events a
+    where event_type = 'ae_awareness'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
+      and not exists (
+          select 1 from known_events e
+          where e.event_type = 'ae_awareness' and e.occurred_at < $anchor_from
+            and e.product is not distinct from a.product and e.ae_id is not distinct from a.ae_id)
     qualify row_number() over (partition by product, ae_id order by occurred_at, seq) = 1
 ),
-first_report as (
-    select product, ae_id, occurred_at as reported_at, lot_id, regulator
-    from known_events where event_type = 'ae_reported'
-    qualify row_number() over (partition by product, ae_id order by occurred_at, seq) = 1
-),
-onset as (
-    select product, ae_id, serious
-    from known_events where event_type = 'ae_onset'
-    qualify row_number() over (partition by product, ae_id order by occurred_at, seq) = 1
-),
-grade5 as (
-    select product, ae_id, min(occurred_at) as fatal_at
-    from known_events where event_type in ('ae_onset', 'ae_grade_changed') and grade = 5
-    group by all
+facts as (
+    -- the first report, the earliest onset's seriousness and the first grade 5 of each AE of the period, read in
+    -- one pass over those AEs' events only
+    select a.product, a.ae_id, a.site_id, a.patient_ref, a.day0,
+           arg_min({reported_at: e.occurred_at, lot_id: e.lot_id, regulator: e.regulator}, (e.occurred_at, e.seq))
+               filter (where e.event_type = 'ae_reported') as r,
+           arg_min_null(e.serious, (e.occurred_at, e.seq)) filter (where e.event_type = 'ae_onset') as onset_serious,
+           min(e.occurred_at) filter (where e.event_type in ('ae_onset', 'ae_grade_changed') and e.grade = 5) as fatal_at
+    from awareness a
+    left join known_events e on e.product = a.product and e.ae_id = a.ae_id
+        and e.event_type in ('ae_reported', 'ae_onset', 'ae_grade_changed')
+    group by a.product, a.ae_id, a.site_id, a.patient_ref, a.day0
 ),
 judged as (
-    select a.*, r.reported_at, r.lot_id, r.regulator,
-           coalesce(o.serious, false) as serious,
-           g.fatal_at is not null and g.fatal_at <= coalesce(r.reported_at, $as_of) as fatal
-    from awareness a
-    left join first_report r using (product, ae_id)
-    left join onset o using (product, ae_id)
-    left join grade5 g using (product, ae_id)
+    select product, ae_id, site_id, patient_ref, day0,
+           r.reported_at as reported_at, r.lot_id as lot_id, r.regulator as regulator,
+           coalesce(onset_serious, false) as serious,
+           fatal_at is not null and fatal_at <= coalesce(r.reported_at, $as_of) as fatal
+    from facts
 ),
 deadlines as (
     select *, case when fatal then 1 when serious then 15 else 30 end as deadline_days

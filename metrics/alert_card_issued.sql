@@ -1,14 +1,26 @@
--- Unit: each patient's first infusion (patient = product + patient_ref); anchor = that infusion.
--- Success: an alert_card_issued for the patient in [infusion - 30 d, infusion + 24 h].
+-- Unit: each patient's first infusion (patient = product + patient_ref; ties: first stored); anchor = that
+-- infusion. Success: an alert_card_issued for the patient in [infusion - 30 d, infusion + 24 h].
 -- Pending while as-of < infusion + 24 h and no card yet.
+-- Pruning ($anchor_from/$anchor_to): a patient's first infusion lies in the period iff the patient has an
+-- infusion there and none before the period's start (an anti-join on the keys of earlier infusions, no window
+-- over all history); the cards are then joined to those patients only (and cards older than the period's
+-- start - 31 d are not read).
 with first_infusion as (
-    select product, site_id, patient_ref, lot_id, hcp_id, occurred_at, seq
-    from known_events where event_type = 'infusion_administered'
+    select product, patient_ref, site_id, lot_id, hcp_id, occurred_at, seq
+    from known_events i
+    where event_type = 'infusion_administered'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
+      and not exists (
+          select 1 from known_events e
+          where e.event_type = 'infusion_administered' and e.occurred_at < $anchor_from
+            and e.product is not distinct from i.product and e.patient_ref is not distinct from i.patient_ref)
     qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
 ),
 cards as (
-    select product, patient_ref, lot_id, occurred_at, seq
-    from known_events where event_type = 'alert_card_issued'
+    select c.product, c.patient_ref, c.lot_id, c.occurred_at, c.seq
+    from known_events c
+    where c.event_type = 'alert_card_issued'
+      and ($anchor_from is null or c.occurred_at >= $anchor_from::timestamptz - interval 31 day)
 ),
 judged as (
     select f.product, f.site_id, f.patient_ref, f.lot_id, f.hcp_id, f.occurred_at,

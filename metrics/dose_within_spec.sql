@@ -1,5 +1,6 @@
 -- Unit: each infusion_administered; anchor = the infusion (product/site from it).
 -- Success: dose_within_spec = true. No window: never pending.
+-- Pruning ($anchor_from/$anchor_to): the unit is the event itself, so events outside the period are not read.
 select product, site_id, occurred_at as anchor_at,
        case when dose_within_spec then 'success' else 'failure' end as outcome,
        event_id as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
@@ -11,3 +12,4 @@ select product, site_id, occurred_at as anchor_at,
        end as detail
 from known_events
 where event_type = 'infusion_administered'
+  and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)

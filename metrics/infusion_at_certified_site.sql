@@ -2,9 +2,11 @@
 -- Success: the latest site_certification_changed of the infusion's own (product, site_id) at or before the
 -- infusion (ties on occurred_at: the last stored) has status = certified and 'infusion' in its scope.
 -- No window: never pending (a certification recorded after as-of is simply not known yet).
+-- Pruning ($anchor_from/$anchor_to): the unit is the event itself, so events outside the period are not read.
 with infusions as (
     select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
     from known_events where event_type = 'infusion_administered'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
 ),
 certifications as (
     select product, site_id, status, scope, occurred_at

@@ -1,14 +1,24 @@
 -- Unit: each patient's first infusion (patient = product + patient_ref; ties: first stored); anchor = that
 -- infusion. Success: a patient_education_completed for the patient at or before the infusion (any site).
 -- No window: never pending (education after the infusion is too late).
+-- Pruning ($anchor_from/$anchor_to): a patient's first infusion lies in the period iff the patient has an
+-- infusion there and none before the period's start (an anti-join on the keys of earlier infusions, no window
+-- over all history); the evidence is then joined for those patients only.
 with first_infusion as (
-    select product, site_id, patient_ref, hcp_id, lot_id, occurred_at
-    from known_events where event_type = 'infusion_administered'
+    select product, patient_ref, site_id, lot_id, hcp_id, occurred_at, seq
+    from known_events i
+    where event_type = 'infusion_administered'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
+      and not exists (
+          select 1 from known_events e
+          where e.event_type = 'infusion_administered' and e.occurred_at < $anchor_from
+            and e.product is not distinct from i.product and e.patient_ref is not distinct from i.patient_ref)
     qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
 ),
 education as (
-    select product, patient_ref, occurred_at
-    from known_events where event_type = 'patient_education_completed'
+    select e.product, e.patient_ref, e.occurred_at
+    from known_events e
+    where e.event_type = 'patient_education_completed'
 ),
 judged as (
     select f.*,

@@ -3,20 +3,36 @@
 -- "Success" (counted in the numerator; lower is better): an ICANS observation of grade >= 3 -- an ae_onset or
 -- ae_grade_changed of an AE whose ae_onset has term ICANS -- for the patient with occurred_at in
 -- [first infusion, first infusion + 30 d]. Pending while as-of < first infusion + 30 d, whatever is seen so far.
+-- Pruning ($anchor_from/$anchor_to): a patient's first infusion lies in the period iff the patient has an
+-- infusion there and none before the period's start (an anti-join on the keys of earlier infusions, no window
+-- over all history); the evidence is then joined for those patients only.
 with first_infusion as (
-    select product, site_id, patient_ref, hcp_id, lot_id, occurred_at
-    from known_events where event_type = 'infusion_administered'
+    select product, patient_ref, site_id, lot_id, hcp_id, occurred_at, seq
+    from known_events i
+    where event_type = 'infusion_administered'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
+      and not exists (
+          select 1 from known_events e
+          where e.event_type = 'infusion_administered' and e.occurred_at < $anchor_from
+            and e.product is not distinct from i.product and e.patient_ref is not distinct from i.patient_ref)
     qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
 ),
+grades as (
+    -- the AE observations that can lie in a 30-day window of a first infusion of the period
+    select g.product, g.patient_ref, g.ae_id, g.grade, g.grading_scale, g.occurred_at, g.seq
+    from known_events g
+    where g.event_type in ('ae_onset', 'ae_grade_changed')
+      and ($anchor_from is null or g.occurred_at >= $anchor_from)
+      and ($anchor_to is null or g.occurred_at <= $anchor_to::timestamptz + interval 31 day)
+),
 icans_aes as (
-    select distinct product, ae_id
+    select product, ae_id
     from known_events where event_type = 'ae_onset' and term = 'ICANS'
 ),
 observations as (
-    select g.product, g.patient_ref, g.ae_id, g.grade, g.grading_scale, g.occurred_at, g.seq
-    from known_events g
+    select g.*
+    from grades g
     semi join icans_aes a on a.product = g.product and a.ae_id = g.ae_id
-    where g.event_type in ('ae_onset', 'ae_grade_changed')
 ),
 judged as (
     select f.*,

@@ -2,23 +2,36 @@
 -- anchor t2 = the first time its grade is >= 2 (ae_onset or ae_grade_changed); product/site from the ae_onset.
 -- Success: a tocilizumab_administered for the patient (same ae_id, or no ae_id) in [onset, t2 + 120 min].
 -- Pending while as-of < t2 + 120 min and none.
-with onsets as (
-    select product, site_id, ae_id, patient_ref, occurred_at as onset_at
-    from known_events where event_type = 'ae_onset' and term = 'CRS'
-    qualify row_number() over (partition by product, ae_id order by occurred_at, seq) = 1
+-- Pruning ($anchor_from/$anchor_to): an AE's t2 lies in the period iff it has a grade >= 2 there and none before
+-- the period's start (an anti-join on the keys of earlier grades >= 2, no window over all history); onsets and
+-- doses are then read for those AEs only.
+with t2s as (
+    select product, ae_id, min(occurred_at) as t2
+    from known_events g
+    where event_type in ('ae_onset', 'ae_grade_changed') and grade >= 2
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
+      and not exists (
+          select 1 from known_events e
+          where e.event_type in ('ae_onset', 'ae_grade_changed') and e.grade >= 2 and e.occurred_at < $anchor_from
+            and e.product is not distinct from g.product and e.ae_id is not distinct from g.ae_id)
+    group by product, ae_id
 ),
-grades as (
-    select product, ae_id, grade, occurred_at
-    from known_events where event_type in ('ae_onset', 'ae_grade_changed')
+onsets as (
+    select o.product, o.ae_id,
+           arg_min({site_id: o.site_id, patient_ref: o.patient_ref, onset_at: o.occurred_at}, (o.occurred_at, o.seq)) as f
+    from known_events o
+    semi join t2s t on t.product = o.product and t.ae_id = o.ae_id
+    where o.event_type = 'ae_onset' and o.term = 'CRS'
+    group by o.product, o.ae_id
 ),
 episodes as (
-    select o.*, min(g.occurred_at) as t2
-    from onsets o join grades g on g.product = o.product and g.ae_id = o.ae_id and g.grade >= 2
-    group by all
+    select o.product, o.f.site_id as site_id, o.ae_id, o.f.patient_ref as patient_ref, o.f.onset_at as onset_at, t.t2
+    from onsets o join t2s t on t.product = o.product and t.ae_id = o.ae_id
 ),
 doses as (
-    select product, patient_ref, ae_id, occurred_at
-    from known_events where event_type = 'tocilizumab_administered'
+    select d.product, d.patient_ref, d.ae_id, d.occurred_at
+    from known_events d
+    where d.event_type = 'tocilizumab_administered'
 ),
 judged as (
     select e.*,

@@ -2,14 +2,26 @@
 -- Success: the latest tocilizumab_stock_reported of the infusion's own (product, site_id) in
 -- [infusion - 7 d, infusion] (ties on occurred_at: the last stored) has doses_on_hand >= params.min_doses.
 -- No window: never pending (the evidence lies before the infusion).
+-- Pruning ($anchor_from/$anchor_to): the unit is the infusion itself, so infusions outside the period are not
+-- read; of the stock reports before the period only each site's latest is kept.
 with infusions as (
     select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
     from known_events where event_type = 'infusion_administered'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
 ),
 stock as (
-    select product, site_id, doses_on_hand, occurred_at
+    -- one report per (product, site_id, occurred_at): the last stored. An infusion of the period looks up the
+    -- latest report at or before it: one from the period itself, or else the site's latest report before the
+    -- period's start (kept even when older than 7 d, for the detail); later reports cannot precede it.
+    select product, site_id, occurred_at, arg_max_null(doses_on_hand, seq) as doses_on_hand
     from known_events where event_type = 'tocilizumab_stock_reported'
-    qualify row_number() over (partition by product, site_id, occurred_at order by seq desc) = 1
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
+    group by product, site_id, occurred_at
+    union all
+    select product, site_id, max(occurred_at) as occurred_at,
+           arg_max_null(doses_on_hand, (occurred_at, seq)) as doses_on_hand
+    from known_events where event_type = 'tocilizumab_stock_reported' and occurred_at < $anchor_from
+    group by product, site_id
 ),
 judged as (
     -- the latest report at or before the infusion; it is "in the 7 days before" only if not older than 7 d

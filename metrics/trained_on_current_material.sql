@@ -2,9 +2,11 @@
 -- Success: for at least one material_id of the product, the administering HCP (product + hcp_id) passed a
 -- training_completed on that material's current version -- the highest version released at or before the
 -- infusion -- at or before the infusion. No release known at the infusion -> failure. No window: never pending.
+-- Pruning ($anchor_from/$anchor_to): the unit is the event itself, so events outside the period are not read.
 with infusions as (
     select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
     from known_events where event_type = 'infusion_administered'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
 ),
 releases as (
     select product, material_id, version, occurred_at

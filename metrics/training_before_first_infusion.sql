@@ -1,16 +1,23 @@
--- Unit: each HCP's first infusion_administered (HCP = product + hcp_id); anchor = that infusion.
--- Success: a passed training_completed by the same HCP at or before it.
-with infusions as (
-    select product, site_id, hcp_id, patient_ref, lot_id, occurred_at, seq
-    from known_events where event_type = 'infusion_administered'
+-- Unit: each HCP's first infusion_administered (HCP = product + hcp_id; ties: first stored); anchor = that
+-- infusion. Success: a passed training_completed by the same HCP at or before it.
+-- Pruning ($anchor_from/$anchor_to): an HCP's first infusion lies in the period iff the HCP infused there and
+-- never before the period's start (an anti-join on the keys of earlier infusions, no window over all history);
+-- the trainings are then joined for those HCPs only.
+with first_infusion as (
+    select product, hcp_id, site_id, patient_ref, lot_id, occurred_at, seq
+    from known_events i
+    where event_type = 'infusion_administered'
+      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
+      and not exists (
+          select 1 from known_events e
+          where e.event_type = 'infusion_administered' and e.occurred_at < $anchor_from
+            and e.product is not distinct from i.product and e.hcp_id is not distinct from i.hcp_id)
+    qualify row_number() over (partition by product, hcp_id order by occurred_at, seq) = 1
 ),
 passes as (
-    select product, hcp_id, occurred_at
-    from known_events where event_type = 'training_completed' and passed
-),
-first_infusion as (
-    select * from infusions
-    qualify row_number() over (partition by product, hcp_id order by occurred_at, seq) = 1
+    select p.product, p.hcp_id, p.occurred_at
+    from known_events p
+    where p.event_type = 'training_completed' and p.passed
 ),
 judged as (
     select f.*,

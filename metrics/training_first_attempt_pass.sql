@@ -1,12 +1,22 @@
 -- Unit: each HCP's first training_completed per material (HCP = product + hcp_id; unit = HCP + material_id;
 -- ties: first stored); anchor = that first attempt (product/site from it).
 -- Success: passed = true on that first attempt. No window: never pending.
-with attempts as (
-    select product, site_id, hcp_id, material_id, material_version, score, passed, occurred_at,
-           row_number() over (partition by product, hcp_id, material_id order by occurred_at, seq) as attempt_no,
-           count(*) over (partition by product, hcp_id, material_id) as attempts,
-           min(case when passed then occurred_at end) over (partition by product, hcp_id, material_id) as first_pass_at
+-- Pruning ($anchor_from/$anchor_to): units are decided by one aggregate over all attempts (the attempt count and
+-- first pass of the detail need them all); units whose first attempt lies outside the period are then dropped.
+with units as (
+    select product, hcp_id, material_id,
+           arg_min({site_id: site_id, material_version: material_version, score: score, passed: passed,
+                    occurred_at: occurred_at}, (occurred_at, seq)) as f,
+           count(*) as attempts,
+           min(occurred_at) filter (where passed) as first_pass_at
     from known_events where event_type = 'training_completed'
+    group by product, hcp_id, material_id
+),
+attempts as (
+    select product, hcp_id, material_id, f.site_id as site_id, f.material_version as material_version,
+           f.score as score, f.passed as passed, f.occurred_at as occurred_at, attempts, first_pass_at
+    from units
+    where ($anchor_from is null or f.occurred_at >= $anchor_from) and ($anchor_to is null or f.occurred_at < $anchor_to)
 )
 select product, site_id, occurred_at as anchor_at,
        case when passed then 'success' else 'failure' end as outcome,
@@ -23,4 +33,3 @@ select product, site_id, occurred_at as anchor_at,
                        else 'not passed in ' || attempts || ' attempt(s)' end
        end as detail
 from attempts
-where attempt_no = 1

@@ -16,7 +16,7 @@ from rmm_monitor.store import Store
 
 from conftest import run_cli
 
-# one process for the module under `make test` (xdist loadgroup), so its fixtures are built once
+# meant to keep the module on one xdist process (`make test` uses loadgroup); its fixtures are cheap if it does not
 pytestmark = pytest.mark.xdist_group(name="dq")
 
 END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)

@@ -1,5 +1,6 @@
 """10 k poison events in the stream all reach rmm.deadletter with their reason, valid events are unaffected and
-the pipeline does not stall; `rmm kpis` runs concurrently with the writing worker without lock errors."""
+the pipeline does not stall; `rmm kpis` and `rmm export` run concurrently with the writing worker without lock
+errors."""
 from __future__ import annotations
 
 import json
@@ -71,8 +72,14 @@ def test_kpis_cli_while_the_worker_writes(broker, worker_factory, tmp_path, vali
             results.append(run_cli("kpis", "--db", str(worker.db), "--as-of", AS_OF, "--period", PERIOD,
                                    "--by", "site", "--json", timeout=120))
 
+    def export_once() -> None:
+        results.append(run_cli("export", "--quarter", "2026Q3", "--as-of", AS_OF, "--db", str(worker.db),
+                               "--out", str(tmp_path / "export"), "--quiet", timeout=170))
+
     reader = threading.Thread(target=read_repeatedly)
+    exporter = threading.Thread(target=export_once)
     reader.start()
+    exporter.start()
     producer = make_producer(broker.bootstrap)
     for i, (topic, key, value) in enumerate(recs):
         producer.send(topic, key=key, value=value)
@@ -82,10 +89,16 @@ def test_kpis_cli_while_the_worker_writes(broker, worker_factory, tmp_path, vali
     producer.flush()
     producer.close()
     reader.join(180)
-    assert not reader.is_alive()
-    assert len(results) == 6
+    exporter.join(180)
+    assert not reader.is_alive() and not exporter.is_alive()
+    assert len(results) == 7
+    exported = [out for out in results if out.args[3] == "export"]
+    assert len(exported) == 1 and exported[0].returncode == 0, exported[0].stderr
+    assert "lock" not in exported[0].stderr.lower() and any((tmp_path / "export").iterdir())
     seen = []
     for out in results:
+        if out is exported[0]:
+            continue
         assert out.returncode == 0, out.stderr
         assert "lock" not in out.stderr.lower()
         rows = json.loads(out.stdout)
