@@ -5,18 +5,7 @@
 -- infusion there and none before the period's start (an anti-join on the keys of earlier infusions, no window
 -- over all history); the cards are then joined to those patients only (and cards older than the period's
 -- start - 31 d are not read).
-with first_infusion as (
-    select product, patient_ref, site_id, lot_id, hcp_id, occurred_at, seq
-    from known_events i
-    where event_type = 'infusion_administered'
-      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
-      and not exists (
-          select 1 from known_events e
-          where e.event_type = 'infusion_administered' and e.occurred_at < $anchor_from
-            and e.product is not distinct from i.product and e.patient_ref is not distinct from i.patient_ref)
-    qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
-),
-cards as (
+with cards as (
     select c.product, c.patient_ref, c.lot_id, c.occurred_at, c.seq
     from known_events c
     where c.event_type = 'alert_card_issued'

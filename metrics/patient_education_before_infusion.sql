@@ -4,18 +4,7 @@
 -- Pruning ($anchor_from/$anchor_to): a patient's first infusion lies in the period iff the patient has an
 -- infusion there and none before the period's start (an anti-join on the keys of earlier infusions, no window
 -- over all history); the evidence is then joined for those patients only.
-with first_infusion as (
-    select product, patient_ref, site_id, lot_id, hcp_id, occurred_at, seq
-    from known_events i
-    where event_type = 'infusion_administered'
-      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
-      and not exists (
-          select 1 from known_events e
-          where e.event_type = 'infusion_administered' and e.occurred_at < $anchor_from
-            and e.product is not distinct from i.product and e.patient_ref is not distinct from i.patient_ref)
-    qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
-),
-education as (
+with education as (
     select e.product, e.patient_ref, e.occurred_at
     from known_events e
     where e.event_type = 'patient_education_completed'

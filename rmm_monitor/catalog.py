@@ -122,7 +122,8 @@ def _load_kpi(yml_path: Path) -> Kpi:
         raise CatalogError(f"{yml_path.name}: id {spec['id']!r} does not match the file name")
     if spec["direction"] not in DIRECTIONS:
         raise CatalogError(f"{yml_path.name}: direction must be one of {DIRECTIONS}")
-    sql_path = yml_path.with_suffix(".sql")
+    # Normally <kpi_id>.sql; KPIs that differ only in a parameter (severe CRS / ICANS) name one shared file.
+    sql_path = yml_path.with_name(spec.get("sql", yml_path.stem + ".sql"))
     if not sql_path.exists():
         raise CatalogError(f"{yml_path.name}: no {sql_path.name} beside it")
     zero = bool(spec.get("zero_tolerance", False))
@@ -148,10 +149,23 @@ def load_catalog(directory: Optional[Path] = None) -> tuple[Kpi, ...]:
     return _load(str(directory or catalog_dir()))
 
 
+@lru_cache(maxsize=4)
+def _load_shared(directory: str) -> tuple[tuple[str, str], ...]:
+    return tuple((p.stem, p.read_text(encoding="utf-8").strip().rstrip(";"))
+                 for p in sorted(Path(directory, "shared").glob("*.sql")))
+
+
+def load_shared_models(directory: Optional[Path] = None) -> tuple[tuple[str, str], ...]:
+    """metrics/shared/<name>.sql: definitions several KPIs share (e.g. a patient's first infusion), offered to
+    every KPI SQL as a relation named <name>, so each common definition of KPIS.md is written once."""
+    return _load_shared(str(directory or catalog_dir()))
+
+
 def catalog_hash(directory: Optional[Path] = None) -> str:
     """sha256 over every catalog file, for manifests and reproducibility records."""
+    root = Path(directory or catalog_dir())
     h = hashlib.sha256()
-    for p in sorted(Path(directory or catalog_dir()).glob("*.*")):
+    for p in sorted([*root.glob("*.*"), *root.glob("shared/*.sql")]):
         if p.suffix in (".sql", ".yml", ".toml"):
-            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()

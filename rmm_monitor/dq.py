@@ -26,10 +26,6 @@ scoped AS NOT MATERIALIZED (
     SELECT * FROM known WHERE ($p_start IS NULL OR occurred_at >= $p_start) AND ($p_end IS NULL OR occurred_at < $p_end))
 """
 
-RESULT_COLUMNS = ("run_at", "suite", "suite_version", "expectation", "type", "severity", "critical", "success",
-                  "observed", "element_count", "unexpected_count", "why")
-
-
 @dataclass(frozen=True)
 class Suite:
     name: str

@@ -13,7 +13,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Optional
@@ -47,7 +47,6 @@ class Snapshot:
     cases: list[dict]
     dq: list[dict]
     source: str
-    timings: dict = field(default_factory=dict)
 
     def programme_rows(self) -> list[dict]:
         return [r for r in self.rows if r["site_id"] is None]
@@ -78,39 +77,29 @@ def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None
     if per.start is None or not per.label[4:5] == "Q":
         raise ValueError(f"--quarter wants a quarter like 2026Q3, not {quarter!r}")
     catalog = load_catalog()
-    timings: dict[str, float] = {}
-
-    def step(name: str, fn):
-        t = time.perf_counter()
-        out = fn()
-        timings[name] = round(time.perf_counter() - t, 3)
-        return out
-
     progress(f"KPIs of {per.label} as of {iso(as_of)} from {source.where}")
-    rows = step("kpis", lambda: source.kpis(as_of, per.label, "site"))
-    previous = step("previous", lambda: source.kpis(as_of, previous_quarter(per.label), "product"))
+    rows = source.kpis(as_of, per.label, "site")
+    previous = source.kpis(as_of, previous_quarter(per.label), "product")
     units: list[dict] = []
-    t = time.perf_counter()
     for i, kpi in enumerate(catalog, 1):
         got = source.units(kpi.id, as_of, per.label)
         units.extend(got)
         progress(f"units {i}/{len(catalog)}: {kpi.id} ({len(got)})")
-    timings["units"] = round(time.perf_counter() - t, 3)
     progress("monthly trend")
     first_month = (per.end - timedelta(days=365)).strftime("%Y-%m")
     last_month = (per.end - timedelta(days=1)).strftime("%Y-%m")
-    trend = [r for r in step("trend", lambda: source.trend(as_of, "all")) if first_month <= r["month"] <= last_month]
+    trend = [r for r in source.trend(as_of, "all") if first_month <= r["month"] <= last_month]
     progress("event counts, alerts and review cases")
-    extras = step("extras", lambda: source.extras(as_of))
+    extras = source.extras(as_of)
     progress("data-quality suites (Great Expectations)")
-    dq_rows = step("dq", lambda: source.dq(as_of, per.label))
+    dq_rows = source.dq(as_of, per.label)
     for r in dq_rows:
         r["run_at"] = iso(as_of)  # the run is "as of T"; wall-clock time would break re-run identity
     return Snapshot(quarter=per, as_of=as_of, catalog=catalog, rows=rows, previous=previous,
                     units=sorted(units, key=lambda u: (u["kpi"], u["product"] or "", u["site_id"] or "",
                                                        u["anchor_at"] or "", u["unit_id"] or "")),
                     trend=trend, counts_by_topic=dict(sorted(extras["counts_by_topic"].items())),
-                    alerts=extras["alerts"], cases=extras["cases"], dq=dq_rows, source=source.where, timings=timings)
+                    alerts=extras["alerts"], cases=extras["cases"], dq=dq_rows, source=source.where)
 
 
 # --- tabular files -------------------------------------------------------------------------------------------

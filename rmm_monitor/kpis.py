@@ -1,7 +1,8 @@
 """KPI engine: runs each catalog SQL over the events known at the as-of time and turns units into KPI rows.
 
-Each metrics/<kpi>.sql selects from `known_events` (the events with known_at <= $as_of) and `params` (one row
-per product with the KPI's parameters), may use `$as_of`, and returns one row per unit:
+Each metrics/<kpi>.sql selects from `known_events` (the events with known_at <= $as_of), `params` (one row
+per product with the KPI's parameters) and the shared models of metrics/shared/ (e.g. `first_infusion`), may
+use `$as_of`, and returns one row per unit:
 
     product, site_id, anchor_at, outcome ('success' | 'failure' | 'pending'), unit_id,
     patient_ref, hcp_id, ae_id, lot_id, detail (a readable reason), plus any columns its stats use.
@@ -24,7 +25,7 @@ from typing import Any, Iterable, Optional
 
 import duckdb
 
-from .catalog import Config, Kpi, load_catalog, load_config
+from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
 from .periods import Period, iso, parse_period
 
 Z = 1.959964
@@ -115,9 +116,11 @@ class Engine:
 
     def _units_sql(self, kpi: Kpi) -> str:
         param_cols = "".join(f", unnest($param_{name}) AS {name}" for name in kpi.params)
+        shared = "".join(f"{name} AS ({sql}), " for name, sql in load_shared_models() if re.search(
+            rf"\b{name}\b", kpi.sql))
         return (f"WITH known_events AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of), "
                 f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
-                f"units AS ({kpi.sql})")
+                f"{shared}units AS ({kpi.sql})")
 
     def _param_values(self, kpi: Kpi, products: list[str]) -> dict[str, Any]:
         values: dict[str, Any] = {"param_products": products}

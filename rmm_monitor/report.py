@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from . import __version__
 from .catalog import catalog_hash
-from .charts import STATUS_COLOURS, kpi_chart, status_overview
+from .charts import kpi_chart, status_overview
 from .periods import iso
 
 # The aRMMs of the CAR-T guideline, in the order regulators read them, and the catalog `armm` values under each.

@@ -95,6 +95,3 @@ class DqTask:
             except ValueError as exc:
                 return web.json({"error": str(exc)}, status=400)
             return web.json(await self.worker.stores.read(extras, as_of))
-
-    def close(self) -> None:
-        self._gx.shutdown(wait=False, cancel_futures=True)

@@ -12,7 +12,6 @@ import os
 import subprocess
 import threading
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest

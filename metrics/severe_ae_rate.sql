@@ -1,23 +1,11 @@
--- Unit: each patient's first infusion (patient = product + patient_ref; ties: first stored), once 30 d have
--- passed at as-of; anchor = that infusion (product/site from it).
--- "Success" (counted in the numerator; lower is better): an ICANS observation of grade >= 3 -- an ae_onset or
--- ae_grade_changed of an AE whose ae_onset has term ICANS -- for the patient with occurred_at in
+-- Shared by severe_crs_rate and severe_icans_rate (their yml say `sql: severe_ae_rate.sql`); the AE term comes
+-- from the KPI's `params.term` (CRS or ICANS).
+-- Unit: each patient's first infusion (the shared first_infusion model), once 30 d have passed at as-of;
+-- anchor = that infusion (product/site from it).
+-- "Success" (counted in the numerator; lower is better): an observation of grade >= 3 -- an ae_onset or
+-- ae_grade_changed of an AE whose ae_onset has the term -- for the patient with occurred_at in
 -- [first infusion, first infusion + 30 d]. Pending while as-of < first infusion + 30 d, whatever is seen so far.
--- Pruning ($anchor_from/$anchor_to): a patient's first infusion lies in the period iff the patient has an
--- infusion there and none before the period's start (an anti-join on the keys of earlier infusions, no window
--- over all history); the evidence is then joined for those patients only.
-with first_infusion as (
-    select product, patient_ref, site_id, lot_id, hcp_id, occurred_at, seq
-    from known_events i
-    where event_type = 'infusion_administered'
-      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
-      and not exists (
-          select 1 from known_events e
-          where e.event_type = 'infusion_administered' and e.occurred_at < $anchor_from
-            and e.product is not distinct from i.product and e.patient_ref is not distinct from i.patient_ref)
-    qualify row_number() over (partition by product, patient_ref order by occurred_at, seq) = 1
-),
-grades as (
+with grades as (
     -- the AE observations that can lie in a 30-day window of a first infusion of the period
     select g.product, g.patient_ref, g.ae_id, g.grade, g.grading_scale, g.occurred_at, g.seq
     from known_events g
@@ -25,22 +13,24 @@ grades as (
       and ($anchor_from is null or g.occurred_at >= $anchor_from)
       and ($anchor_to is null or g.occurred_at <= $anchor_to::timestamptz + interval 31 day)
 ),
-icans_aes as (
-    select product, ae_id
-    from known_events where event_type = 'ae_onset' and term = 'ICANS'
+term_aes as (
+    select e.product, e.ae_id
+    from known_events e join params p on p.product = e.product
+    where e.event_type = 'ae_onset' and e.term = p.term
 ),
 observations as (
     select g.*
     from grades g
-    semi join icans_aes a on a.product = g.product and a.ae_id = g.ae_id
+    semi join term_aes a on a.product = g.product and a.ae_id = g.ae_id
 ),
 judged as (
-    select f.*,
+    select f.*, p.term,
            min(o.occurred_at) filter (where o.grade >= 3) as severe_at,
            arg_min(o.grade, (o.occurred_at, o.seq)) filter (where o.grade >= 3) as severe_grade,
            arg_min(o.grading_scale, (o.occurred_at, o.seq)) filter (where o.grade >= 3) as severe_scale,
            max(o.grade) as max_grade
     from first_infusion f
+    join params p on p.product = f.product
     left join observations o on o.product = f.product and o.patient_ref = f.patient_ref
         and o.occurred_at between f.occurred_at and f.occurred_at + interval 30 day
     group by all
@@ -52,18 +42,18 @@ select product, site_id, occurred_at as anchor_at,
        patient_ref as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id, severe_scale,
        case
            when severe_at is not null then
-               'ICANS grade ' || severe_grade || ' (' || severe_scale || ') at ' || strftime(severe_at, '%Y-%m-%d %H:%MZ')
+               term || ' grade ' || severe_grade || ' (' || severe_scale || ') at ' || strftime(severe_at, '%Y-%m-%d %H:%MZ')
                || ', ' || printf('%.1f', (epoch(severe_at) - epoch(occurred_at)) / 86400.0) || ' d after first infusion at '
                || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
                || case when $as_of < occurred_at + interval 30 day then
                        '; 30-day observation open until ' || strftime(occurred_at + interval 30 day, '%Y-%m-%d %H:%MZ')
                        else '' end
            when $as_of < occurred_at + interval 30 day then
-               'first infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ') || '; no ICANS grade >= 3 so far'
+               'first infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ') || '; no ' || term || ' grade >= 3 so far'
                || case when max_grade is null then '' else ' (highest grade ' || max_grade || ')' end
                || '; 30-day observation open until ' || strftime(occurred_at + interval 30 day, '%Y-%m-%d %H:%MZ')
            else
-               case when max_grade is null then 'no ICANS' else 'highest ICANS grade ' || max_grade end
+               case when max_grade is null then 'no ' || term else 'highest ' || term || ' grade ' || max_grade end
                || ' within 30 d of first infusion at ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
        end as detail
 from judged
