@@ -239,7 +239,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(duration=args.duration, workdir=args.dir, patients=args.patients, rate=args.rate,
-                    port=args.port)
+                    port=args.port, export=not args.no_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--patients", type=int, default=300)
     d.add_argument("--rate", type=float, default=2000.0, help="simulator events per second")
     d.add_argument("--port", type=int, default=0, help="web port of the worker (default: a free port)")
+    d.add_argument("--no-export", action="store_true", help="skip the quarterly export on exit")
     d.set_defaults(func=cmd_demo)
 
     from .export_cli import add_parsers as add_export_parsers  # issue 7: `rmm export`, `rmm dq` (light imports)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 from urllib.request import urlopen
@@ -53,7 +54,7 @@ class _Interrupted(Exception):
 
 
 def run_demo(duration: float = 0.0, workdir: Optional[str] = None, patients: int = 300, rate: float = 2000.0,
-             port: int = 0) -> int:
+             port: int = 0, export: bool = True) -> int:
     from . import simulate
     from .producer import make_producer, produce_events
 
@@ -119,6 +120,8 @@ def run_demo(duration: float = 0.0, workdir: Optional[str] = None, patients: int
         _stop(worker, broker)
         return 1
     final = _final(url, produced["n"]) if worker and worker.poll() is None else None
+    if final is not None and export:
+        final["export"] = _export(url, work / "export")
     _stop(worker, broker)
     if final is None:
         return 1
@@ -158,6 +161,22 @@ def _final(url: str, produced: int) -> Optional[dict]:
         return None
     return {"produced": produced, "ingested": status.get("ingested", 0), "rejected": status.get("rejected", 0),
             "duplicates": status.get("duplicates", 0), "kpis": kpis, "metrics_url": url + "/metrics"}
+
+
+def _export(url: str, out: Path) -> Optional[str]:
+    """The quarterly effectiveness export of the current quarter, read through the worker's API (it owns the
+    DB), as regulatory affairs would run it."""
+    from .periods import quarter_of
+
+    quarter = quarter_of(datetime.now(timezone.utc)).label
+    print(f"[demo] writing the {quarter} effectiveness export to {out} ...", file=sys.stderr, flush=True)
+    done = subprocess.run([sys.executable, "-m", "rmm_monitor.cli", "export", "--quarter", quarter, "--url", url,
+                           "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=600)
+    if done.returncode != 0:
+        print(f"[demo] export failed (exit {done.returncode})", file=sys.stderr, flush=True)
+        return None
+    print(f"[demo] export:      {out}/report.pdf, kpis.xlsx, manifest.json", file=sys.stderr, flush=True)
+    return str(out)
 
 
 def _stop(worker: Optional[subprocess.Popen], broker: Optional[Broker]) -> None:

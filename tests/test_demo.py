@@ -20,3 +20,8 @@ def test_demo_runs_and_prints_the_final_json_line(tmp_path):
     assert final["metrics_url"].startswith("http://127.0.0.1:")
     assert "/metrics" in out.stderr and "dashboard" in out.stderr
     assert not (tmp_path / "rmm-demo.duckdb.worker.json").exists(), "the worker cleans up its address file"
+    # on exit the demo writes the current quarter's effectiveness export through the worker's API
+    export = tmp_path / "export"
+    assert final["export"] == str(export)
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert {"kpis.xlsx", "report.pdf", "kpis.csv"} <= set(manifest["files"])
