@@ -21,6 +21,7 @@ class Settings:
     max_batch: int = field(default_factory=lambda: int(_env("RMM_MAX_BATCH", "20000")))
     fetch_wait_ms: int = field(default_factory=lambda: int(_env("RMM_FETCH_WAIT_MS", "200")))
     log_level: str = field(default_factory=lambda: _env("RMM_LOG_LEVEL", "warn"))
+    duckdb_memory_limit: str = field(default_factory=lambda: _env("RMM_DUCKDB_MEMORY_LIMIT", "2GB"))
     admin_token: str = field(default_factory=lambda: _env("RMM_ADMIN_TOKEN", ""), repr=False)
     # Faster group joins than faust's defaults (STACK-NOTES.md: ~30 s first join otherwise).
     session_timeout: float = field(default_factory=lambda: float(_env("RMM_SESSION_TIMEOUT", "10")))

@@ -83,8 +83,16 @@ _INSERT = f"""
 INSERT OR IGNORE INTO events
 SELECT {_select_list()}, b.topic, $seq_base + b.ord, $ingested_at,
        coalesce(CAST(b.recorded_at AS TIMESTAMPTZ), $ingested_at)
-FROM batch b ORDER BY b.ord
+FROM batch b
 """
+
+
+def _safe_size(text: str) -> str:
+    """A size like '2GB' or '512MiB' (it goes into a SET statement, which takes no parameters)."""
+    import re
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", text.strip(), re.I):
+        raise StoreError(f"not a memory size: {text!r} (e.g. 2GB)")
+    return text.strip()
 
 
 class StoreError(Exception):
@@ -125,7 +133,7 @@ def utcnow() -> datetime:
 class Store:
     """Owns one DuckDB connection. Not thread-safe: the worker calls it from one dedicated thread."""
 
-    def __init__(self, path: str | os.PathLike, read_only: bool = False):
+    def __init__(self, path: str | os.PathLike, read_only: bool = False, memory_limit: Optional[str] = None):
         self.path = str(path)
         try:
             if not read_only:
@@ -138,6 +146,8 @@ class Store:
         except (OSError, duckdb.Error) as exc:
             raise StoreWriteError(f"cannot open {self.path}: {exc}") from exc
         self.con.execute("SET TimeZone = 'UTC'").fetchall()
+        if memory_limit:  # DuckDB's default is 80 % of RAM: a worker beside other services must stay bounded
+            self.con.execute(f"SET memory_limit = '{_safe_size(memory_limit)}'").fetchall()
         self.read_only = read_only
         if not read_only:
             self.con.execute(_DDL).fetchall()
@@ -196,6 +206,11 @@ class Store:
             rejects = self.con.execute(_FORMAT_CHECK).fetchall()
             if rejects:
                 self.con.execute("DELETE FROM batch WHERE ord IN (SELECT unnest($o))", {"o": [o for o, _ in rejects]}
+                                 ).fetchall()
+            # INSERT OR IGNORE keeps an arbitrary copy of an event_id repeated inside one batch; the contract says
+            # the first stored copy wins, so drop later copies here (cheaper than ordering the whole insert).
+            if self.con.execute("SELECT count(*) > count(DISTINCT event_id) FROM batch").fetchall()[0][0]:
+                self.con.execute("DELETE FROM batch WHERE ord NOT IN (SELECT min(ord) FROM batch GROUP BY event_id)"
                                  ).fetchall()
             with self.transaction() as con:
                 con.execute(_INSERT, {"seq_base": self._next_seq, "ingested_at": ingested_at}).fetchall()

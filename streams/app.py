@@ -37,7 +37,7 @@ class Worker:
     def __init__(self, settings: Optional[Settings] = None):
         self.settings = s = settings or Settings()
         self.metrics = WorkerMetrics()
-        self.stores = StoreThreads(s.db)
+        self.stores = StoreThreads(s.db, s.duckdb_memory_limit)
         self.kpi_rows: list[dict] = []
         self.stored_count = 0
         self.app = faust.App(

@@ -43,15 +43,16 @@ class StoreThreads:
     """The DuckDB store behind two single threads: one writer, one reader (its own cursor, MVCC snapshot), so a
     slow KPI query never holds up ingest and no DuckDB call ever runs on the event loop."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, memory_limit: Optional[str] = None):
         self.path = path
+        self.memory_limit = memory_limit
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="duckdb-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="duckdb-reader")
         self.store: Optional[Store] = None
         self._cursor = None
 
     async def open(self) -> None:
-        self.store = await self.write(Store, self.path)
+        self.store = await self.write(lambda: Store(self.path, memory_limit=self.memory_limit))
         self._cursor = await self.write(lambda: self.store.con.cursor())
         await self.read(lambda con: con.execute("SET TimeZone = 'UTC'").fetchall())
 
