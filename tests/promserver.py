@@ -122,7 +122,6 @@ class AlertmanagerServer(_Server):
         self.dir = Path(workdir) / "alertmanager"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.cluster_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.address = f"127.0.0.1:{self.port}"
         self.config = Path(config)
@@ -132,7 +131,8 @@ class AlertmanagerServer(_Server):
         self.proc = subprocess.Popen(
             [ALERTMANAGER, f"--config.file={self.config}", f"--storage.path={self.dir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}",
-             f"--cluster.listen-address=127.0.0.1:{self.cluster_port}"],
+             # no HA cluster: a lone Alertmanager otherwise waits ~10 s for gossip to settle before it is ready
+             "--cluster.listen-address="],
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         _wait_ready(self.url + "/-/ready", self.proc, self.log)
         return self

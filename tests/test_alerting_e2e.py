@@ -33,20 +33,6 @@ TOKEN = "e2e-admin-token-7f3a"
 SECRET = "e2e-webhook-secret"
 
 
-class SingleAlertmanager(AlertmanagerServer):
-    """Without its HA cluster: a lone Alertmanager otherwise waits ~10 s for gossip to settle before it is ready."""
-
-    def start(self) -> "SingleAlertmanager":
-        import subprocess
-        from promserver import ALERTMANAGER, _wait_ready
-        self.proc = subprocess.Popen(
-            [ALERTMANAGER, f"--config.file={self.config}", f"--storage.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        _wait_ready(self.url + "/-/ready", self.proc, self.log)
-        return self
-
-
 @dataclass
 class Scenario:
     broker: Broker
@@ -109,7 +95,7 @@ def scenario(tmp_path):
             group_wait="1s", group_interval="1s")))
         try:
             worker.start()
-            with SingleAlertmanager(tmp, am_config) as am, \
+            with AlertmanagerServer(tmp, am_config) as am, \
                     PrometheusServer(tmp, [f"127.0.0.1:{worker.port}"], [rules], am.address) as prom:
                 events = list(weak_site_events())
                 expected = expected_breaches(events, tmp)
