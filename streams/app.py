@@ -31,6 +31,20 @@ from .telemetry import WorkerMetrics
 log = logging.getLogger("rmm.worker")
 
 
+class _App(faust.App):
+    """faust starts `app.task`s only after its own consumer group has joined (~3 s on tansu). The ingest task
+    owns a separate consumer group, so it starts at app start instead and the two joins overlap."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.early_tasks: list = []
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        for task in self.early_tasks:
+            self.add_future(task())
+
+
 class Worker:
     """Wires the faust app to the store, the ingest task and the HTTP API."""
 
@@ -40,7 +54,7 @@ class Worker:
         self.stores = StoreThreads(s.db, s.duckdb_memory_limit)
         self.kpi_rows: list[dict] = []
         self.stored_count = 0
-        self.app = faust.App(
+        self.app = _App(
             s.app_id, broker=f"kafka://{s.bootstrap}", web_host=s.web_host, web_port=s.web_port,
             web_bind=s.web_host, datadir=os.path.join(os.path.dirname(os.path.abspath(s.db)), ".faust-" + s.app_id),
             autodiscover=False, topic_allow_declare=False, topic_disable_leader=True,
@@ -54,7 +68,7 @@ class Worker:
         from .alerting import Alerting  # issue 5: signals, outbox delivery, /api/alerts and /api/reviews
         self.alerting = Alerting(self)
         self.app.agent(self.alerts_topic, name="alert-fanout")(self._alert_fanout)
-        self.app.task(self._ingest)
+        self.app.early_tasks.append(self._ingest)
         self.app.timer(interval=s.refresh_seconds)(self._refresh)
 
     # --- faust tasks ---------------------------------------------------------------------------------------
