@@ -76,8 +76,9 @@ class Worker:
         return await self.app.producer.send(topic, key, value, None, None, headers)
 
     async def _alert_fanout(self, stream) -> None:
-        """Low-volume agent on rmm.alerts (faust agents are fine at this rate): the topic is the durable
-        outbox from which alerts are delivered to the QPPV's channels."""
+        """Low-volume agent reading rmm.alerts back (faust agents are fine at this rate): counts what reached
+        the topic (rmm_alerts_seen_total). Delivery itself runs from the DuckDB outbox (streams/alerting.py);
+        faust also needs at least one subscribed topic for its own consumer to start."""
         async for _value in stream:
             self.metrics.alerts_seen.inc()
 
