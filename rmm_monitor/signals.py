@@ -21,6 +21,7 @@ from typing import Iterable, Optional
 
 from . import alerts as A
 from .catalog import Kpi, load_config
+from .store import transaction
 
 KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY = ("kpi_breach", "ae_cluster_by_step", "safety_information_updated",
                                                 "data_quality")
@@ -201,8 +202,7 @@ def releases_closing_cases(con) -> list[tuple[str, int, str, datetime]]:
 def evaluate_events(con, rule: ClusterRule, channels: tuple[str, ...], now: datetime) -> dict:
     """Event signals, data quality and material releases over the whole store. Idempotent."""
     fired, resolved, closed = [], [], []
-    con.execute("BEGIN TRANSACTION").fetchall()
-    try:
+    with transaction(con):
         new, attach = ae_clusters(con, rule, A.open_alert_keys(con, AE_CLUSTER))
         for alert_id, event_ids in attach.items():
             A.add_evidence(con, alert_id, AE_CLUSTER, event_ids, now)
@@ -224,10 +224,6 @@ def evaluate_events(con, rule: ClusterRule, channels: tuple[str, ...], now: date
                          f"material updated: {material_id} v{version} released {released_at.isoformat()}",
                          channels, now)
             closed.append(case_id)
-        con.execute("COMMIT").fetchall()
-    except BaseException:
-        con.execute("ROLLBACK").fetchall()
-        raise
     return {"fired": fired, "resolved": resolved, "closed": closed}
 
 
@@ -236,8 +232,7 @@ def apply_kpi_plan(con, catalog: Iterable[Kpi], new: list[tuple[dict, list[dict]
     """Commit a plan made on the reader: fire() re-checks the open key, so a plan that raced is harmless."""
     kpis = {k.id: k for k in catalog}
     fired, resolved = [], []
-    con.execute("BEGIN TRANSACTION").fetchall()
-    try:
+    with transaction(con):
         for row, units in new:
             alert_id = A.fire(con, breach_alert(row, kpis[row["kpi"]], units, now), channels, now)
             if alert_id:
@@ -252,8 +247,4 @@ def apply_kpi_plan(con, catalog: Iterable[Kpi], new: list[tuple[dict, list[dict]
                       f"KPI recovered: {row['kpi']} {pct(row['value'])} is {row['status']} in {row['period']}",
                       channels, now)
             resolved.append(alert_id)
-        con.execute("COMMIT").fetchall()
-    except BaseException:
-        con.execute("ROLLBACK").fetchall()
-        raise
     return {"fired": fired, "resolved": resolved}

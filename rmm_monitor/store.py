@@ -87,6 +87,19 @@ FROM batch b
 """
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Commit on success, roll back on any error (the alerting code shares it for its own tables)."""
+    con.execute("BEGIN TRANSACTION").fetchall()
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK").fetchall()
+        raise
+    else:
+        con.execute("COMMIT").fetchall()
+
+
 def _safe_size(text: str) -> str:
     """A size like '2GB' or '512MiB' (it goes into a SET statement, which takes no parameters)."""
     import re
@@ -170,16 +183,8 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.con.execute("BEGIN TRANSACTION").fetchall()
-        try:
-            yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK").fetchall()
-            raise
-        else:
-            self.con.execute("COMMIT").fetchall()
+    def transaction(self):
+        return transaction(self.con)
 
     def insert_batch(self, raws: list[bytes], topics: list[str] | None = None,
                      ingested_at: Optional[datetime] = None) -> InsertResult:

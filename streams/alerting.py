@@ -29,6 +29,7 @@ from rmm_monitor import signals as S
 from rmm_monitor.catalog import load_catalog
 from rmm_monitor.contract import ALERTS_TOPIC
 from rmm_monitor.kpis import Engine, adverse_outcomes
+from rmm_monitor.store import transaction
 
 log = logging.getLogger("rmm.alerting")
 _WAKE_TOPICS = ("rmm.ae", "rmm.training")   # AE clusters, safety information, material releases
@@ -41,14 +42,8 @@ def _now() -> datetime:
 
 
 def _in_transaction(con, fn, *args):
-    con.execute("BEGIN TRANSACTION").fetchall()
-    try:
-        result = fn(con, *args)
-    except BaseException:
-        con.execute("ROLLBACK").fetchall()
-        raise
-    con.execute("COMMIT").fetchall()
-    return result
+    with transaction(con):
+        return fn(con, *args)
 
 
 class AlertMetrics:

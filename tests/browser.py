@@ -21,6 +21,8 @@ from typing import Any, Optional
 
 from rmm_monitor.broker import free_port
 
+from promserver import stop_process
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 # As root on an offline machine: no sandbox, and nothing that phones home (its connections are refused here).
@@ -106,13 +108,7 @@ class Browser:
             except (OSError, WebDriverError):
                 pass
             self.session = None
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def __enter__(self) -> "Browser":
         return self.start()

@@ -45,17 +45,22 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30
     raise AssertionError(f"{url} not ready in {timeout}s; log:\n{log.read_text()[-2000:]}")
 
 
+def stop_process(proc: Optional[subprocess.Popen], grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class _Server:
     proc: Optional[subprocess.Popen] = None
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def __enter__(self):
         return self.start()
