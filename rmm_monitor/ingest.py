@@ -1,4 +1,8 @@
-"""One batch through the contract and into the store: the step the worker and `rmm replay` share."""
+"""One batch through the contract and into the store: the steps the worker and `rmm replay` share.
+
+Two steps, so the worker can run them on different threads: `check_batch` (the contract's msgspec stage, pure
+Python) and `store_checked` (the store's SQL format check and the DuckDB transaction, which releases the GIL).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,20 +22,31 @@ class BatchOutcome:
     inserted_by_topic: dict[str, int] = field(default_factory=dict)
 
 
-def process_batch(store: Store, values: list[bytes], topics: Optional[list[str]] = None,
-                  ingested_at: Optional[datetime] = None) -> BatchOutcome:
-    """Validate the whole batch, store the valid events in one transaction, return what happened.
+@dataclass(frozen=True)
+class CheckedBatch:
+    """A batch after the contract's first stage: which records may go to the store, which were refused."""
+    values: list[bytes]
+    valid: list[int]
+    rejects: list[Reject]
+
+
+def check_batch(values: list[bytes], topics: Optional[list[str]] = None) -> CheckedBatch:
+    valid, rejects = validate_batch(values, topics)
+    return CheckedBatch(values, valid, rejects)
+
+
+def store_checked(store: Store, batch: CheckedBatch, ingested_at: Optional[datetime] = None) -> BatchOutcome:
+    """Store the valid events of a checked batch in one transaction and return what happened.
 
     Raises StoreWriteError if the write failed; then nothing of the batch is stored and the caller must not
     commit its offsets.
     """
-    valid_idx, rejects = validate_batch(values, topics)
-    outcome = BatchOutcome(size=len(values), rejects=list(rejects))
-    if not valid_idx:
+    outcome = BatchOutcome(size=len(batch.values), rejects=list(batch.rejects))
+    if not batch.valid:
         return outcome
-    raws = [values[i] for i in valid_idx]
-    valid_topics = [topics[i] for i in valid_idx] if topics is not None else None
-    result = store.insert_batch(raws, valid_topics, ingested_at)
+    valid_idx = batch.valid
+    raws = batch.values if len(valid_idx) == len(batch.values) else [batch.values[i] for i in valid_idx]
+    result = store.insert_batch(raws, ingested_at)
     for pos, reason in result.rejects:
         outcome.rejects.append(Reject(valid_idx[pos], reason))
     outcome.rejects.sort(key=lambda r: r.index)
@@ -39,3 +54,9 @@ def process_batch(store: Store, values: list[bytes], topics: Optional[list[str]]
     outcome.duplicates = result.duplicates
     outcome.inserted_by_topic = result.inserted_by_topic
     return outcome
+
+
+def process_batch(store: Store, values: list[bytes], topics: Optional[list[str]] = None,
+                  ingested_at: Optional[datetime] = None) -> BatchOutcome:
+    """Both steps on the calling thread (`rmm replay`, tests)."""
+    return store_checked(store, check_batch(values, topics), ingested_at)

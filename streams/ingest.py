@@ -1,13 +1,15 @@
 """The ingest path: a batch consumer owned by a faust task.
 
 Per fetched batch, three visible steps, in this order (the quix-streams sink pattern):
-  1. store    — validate the whole batch and write the valid events to DuckDB in one transaction (on the
-                store thread, so the event loop keeps heartbeating);
+  1. store    — write the valid events to DuckDB in one transaction (on the store thread, so the event loop
+                keeps heartbeating; the contract's msgspec stage runs on the loop before);
   2. reject   — send every refused record to rmm.deadletter (original bytes, context in headers) and wait
                 for the broker's acknowledgement;
   3. commit   — commit offsets (last offset + 1 per partition), only now.
 A crash anywhere before step 3 redelivers the batch: the store ignores event_ids it already has, so nothing
-is lost and nothing is counted twice. Why not faust agents: faust's per-event stream machinery caps at
+is lost and nothing is counted twice. Batches overlap only where that cannot break the order: the next batch
+is fetched and checked while one is stored, and stored while the previous one is dead-lettered and committed;
+stores run one at a time and commits in batch order, each after its own batch's store. Why not faust agents: faust's per-event stream machinery caps at
 ~0.08x of the raw client here (STACK-NOTES.md); this loop runs near the raw-client rate.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from rmm_monitor.contract import DEADLETTER_TOPIC, TOPICS, reason_code
-from rmm_monitor.ingest import BatchOutcome, process_batch
+from rmm_monitor.ingest import BatchOutcome, CheckedBatch, check_batch, store_checked
 from rmm_monitor.settings import Settings
 from rmm_monitor.store import Store, StoreWriteError
 
@@ -37,6 +39,7 @@ log = logging.getLogger("rmm.ingest")
 # Crash tests set RMM_FAILPOINT=after_store to die between the DuckDB commit and the offset commit.
 FAILPOINT = os.environ.get("RMM_FAILPOINT", "")
 WRITE_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between attempts; then the worker stops, offsets uncommitted
+IDLE_CHECKPOINT_S = 2.0  # fold the WAL into the file once the stream has been quiet this long
 
 
 class StoreThreads:
@@ -94,6 +97,14 @@ def flatten(batch: dict[TopicPartition, list]) -> Flat:
     return Flat(values, keys, topics, where, next_offsets)
 
 
+@dataclass
+class InFlight:
+    """A batch whose store step is running on the writer thread."""
+    flat: Flat
+    started: float
+    stored: "asyncio.Future[BatchOutcome]"
+
+
 Send = Callable[[str, Optional[bytes], bytes, list], Awaitable[Awaitable]]
 
 
@@ -107,6 +118,7 @@ class BatchIngestor:
         self.on_batch = on_batch
         self.consumer: Optional[AIOKafkaConsumer] = None
         self.positions: dict[TopicPartition, int] = {}
+        self._wal_dirty = False
         # Evaluated at scrape time: during an outage the ingest loop can sit for minutes inside a commit or a
         # dead-letter send that aiokafka retries, so a value set from the loop would never turn 0.
         metrics.broker_up.set_function(self._broker_up)
@@ -117,7 +129,10 @@ class BatchIngestor:
             *TOPICS, bootstrap_servers=s.bootstrap, group_id=s.group_id, client_id="rmm-ingest",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.max_batch,
             session_timeout_ms=int(s.session_timeout * 1000), heartbeat_interval_ms=1000,
-            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20, retry_backoff_ms=200)
+            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20, retry_backoff_ms=200,
+            # the broker answers an offset commit after the fetch it is holding open: a shorter long-poll keeps a
+            # commit from waiting up to the default 500 ms
+            fetch_max_wait_ms=100)
 
     async def run(self) -> None:
         while True:
@@ -143,13 +158,59 @@ class BatchIngestor:
             self.consumer = None
 
     async def _loop(self) -> None:
+        """Two tasks joined by a one-batch queue: the fetcher (getmany + the contract's msgspec stage) keeps the
+        next batch ready while the store step works, so the writer thread seldom waits for the broker."""
+        ready: asyncio.Queue[tuple[Flat, CheckedBatch]] = asyncio.Queue(maxsize=1)
+        fetcher = asyncio.ensure_future(self._fetch_into(ready))
+        try:
+            await self._store_from(ready, fetcher)
+        finally:
+            fetcher.cancel()
+            await asyncio.gather(fetcher, return_exceptions=True)
+
+    async def _fetch_into(self, ready: "asyncio.Queue[tuple[Flat, CheckedBatch]]") -> None:
         s = self.settings
         while True:
-            batch = await self.consumer.getmany(timeout_ms=s.fetch_wait_ms, max_records=s.max_batch)
-            flat = flatten(batch)
-            if flat.values:
-                await self.handle(flat)
+            flat = flatten(await self.consumer.getmany(timeout_ms=s.fetch_wait_ms, max_records=s.max_batch))
             self._update_lag()
+            if flat.values:
+                await ready.put((flat, check_batch(flat.values, flat.topics)))
+
+    async def _store_from(self, ready: "asyncio.Queue[tuple[Flat, CheckedBatch]]", fetcher: asyncio.Future) -> None:
+        in_flight: Optional[InFlight] = None
+        acking: Optional[asyncio.Future] = None  # dead-letter + commit of the previous batch
+        while True:
+            if in_flight is None:
+                item = await self._next_batch(ready, fetcher)
+                if acking is not None and acking.done():
+                    await acking  # surfaces a failed dead-letter send
+                    acking = None
+                if item is None:
+                    await self._checkpoint_if_idle()
+                else:
+                    in_flight = self._start(*item)
+                continue
+            outcome = await in_flight.stored                            # 1. store (N), done
+            if FAILPOINT == "after_store":                              # crash tests: stored, nothing acknowledged
+                os._exit(137)
+            following = self._start(*ready.get_nowait()) if not ready.empty() else None  # store (N+1) starts now
+            if acking is not None:
+                await acking                                            # commits stay in batch order
+            acking = asyncio.ensure_future(self._acknowledge(in_flight, outcome))  # 2. reject, 3. commit (N)
+            in_flight = following
+
+    @staticmethod
+    async def _next_batch(ready: asyncio.Queue, fetcher: asyncio.Future) -> Optional[tuple[Flat, CheckedBatch]]:
+        """The next fetched batch, or None after IDLE_CHECKPOINT_S without one; re-raises what stopped the fetcher."""
+        get = asyncio.ensure_future(ready.get())
+        done, _ = await asyncio.wait({get, fetcher}, timeout=IDLE_CHECKPOINT_S, return_when=asyncio.FIRST_COMPLETED)
+        if get in done:
+            return get.result()
+        get.cancel()
+        if fetcher in done:
+            fetcher.result()
+            raise RuntimeError("the fetch task ended")  # it loops forever unless it fails
+        return None
 
     def _broker_up(self) -> float:
         # aiokafka never raises from getmany when the broker goes away: it logs, drops the connections and
@@ -158,23 +219,22 @@ class BatchIngestor:
         conns = getattr(getattr(self.consumer, "_client", None), "_conns", None)
         return 1.0 if conns and any(c.connected() for c in list(conns.values())) else 0.0
 
-    async def handle(self, flat: Flat) -> BatchOutcome:
-        started = time.perf_counter()
-        outcome = await self._store(flat)                   # 1. store
-        if FAILPOINT == "after_store":                      # crash tests: stored, nothing acknowledged yet
-            os._exit(137)
-        await self._dead_letter(flat, outcome)              # 2. reject
-        await self._commit(flat)                            # 3. commit
-        self._count(flat, outcome)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+    def _start(self, flat: Flat, checked: CheckedBatch) -> "InFlight":
+        return InFlight(flat, time.perf_counter(), asyncio.ensure_future(self._store(checked)))
+
+    async def _acknowledge(self, job: "InFlight", outcome: BatchOutcome) -> None:
+        await self._dead_letter(job.flat, outcome)
+        await self._commit(job.flat)
+        self._count(job.flat, outcome)
+        self.metrics.batch_seconds.observe(time.perf_counter() - job.started)
+        self._wal_dirty = True
         if self.on_batch is not None:
             await self.on_batch(outcome)
-        return outcome
 
-    async def _store(self, flat: Flat) -> BatchOutcome:
+    async def _store(self, checked: CheckedBatch) -> BatchOutcome:
         for attempt, pause in enumerate((*WRITE_RETRIES, None), start=1):
             try:
-                return await self.stores.write(process_batch, self.stores.store, flat.values, flat.topics)
+                return await self.stores.write(store_checked, self.stores.store, checked)
             except StoreWriteError as exc:
                 self.metrics.store_errors.inc()
                 if pause is None:
@@ -182,6 +242,18 @@ class BatchIngestor:
                 log.error("store write failed (attempt %d, retry in %.1fs): %s", attempt, pause, exc)
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable")
+
+    async def _checkpoint_if_idle(self) -> None:
+        """The store checkpoints rarely under load (a big WAL threshold keeps ingest fast); a quiet stream is the
+        moment to fold the WAL into the file, so a restart replays little."""
+        if not self._wal_dirty:
+            return
+        self._wal_dirty = False
+        try:
+            await self.stores.write(self.stores.store.checkpoint)
+        except StoreWriteError as exc:  # e.g. a long KPI read still open; the next quiet moment tries again
+            self._wal_dirty = True
+            log.info("idle checkpoint deferred: %s", exc)
 
     async def _dead_letter(self, flat: Flat, outcome: BatchOutcome) -> None:
         if not outcome.rejects:

@@ -1,0 +1,82 @@
+"""The store's layout (schema 2): type tables behind the `events` view, the event_id ledger, and the move of a
+schema-1 file (one wide `events` table) into it without changing any stored value or KPI."""
+import duckdb
+
+from rmm_monitor import simulate
+from rmm_monitor.fixtures import encode
+from rmm_monitor.ingest import process_batch
+from rmm_monitor.kpis import Engine
+from rmm_monitor.periods import parse_time
+from rmm_monitor.store import EVENT_COLUMNS, EVENT_TABLES, SCHEMA_VERSION, Store
+
+AS_OF = parse_time("2026-11-01T00:00:00Z")
+# The schema-1 DDL as it shipped: every contract column, the store columns, the key on the table itself.
+V1_DDL = (f"CREATE TABLE events ({', '.join(f'{n} {t}' for n, t, _ in EVENT_COLUMNS)}, topic VARCHAR NOT NULL, "
+          f"seq BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL, "
+          f"PRIMARY KEY (event_id)); CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR); "
+          f"INSERT INTO store_meta VALUES ('schema_version', '1');")
+
+
+def _programme() -> list[bytes]:
+    """A small simulated programme, each event once (the simulator also sends duplicates on purpose)."""
+    seen, out = set(), []
+    for event in simulate.generate(seed=5, patients=60):
+        if event["event_id"] not in seen:
+            seen.add(event["event_id"])
+            out.append(event)
+    return encode(out)
+
+
+def _rows(con) -> list[tuple]:
+    return con.execute("SELECT * FROM events ORDER BY seq").fetchall()
+
+
+def test_each_event_type_lands_in_its_own_table_and_the_view_shows_every_column(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        outcome = process_batch(store, _programme())
+        per_table = {t.event_type: store.con.execute(f"SELECT count(*) FROM {t.name}").fetchall()[0][0]
+                     for t in EVENT_TABLES.values()}
+        per_type = dict(store.con.execute("SELECT event_type, count(*) FROM events GROUP BY ALL").fetchall())
+        view_columns = [d[0] for d in store.con.execute("SELECT * FROM events LIMIT 0").description]
+    assert outcome.inserted == sum(per_table.values()) > 0
+    assert {t: n for t, n in per_table.items() if n} == per_type
+    assert view_columns == [n for n, _, _ in EVENT_COLUMNS] + ["topic", "seq", "ingested_at", "known_at"]
+
+
+def test_a_redelivered_batch_is_ignored_and_a_reopened_store_continues_seq(tmp_path):
+    raws = _programme()
+    with Store(tmp_path / "s.duckdb") as store:
+        first = process_batch(store, raws[:500])
+        again = process_batch(store, raws[:500])
+    with Store(tmp_path / "s.duckdb") as store:
+        rest = process_batch(store, raws[400:])
+        seqs = [s for (s,) in store.con.execute("SELECT seq FROM events ORDER BY seq").fetchall()]
+        assert store.event_count() == len(raws) == len(seqs)
+    assert (again.inserted, again.duplicates) == (0, 500)
+    assert rest.duplicates == 100 and first.inserted == 500
+    assert len(set(seqs)) == len(seqs)  # no seq handed out twice across the restart
+
+
+def test_a_schema_1_file_is_moved_into_the_type_tables_unchanged(tmp_path):
+    with Store(tmp_path / "v2.duckdb") as store:
+        process_batch(store, _programme())
+        want_rows = _rows(store.con)
+        want_kpis = Engine(store.con).compute(as_of=AS_OF, period="all", by="site")
+    old = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute("SET TimeZone = 'UTC'").fetchall()
+    con.execute(V1_DDL).fetchall()
+    con.execute(f"ATTACH '{tmp_path / 'v2.duckdb'}' AS v2 (READ_ONLY)").fetchall()
+    con.execute("INSERT INTO events SELECT * FROM v2.events").fetchall()
+    con.close()
+
+    with Store(old) as store:
+        assert _rows(store.con) == want_rows
+        assert Engine(store.con).compute(as_of=AS_OF, period="all", by="site") == want_kpis
+        assert store.con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall() == [
+            (str(SCHEMA_VERSION),)]
+        kinds = dict(store.con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
+        assert kinds["events"] == "VIEW" and "events_v1" not in kinds
+        # the ledger came along: the old events are duplicates now, and new ones get fresh seq numbers
+        again = process_batch(store, _programme()[:50])
+        assert (again.inserted, again.duplicates) == (0, 50)
