@@ -5,8 +5,8 @@
 -- Pruning ($anchor_from/$anchor_to): an AE's first report lies in the period iff it has a report there and none
 -- before the period's start (an anti-join on the keys of earlier reports, no window over all history); only the
 -- patients of those first reports have their infused lots collected.
-with first_report as (
-    select product, ae_id, site_id, patient_ref, lot_id, regulator, occurred_at
+with first_report as materialized (
+    select product, ae_id, site_id, patient_ref, lot_id, regulator, occurred_at, seq
     from known_events r
     where event_type = 'ae_reported'
       and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
@@ -18,17 +18,18 @@ with first_report as (
 ),
 infused as (
     -- the lots infused into each first report's patient (any time, any site), collected for those patients only;
-    -- null when the patient has no infusion on record
-    select r.product, r.ae_id, r.site_id, r.patient_ref, r.lot_id, r.regulator, r.occurred_at,
-           case when count(i.event_id) > 0 then list_sort(list_distinct(list(i.lot_id))) end as lots
+    -- null when the patient has no infusion on record. Grouped by the report's seq (one per AE here), which
+    -- hashes far cheaper than the report's string columns.
+    select r.seq, case when count(i.event_id) > 0 then list_sort(list_distinct(list(i.lot_id))) end as lots
     from first_report r
     left join known_events i on i.product = r.product and i.patient_ref = r.patient_ref
         and i.event_type = 'infusion_administered'
-    group by r.product, r.ae_id, r.site_id, r.patient_ref, r.lot_id, r.regulator, r.occurred_at
+    group by r.seq
 ),
 judged as (
-    select *, coalesce(list_contains(lots, lot_id), false) as traced
-    from infused
+    select r.*, i.lots, coalesce(list_contains(i.lots, r.lot_id), false) as traced
+    from first_report r
+    join infused i using (seq)
 )
 select product, site_id, occurred_at as anchor_at,
        case when traced then 'success' else 'failure' end as outcome,

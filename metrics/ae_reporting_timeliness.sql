@@ -6,7 +6,7 @@
 -- before the period's start (an anti-join on the keys of earlier awareness events, no window over all history);
 -- reports, onsets and grades are then joined to those AEs only.
 with awareness as (
-    select product, ae_id, site_id, patient_ref, occurred_at as day0
+    select product, ae_id, site_id, patient_ref, occurred_at as day0, seq
     from known_events a
     where event_type = 'ae_awareness'
       and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
@@ -18,8 +18,9 @@ with awareness as (
 ),
 facts as (
     -- the first report, the earliest onset's seriousness and the first grade 5 of each AE of the period, read in
-    -- one pass over those AEs' events only
-    select a.product, a.ae_id, a.site_id, a.patient_ref, a.day0,
+    -- one pass over those AEs' events only; grouped by the awareness event's seq (one per AE here), which hashes
+    -- far cheaper than the AE's string columns
+    select a.seq,
            arg_min({reported_at: e.occurred_at, lot_id: e.lot_id, regulator: e.regulator}, (e.occurred_at, e.seq))
                filter (where e.event_type = 'ae_reported') as r,
            arg_min_null(e.serious, (e.occurred_at, e.seq)) filter (where e.event_type = 'ae_onset') as onset_serious,
@@ -27,14 +28,15 @@ facts as (
     from awareness a
     left join known_events e on e.product = a.product and e.ae_id = a.ae_id
         and e.event_type in ('ae_reported', 'ae_onset', 'ae_grade_changed')
-    group by a.product, a.ae_id, a.site_id, a.patient_ref, a.day0
+    group by a.seq
 ),
 judged as (
-    select product, ae_id, site_id, patient_ref, day0,
-           r.reported_at as reported_at, r.lot_id as lot_id, r.regulator as regulator,
-           coalesce(onset_serious, false) as serious,
-           fatal_at is not null and fatal_at <= coalesce(r.reported_at, $as_of) as fatal
-    from facts
+    select a.product, a.ae_id, a.site_id, a.patient_ref, a.day0,
+           f.r.reported_at as reported_at, f.r.lot_id as lot_id, f.r.regulator as regulator,
+           coalesce(f.onset_serious, false) as serious,
+           f.fatal_at is not null and f.fatal_at <= coalesce(f.r.reported_at, $as_of) as fatal
+    from awareness a
+    join facts f using (seq)
 ),
 deadlines as (
     select *, case when fatal then 1 when serious then 15 else 30 end as deadline_days

@@ -21,20 +21,39 @@ hcp_materials as (
     select distinct product, material_id, true as hcp_material
     from known_events where event_type = 'training_completed'
 ),
+release_steps as (
+    -- from each release time on, the highest version of the material released so far (the default window frame
+    -- takes in releases at the same time); one row per time, so the as-of join below has a single match
+    select product, material_id, occurred_at,
+           max(version) over (partition by product, material_id order by occurred_at) as version
+    from releases
+    qualify row_number() over (partition by product, material_id, occurred_at) = 1
+),
 current_versions as (
-    select i.event_id, i.product, i.hcp_id, i.occurred_at, r.material_id, max(r.version) as version
+    -- per infusion and material of its product: the current version at the infusion, found by an as-of join on
+    -- the release steps rather than by joining every earlier release to every infusion; materials with no
+    -- release at or before the infusion have no row
+    select i.event_id, i.product, i.hcp_id, i.occurred_at, s.material_id, s.version
     from infusions i
-    join releases r on r.product = i.product and r.occurred_at <= i.occurred_at
+    join (select distinct product, material_id from releases) m on m.product = i.product
+    asof join release_steps s
+        on s.product = i.product and s.material_id = m.material_id and i.occurred_at >= s.occurred_at
+),
+first_passes as (
+    -- an HCP's earliest pass per material version: the HCP passed it at or before an infusion iff this one lies
+    -- at or before it (then it is also the earliest such pass), so each (infusion, material) joins one row
+    -- instead of every pass
+    select product, hcp_id, material_id, material_version, min(occurred_at) as passed_at
+    from passes
     group by all
 ),
 per_material as (
     select c.event_id, c.material_id, c.version, coalesce(h.hcp_material, false) as hcp_material,
-           min(p.occurred_at) as passed_at
+           case when p.passed_at <= c.occurred_at then p.passed_at end as passed_at
     from current_versions c
     left join hcp_materials h on h.product = c.product and h.material_id = c.material_id
-    left join passes p on p.product = c.product and p.hcp_id = c.hcp_id and p.material_id = c.material_id
-        and p.material_version = c.version and p.occurred_at <= c.occurred_at
-    group by all
+    left join first_passes p on p.product = c.product and p.hcp_id = c.hcp_id and p.material_id = c.material_id
+        and p.material_version = c.version
 ),
 per_infusion as (
     select event_id,

@@ -3,7 +3,7 @@
 -- Pruning ($anchor_from/$anchor_to): an HCP's first infusion lies in the period iff the HCP infused there and
 -- never before the period's start (an anti-join on the keys of earlier infusions, no window over all history);
 -- the trainings are then joined for those HCPs only.
-with first_infusion as (
+with hcp_first_infusion as (
     select product, hcp_id, site_id, patient_ref, lot_id, occurred_at, seq
     from known_events i
     where event_type = 'infusion_administered'
@@ -23,7 +23,7 @@ judged as (
     select f.*,
            min(p.occurred_at) filter (where p.occurred_at <= f.occurred_at) as passed_before,
            min(p.occurred_at) filter (where p.occurred_at > f.occurred_at) as passed_after
-    from first_infusion f
+    from hcp_first_infusion f
     left join passes p on p.product = f.product and p.hcp_id = f.hcp_id
     group by all
 )

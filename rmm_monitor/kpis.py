@@ -14,14 +14,21 @@ query per KPI, and applies the common rules of KPIS.md: Wilson CI, status, round
 anchor lies outside it before joining evidence — that keeps a quarter's refresh from redoing the whole history.
 Pruning is an optimisation only: the engine filters units by period again, so a SQL that ignores the bounds
 is still correct.
+
+`compute` and `trend` run all their KPI queries in one read transaction (one snapshot) and build each shared
+model the selected KPIs use once, as a TEMP table, instead of re-deriving it inside every KPI query. A shared
+model therefore may use `known_events`, `$as_of`, `$anchor_from` and `$anchor_to`, but not `params` (which differ
+per KPI); one that names `params` stays an inline CTE.
 """
 from __future__ import annotations
 
 import math
 import re
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import duckdb
 
@@ -79,9 +86,14 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|--[^\n]*")
+
+
 def _used_params(sql: str, values: dict[str, Any]) -> dict[str, Any]:
-    """DuckDB refuses unused named parameters: pass only the ones the statement names."""
-    names = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", sql))
+    """DuckDB refuses unused named parameters: pass only the ones the statement names (outside comments: a KPI
+    whose shared model is a prebuilt table may still mention the model's parameters in its comments)."""
+    code = _STRING_OR_COMMENT.sub(lambda m: m.group(0) if m.group(0).startswith("'") else "", sql)
+    names = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", code))
     return {k: v for k, v in values.items() if k in names}
 
 
@@ -114,13 +126,58 @@ class Engine:
                             "ORDER BY product, site_id", {"as_of": as_of})
         return sorted({p for p, _ in pairs}), pairs
 
-    def _units_sql(self, kpi: Kpi) -> str:
+    _KNOWN = "known_events AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of)"
+
+    @staticmethod
+    def _models_of(kpi: Kpi) -> list[tuple[str, str]]:
+        return [(name, sql) for name, sql in load_shared_models() if re.search(rf"\b{name}\b", kpi.sql)]
+
+    def _units_sql(self, kpi: Kpi, built: Optional[dict[str, str]] = None) -> str:
+        """`built`: shared model name -> the TEMP table holding it for this snapshot (see `_snapshot`)."""
+        built = built or {}
         param_cols = "".join(f", unnest($param_{name}) AS {name}" for name in kpi.params)
-        shared = "".join(f"{name} AS ({sql}), " for name, sql in load_shared_models() if re.search(
-            rf"\b{name}\b", kpi.sql))
-        return (f"WITH known_events AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of), "
+        shared = "".join(f"{name} AS (SELECT * FROM temp.main.{built[name]}), " if name in built
+                         else f"{name} AS ({sql}), " for name, sql in self._models_of(kpi))
+        return (f"WITH {self._KNOWN}, "
                 f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
                 f"{shared}units AS ({kpi.sql})")
+
+    @contextmanager
+    def _snapshot(self, kpis: Iterable[Kpi], as_of: datetime, per: Period) -> Iterator[dict[str, str]]:
+        """One read transaction for a batch of KPI queries, with the shared models they use built once.
+
+        Every KPI of the batch used to re-derive e.g. `first_infusion` (two scans of the events and a window);
+        a TEMP table built once costs one derivation. The transaction makes the table and the KPI queries read
+        the same snapshot (the worker's writer commits between them otherwise), so a late event cannot reach
+        the KPI queries without reaching the model; a connection already inside a transaction keeps its own."""
+        try:
+            self.con.execute("BEGIN TRANSACTION").fetchall()
+            own = True
+        except duckdb.TransactionException:
+            own = False
+        built: dict[str, str] = {}
+        try:
+            models = {name: sql for k in kpis for name, sql in self._models_of(k)
+                      if not re.search(r"\bparams\b", sql)}
+            for name, sql in models.items():
+                table = f"rmm_{name}_{uuid.uuid4().hex[:12]}"
+                build = f"CREATE TEMP TABLE {table} AS WITH {self._KNOWN} {sql}"
+                params = {"as_of": as_of, **self._period_params(per)}
+                self.con.execute(build, _used_params(build, params)).fetchall()
+                built[name] = table
+            yield built
+        except BaseException:
+            if own:
+                self.con.execute("ROLLBACK").fetchall()  # also drops the tables built in it
+            else:
+                for table in built.values():
+                    self.con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
+            raise
+        else:
+            for table in built.values():
+                self.con.execute(f"DROP TABLE temp.main.{table}").fetchall()
+            if own:
+                self.con.execute("COMMIT").fetchall()
 
     def _param_values(self, kpi: Kpi, products: list[str]) -> dict[str, Any]:
         values: dict[str, Any] = {"param_products": products}
@@ -149,35 +206,47 @@ class Engine:
             raise ValueError(f"--by must be one of {BY_CHOICES}")
         as_of = as_of or utcnow()
         per = parse_period(period, as_of)
-        products, pairs = self.products_and_sites(as_of)
-        if product is not None:
-            products = [p for p in products if p == product]
-            pairs = [(p, s) for p, s in pairs if p == product]
         wanted = set(kpi_ids) if kpi_ids else None
+        selected = [k for k in self.catalog if wanted is None or k.id in wanted]
         rows: list[dict] = []
-        for kpi in self.catalog:
-            if wanted is not None and kpi.id not in wanted:
-                continue
-            groups = self._aggregate(kpi, as_of, per, products)
-            if by == "none" and product is None:
-                keys: list[tuple] = [(None, None)]
-            else:
-                keys = [(p, None) for p in products]
-                if by == "site":
-                    keys += pairs
-                keys.sort(key=lambda k: (k[0] or "", k[1] is not None, k[1] or ""))
-            for key in keys:
-                rows.append(self._row(kpi, per.label, key, groups.get(key)))
+        with self._snapshot(selected, as_of, per) as built:
+            products, pairs = self.products_and_sites(as_of)
+            if product is not None:
+                products = [p for p in products if p == product]
+                pairs = [(p, s) for p, s in pairs if p == product]
+            for kpi in selected:
+                groups = self._aggregate(kpi, as_of, per, products, built)
+                if by == "none" and product is None:
+                    keys: list[tuple] = [(None, None)]
+                else:
+                    keys = [(p, None) for p in products]
+                    if by == "site":
+                        keys += pairs
+                    keys.sort(key=lambda k: (k[0] or "", k[1] is not None, k[1] or ""))
+                for key in keys:
+                    rows.append(self._row(kpi, per.label, key, groups.get(key)))
         return rows
 
-    def _aggregate(self, kpi: Kpi, as_of: datetime, per: Period, products: list[str]) -> dict[tuple, dict]:
+    @staticmethod
+    def _counted_units(kpi: Kpi, keep: Iterable[str] = ("product", "site_id")) -> str:
+        """The units without the columns a count does not read. GROUPING SETS materialise their input, so
+        without this every unit's readable detail (string building, and the joins that only feed it) would be
+        computed just to be thrown away; the optimiser drops what no one selects."""
+        used = " ".join(kpi.stats.values())
+        drop = [c for c in UNIT_COLUMNS if c not in ("anchor_at", "outcome", *keep)
+                and not re.search(rf"\b{c}\b", used)]
+        return f"SELECT * EXCLUDE ({', '.join(drop)}) FROM units"
+
+    def _aggregate(self, kpi: Kpi, as_of: datetime, per: Period, products: list[str],
+                   built: Optional[dict[str, str]] = None) -> dict[tuple, dict]:
         stats_sql = "".join(f", {expr} AS \"{name}\"" for name, expr in kpi.stats.items())
-        sql = (self._units_sql(kpi) +
+        sql = (self._units_sql(kpi, built) +
+               f", counted AS ({self._counted_units(kpi)})"
                f" SELECT product, site_id, grouping(product) AS gp, grouping(site_id) AS gs, "
                f"count(*) FILTER (WHERE outcome = 'success') AS numerator, "
                f"count(*) FILTER (WHERE outcome IN ('success', 'failure')) AS denominator, "
                f"count(*) FILTER (WHERE outcome = 'pending') AS pending{stats_sql} "
-               f"FROM units WHERE {self._period_filter(per)} "
+               f"FROM counted WHERE {self._period_filter(per)} "
                f"GROUP BY GROUPING SETS ((), (product), (product, site_id))")
         params = {"as_of": as_of, **self._period_params(per), **self._param_values(kpi, products)}
         cur = self.con.execute(sql, _used_params(sql, params))
@@ -244,19 +313,24 @@ class Engine:
         """Monthly numerator/denominator/value per KPI and product, one query per KPI (not one per month)."""
         as_of = as_of or utcnow()
         per = parse_period(period or str(as_of.year), as_of)
-        products, _ = self.products_and_sites(as_of)
-        if product is not None:
-            products = [p for p in products if p == product]
         rows = []
-        for kpi in self.catalog:
-            sql = (self._units_sql(kpi) +
-                   f" SELECT product, date_trunc('month', anchor_at) AS month, "
-                   f"count(*) FILTER (WHERE outcome = 'success'), "
-                   f"count(*) FILTER (WHERE outcome IN ('success', 'failure')), "
-                   f"count(*) FILTER (WHERE outcome = 'pending') "
-                   f"FROM units WHERE {self._period_filter(per)} GROUP BY ALL ORDER BY product, month")
-            params = {"as_of": as_of, **self._period_params(per), **self._param_values(kpi, products)}
-            for prod, month, num, den, pend in self._fetch(sql, params):
+        with self._snapshot(self.catalog, as_of, per) as built:
+            products, _ = self.products_and_sites(as_of)
+            if product is not None:
+                products = [p for p in products if p == product]
+            series = []
+            for kpi in self.catalog:
+                sql = (self._units_sql(kpi, built) +
+                       f", counted AS ({self._counted_units(kpi, keep=('product',))})"
+                       f" SELECT product, date_trunc('month', anchor_at) AS month, "
+                       f"count(*) FILTER (WHERE outcome = 'success'), "
+                       f"count(*) FILTER (WHERE outcome IN ('success', 'failure')), "
+                       f"count(*) FILTER (WHERE outcome = 'pending') "
+                       f"FROM counted WHERE {self._period_filter(per)} GROUP BY ALL ORDER BY product, month")
+                params = {"as_of": as_of, **self._period_params(per), **self._param_values(kpi, products)}
+                series.append((kpi, self._fetch(sql, params)))
+        for kpi, fetched in series:
+            for prod, month, num, den, pend in fetched:
                 if prod not in products:
                     continue
                 value = num / den if den else None
