@@ -21,12 +21,12 @@ class Settings:
     max_batch: int = field(default_factory=lambda: int(_env("RMM_MAX_BATCH", "50000")))  # a batch costs ~0.1 s of fixed DuckDB work
     fetch_wait_ms: int = field(default_factory=lambda: int(_env("RMM_FETCH_WAIT_MS", "200")))
     log_level: str = field(default_factory=lambda: _env("RMM_LOG_LEVEL", "warn"))
-    # DuckDB's buffer pool only; the worker's RSS is this plus ~200 MiB of Python. Measured at 10 M stored events
-    # (per-type store, current-quarter refresh every second, no ingest, busy 2-core machine): 2GB -> RSS 807 MiB,
-    # peak 956; 384MB -> 481 (peak 583); 256MB -> 434 (peak 455), refresh not measurably slower, but the runs
-    # were too noisy to rule out spilling costs. Not lowered by default yet: migrating a schema-1 file of 10 M
-    # events on open ran out of memory at 500MB. Set 256MB where the 500 MB goal matters.
-    duckdb_memory_limit: str = field(default_factory=lambda: _env("RMM_DUCKDB_MEMORY_LIMIT", "2GB"))
+    # DuckDB's buffer pool only (it spills to a temp directory beyond it); the worker's RSS is this plus ~200 MiB of
+    # Python. Measured at 10 M stored events (per-type store, current-quarter refresh every second, busy 2-core
+    # machine): 2GB -> RSS 807 MiB (peak 956); 384MB -> 481 (583); 256MB -> 434 (455), refresh not measurably
+    # slower; ingest into that store at 256MB: 25 k-event batches in 0.7-1.1 s, peak RSS 427 MiB. Migrating a
+    # schema-1 file lifts the limit for that one step (store.py).
+    duckdb_memory_limit: str = field(default_factory=lambda: _env("RMM_DUCKDB_MEMORY_LIMIT", "256MB"))
     admin_token: str = field(default_factory=lambda: _env("RMM_ADMIN_TOKEN", ""), repr=False)
     # Faster group joins than faust's defaults (STACK-NOTES.md: ~30 s first join otherwise).
     session_timeout: float = field(default_factory=lambda: float(_env("RMM_SESSION_TIMEOUT", "10")))

@@ -193,8 +193,9 @@ class Store:
             raise StoreWriteError(f"cannot open {self.path}: {exc}") from exc
         self.con.execute("SET TimeZone = 'UTC'").fetchall()
         self.con.execute("SET enable_progress_bar = false").fetchall()  # it would print into logs and the CLI
-        if memory_limit:  # DuckDB's default is 80 % of RAM: a worker beside other services must stay bounded
-            self.con.execute(f"SET memory_limit = '{_safe_size(memory_limit)}'").fetchall()
+        self.memory_limit = _safe_size(memory_limit) if memory_limit else None
+        if self.memory_limit:  # DuckDB's default is 80 % of RAM: a worker beside other services must stay bounded
+            self.con.execute(f"SET memory_limit = '{self.memory_limit}'").fetchall()
         self.read_only = read_only
         if not read_only:
             # DuckDB checkpoints when the WAL passes 16 MB by default, i.e. every ~3 batches, and a checkpoint's
@@ -218,7 +219,18 @@ class Store:
 
     def _migrate_from_v1(self) -> None:
         """Schema 1 kept every event in one wide `events` table: move its rows into the type tables, unchanged
-        (seq, ingested_at and known_at included, so every as-of result stays the same)."""
+        (seq, ingested_at and known_at included, so every as-of result stays the same). A one-time step: it runs
+        with DuckDB's default memory limit, since building the event_id ledger of a big file needs more than the
+        worker's steady-state limit (10 M events ran out of memory at 500MB)."""
+        if self.memory_limit:
+            self.con.execute("RESET memory_limit").fetchall()
+        try:
+            self._move_v1_rows()
+        finally:
+            if self.memory_limit:
+                self.con.execute(f"SET memory_limit = '{self.memory_limit}'").fetchall()
+
+    def _move_v1_rows(self) -> None:
         with self.transaction() as con:
             con.execute("ALTER TABLE events RENAME TO events_v1").fetchall()
             con.execute(_DDL).fetchall()
