@@ -9,13 +9,20 @@ with education as (
     from known_events e
     where e.event_type = 'patient_education_completed'
 ),
-judged as (
-    select f.*,
+education_facts as (
+    -- per first infusion, keyed by its seq (one per patient here), which hashes far cheaper than the
+    -- infusion's string columns
+    select f.seq,
            max(e.occurred_at) filter (where e.occurred_at <= f.occurred_at) as educated_before,
            min(e.occurred_at) filter (where e.occurred_at > f.occurred_at) as educated_after
     from first_infusion f
-    left join education e on e.product = f.product and e.patient_ref = f.patient_ref
-    group by all
+    join education e on e.product = f.product and e.patient_ref = f.patient_ref
+    group by f.seq
+),
+judged as (
+    select f.*, x.educated_before, x.educated_after
+    from first_infusion f
+    left join education_facts x using (seq)
 )
 select product, site_id, occurred_at as anchor_at,
        case when educated_before is not null then 'success' else 'failure' end as outcome,

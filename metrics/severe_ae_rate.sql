@@ -23,17 +23,33 @@ observations as (
     from grades g
     semi join term_aes a on a.product = g.product and a.ae_id = g.ae_id
 ),
+in_window as (
+    -- the observations within each first infusion's 30 days, keyed by the infusion's seq (one per patient here)
+    select f.seq, o.grade, o.grading_scale, o.occurred_at, o.seq as obs_seq
+    from first_infusion f
+    join observations o on o.product = f.product and o.patient_ref = f.patient_ref
+        and o.occurred_at between f.occurred_at and f.occurred_at + interval 30 day
+),
+highest_grades as (
+    -- grouped by that integer seq, which hashes far cheaper than the infusion's string columns
+    select seq, max(grade) as max_grade
+    from in_window
+    group by seq
+),
+first_severe as (
+    -- the first observation of grade >= 3 (ties: first stored): a window over the few severe rows instead of
+    -- arg_min with a (time, seq) struct key, which built a struct for every observation
+    select seq, grade as severe_grade, grading_scale as severe_scale, occurred_at as severe_at
+    from in_window
+    where grade >= 3
+    qualify row_number() over (partition by seq order by occurred_at, obs_seq) = 1
+),
 judged as (
-    select f.*, p.term,
-           min(o.occurred_at) filter (where o.grade >= 3) as severe_at,
-           arg_min(o.grade, (o.occurred_at, o.seq)) filter (where o.grade >= 3) as severe_grade,
-           arg_min(o.grading_scale, (o.occurred_at, o.seq)) filter (where o.grade >= 3) as severe_scale,
-           max(o.grade) as max_grade
+    select f.*, p.term, s.severe_at, s.severe_grade, s.severe_scale, h.max_grade
     from first_infusion f
     join params p on p.product = f.product
-    left join observations o on o.product = f.product and o.patient_ref = f.patient_ref
-        and o.occurred_at between f.occurred_at and f.occurred_at + interval 30 day
-    group by all
+    left join highest_grades h using (seq)
+    left join first_severe s using (seq)
 )
 select product, site_id, occurred_at as anchor_at,
        case when $as_of < occurred_at + interval 30 day then 'pending'
