@@ -4,6 +4,11 @@ Gathers everything once (KPI rows per product and site, previous quarter, units,
 alerts and review cases, data-quality results), all as of one time T, then writes the files from that
 snapshot. Same data and same T give the same bytes: no wall-clock time is written anywhere (T stands in for
 it), rows are sorted, JSON keys are sorted, and the xlsx/pdf carry T as their creation date.
+
+At 10 M events the work is the KPI queries, the data-quality suites and the charts, so: each KPI's units are
+derived once for every period shown (`LocalSource.figures`); the suites run beside the KPI queries (their own
+process when the file allows it); the charts are drawn in worker processes from the moment the KPI figures are
+in, while the tables are written.
 """
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ import io
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -23,8 +29,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .catalog import Kpi, catalog_hash, load_catalog
-from .export_data import canonical_json
-from .kpis import UNIT_COLUMNS
+from .export_data import UNIT_SCHEMA, canonical_json
 from .periods import Period, iso, parse_period, previous_quarter
 
 KPI_COLUMNS = ("kpi", "period", "product", "site_id", "numerator", "denominator", "value", "ci_low", "ci_high",
@@ -40,7 +45,7 @@ class Snapshot:
     catalog: tuple[Kpi, ...]
     rows: list[dict]              # this quarter, programme (site_id null) and per-site rows
     previous: list[dict]          # previous quarter, per product
-    units: list[dict]
+    units: pa.Table               # UNIT_SCHEMA, sorted by kpi, product, site, anchor, unit
     trend: list[dict]             # monthly, the 12 months up to the quarter's end
     counts_by_topic: dict[str, int]
     alerts: list[dict]
@@ -72,34 +77,53 @@ class Progress:
             self.stream.flush()
 
 
-def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None]) -> Snapshot:
+def trend_months(per: Period) -> Period:
+    """The calendar months the report's trend shows: those of the 365 days up to the quarter's end."""
+    first = per.end - timedelta(days=365)
+    return Period("trend", datetime(first.year, first.month, 1, tzinfo=timezone.utc), per.end)
+
+
+def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None],
+           on_kpis: Optional[Callable[[Snapshot], None]] = None) -> Snapshot:
+    """`on_kpis` gets the snapshot as soon as its KPI figures are in, before the data-quality suites (still
+    running beside them) are; their rows are filled in after."""
     per = parse_period(quarter, as_of)
     if per.start is None or not per.label[4:5] == "Q":
         raise ValueError(f"--quarter wants a quarter like 2026Q3, not {quarter!r}")
     catalog = load_catalog()
-    progress(f"KPIs of {per.label} as of {iso(as_of)} from {source.where}")
-    rows = source.kpis(as_of, per.label, "site")
-    previous = source.kpis(as_of, previous_quarter(per.label), "product")
-    units: list[dict] = []
-    for i, kpi in enumerate(catalog, 1):
-        got = source.units(kpi.id, as_of, per.label)
-        units.extend(got)
-        progress(f"units {i}/{len(catalog)}: {kpi.id} ({len(got)})")
-    progress("monthly trend")
-    first_month = (per.end - timedelta(days=365)).strftime("%Y-%m")
-    last_month = (per.end - timedelta(days=1)).strftime("%Y-%m")
-    trend = [r for r in source.trend(as_of, "all") if first_month <= r["month"] <= last_month]
-    progress("event counts, alerts and review cases")
-    extras = source.extras(as_of)
-    progress("data-quality suites (Great Expectations)")
-    dq_rows = source.dq(as_of, per.label)
-    for r in dq_rows:
+    prev = parse_period(previous_quarter(per.label), as_of)
+    months = trend_months(per)
+    window = Period("export", min(months.start, prev.start), per.end)
+    first_month, last_month = months.start.strftime("%Y-%m"), (per.end - timedelta(days=1)).strftime("%Y-%m")
+    rows: list[dict] = []
+    previous: list[dict] = []
+    trend: list[dict] = []
+    units: dict[str, pa.Table] = {}
+    with ThreadPoolExecutor(1, thread_name_prefix="export-dq") as pool:
+        progress("data-quality suites (Great Expectations), beside the KPI queries")
+        dq_job = pool.submit(source.dq, as_of, per.label)
+        progress(f"KPIs of {per.label} as of {iso(as_of)} from {source.where}")
+        for i, kpi in enumerate(catalog, 1):
+            got = source.figures(kpi, as_of, per, prev, window)
+            rows += got.rows
+            previous += got.previous
+            trend += [r for r in got.trend if first_month <= r["month"] <= last_month]
+            units[kpi.id] = got.units
+            progress(f"units {i}/{len(catalog)}: {kpi.id} ({got.units.num_rows})")
+        progress("event counts, alerts and review cases")
+        extras = source.extras(as_of)
+        snap = Snapshot(quarter=per, as_of=as_of, catalog=catalog, rows=rows, previous=previous,
+                        units=pa.concat_tables([units[k] for k in sorted(units)]) if units
+                        else UNIT_SCHEMA.empty_table(),
+                        trend=trend, counts_by_topic=dict(sorted(extras["counts_by_topic"].items())),
+                        alerts=extras["alerts"], cases=extras["cases"], dq=[], source=source.where)
+        if on_kpis is not None:
+            on_kpis(snap)
+        progress("waiting for the data-quality suites")
+        snap.dq = dq_job.result()
+    for r in snap.dq:
         r["run_at"] = iso(as_of)  # the run is "as of T"; wall-clock time would break re-run identity
-    return Snapshot(quarter=per, as_of=as_of, catalog=catalog, rows=rows, previous=previous,
-                    units=sorted(units, key=lambda u: (u["kpi"], u["product"] or "", u["site_id"] or "",
-                                                       u["anchor_at"] or "", u["unit_id"] or "")),
-                    trend=trend, counts_by_topic=dict(sorted(extras["counts_by_topic"].items())),
-                    alerts=extras["alerts"], cases=extras["cases"], dq=dq_rows, source=source.where)
+    return snap
 
 
 # --- tabular files -------------------------------------------------------------------------------------------
@@ -121,20 +145,24 @@ _KPI_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string()), ("produc
                          ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
                          ("threshold", pa.float64()), ("direction", pa.string()), ("min_n", pa.int64()),
                          ("status", pa.string()), ("pending", pa.int64()), ("stats", pa.string())])
-_UNIT_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string())] +
-                         [(c, pa.string()) for c in UNIT_COLUMNS])
 
 
-def _write_parquet(rows: list[dict], schema: pa.Schema, path: Path) -> None:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    # no pandas metadata, fixed writer options: the bytes depend on the rows only
-    pq.write_table(table, path, compression="zstd", write_statistics=True, store_schema=False)
+_ROW_GROUP = 1024 * 1024  # pyarrow's default
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """No pandas metadata, fixed writer options: the bytes depend on the rows only. Written one row group at a
+    time, each made contiguous (chunk boundaries could move page boundaries): the same bytes as one
+    pq.write_table of the whole table, without a second in-memory copy of millions of units."""
+    with pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=True,
+                          store_schema=False) as writer:
+        for start in range(0, max(table.num_rows, 1), _ROW_GROUP):
+            writer.write_table(table.slice(start, _ROW_GROUP).combine_chunks())
 
 
 def write_parquets(snap: Snapshot, out: Path) -> None:
-    _write_parquet([_flat(r) for r in snap.rows], _KPI_SCHEMA, out / "kpis.parquet")
-    _write_parquet([{k: (None if u.get(k) is None else str(u[k])) for k in _UNIT_SCHEMA.names} for u in snap.units],
-                   _UNIT_SCHEMA, out / "units.parquet")
+    _write_parquet(pa.Table.from_pylist([_flat(r) for r in snap.rows], schema=_KPI_SCHEMA), out / "kpis.parquet")
+    _write_parquet(snap.units.cast(UNIT_SCHEMA), out / "units.parquet")
 
 
 # --- manifest ------------------------------------------------------------------------------------------------
@@ -159,7 +187,7 @@ def write_manifest(snap: Snapshot, out: Path) -> dict:
         "event_counts_by_topic": snap.counts_by_topic,
         "events_total": sum(snap.counts_by_topic.values()),
         "kpi_rows": len(snap.rows),
-        "units": len(snap.units),
+        "units": snap.units.num_rows,
         "data_quality": {"expectations": len(snap.dq), "failed": sorted(dq_failed),
                          "critical_failed": sorted(f"{r['suite']}.{r['expectation']}" for r in snap.dq
                                                    if not r["success"] and r["critical"])},
@@ -171,17 +199,28 @@ def write_manifest(snap: Snapshot, out: Path) -> dict:
 
 def export(source, quarter: str, out_dir: Path, as_of: datetime, progress: Callable[[str], None]) -> dict:
     from .export_xlsx import write_xlsx
-    from .report import write_reports
+    from .report import Charts, write_reports
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    snap = gather(source, quarter, as_of, progress)
-    progress("kpis.csv, kpis.parquet, units.parquet")
-    write_csv(snap, out_dir / "kpis.csv")
-    write_parquets(snap, out_dir)
-    progress("kpis.xlsx")
-    write_xlsx(snap, out_dir / "kpis.xlsx")
-    progress("charts, report.html, report.pdf")
-    write_reports(snap, out_dir, progress)
+    charts: list[Charts] = []  # started by `without_dq`, closed whatever happens
+
+    def without_dq(snap: Snapshot) -> None:
+        """What needs no data-quality result, done while the suites finish."""
+        progress("charts (in worker processes)")
+        charts.append(Charts(snap))
+        progress("kpis.csv, kpis.parquet, units.parquet")
+        write_csv(snap, out_dir / "kpis.csv")
+        write_parquets(snap, out_dir)
+
+    try:
+        snap = gather(source, quarter, as_of, progress, on_kpis=without_dq)
+        progress("kpis.xlsx")
+        write_xlsx(snap, out_dir / "kpis.xlsx")
+        progress("report.html, report.pdf")
+        write_reports(snap, out_dir, progress, charts[0])
+    finally:
+        for c in charts:
+            c.close()
     manifest = write_manifest(snap, out_dir)
     progress(f"done: {out_dir}")
     return manifest

@@ -4,12 +4,21 @@ re-run of it) cannot tell them apart."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-from .periods import iso
+import duckdb
+import pyarrow as pa
+
+from .catalog import Kpi
+from .kpis import UNIT_COLUMNS, Engine, _used_params, adverse_outcomes
+from .periods import Period, iso
 
 _OUTCOMES = ["success", "failure", "pending"]
+UNIT_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string())] + [(c, pa.string()) for c in UNIT_COLUMNS])
 
 
 def _table_exists(con, name: str) -> bool:
@@ -59,33 +68,138 @@ def extras(con, as_of: datetime) -> dict:
     return {"counts_by_topic": counts, "alerts": alerts, "cases": cases}
 
 
+@dataclass
+class KpiFigures:
+    """One KPI's share of the export, all as of one time."""
+    rows: list[dict]       # the quarter, programme and per-site rows (`rmm kpis --by site`)
+    previous: list[dict]   # the previous quarter, per product
+    trend: list[dict]      # monthly rows of the trend window
+    units: pa.Table        # the quarter's units (UNIT_SCHEMA), in units.parquet order
+
+
+def unit_sort_key(u: dict) -> tuple:
+    """units.parquet order within one KPI (the sort is stable: ties keep the engine's order)."""
+    return (u["product"] or "", u["site_id"] or "", u["anchor_at"] or "", u["unit_id"] or "")
+
+
+def units_table(units: list[dict]) -> pa.Table:
+    """JSON-shaped unit dicts (the engine's or the worker API's) as UNIT_SCHEMA rows, in units.parquet order."""
+    rows = [{k: (None if u.get(k) is None else str(u[k])) for k in UNIT_SCHEMA.names}
+            for u in sorted(units, key=unit_sort_key)]
+    return pa.Table.from_pylist(rows, schema=UNIT_SCHEMA)
+
+
+_WINDOW_TABLE = "export_window_units"
+# Python's iso() of a UTC instant: seconds always, microseconds only when there are some
+_ISO_ANCHOR = ("strftime(anchor_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S') || CASE WHEN "
+               "strftime(anchor_at AT TIME ZONE 'UTC', '%f') = '000000' THEN '' ELSE "
+               "strftime(anchor_at AT TIME ZONE 'UTC', '.%f') END || 'Z'")
+
+
+@dataclass
+class _WindowEngine(Engine):
+    """The engine's own grouping, period filters and row rules, over units already held in a table. The
+    export computes each KPI's units once for every period it shows (quarter, previous quarter, the months of
+    the trend) instead of once per period and per question."""
+    table: str = _WINDOW_TABLE
+    known: tuple = ()  # products_and_sites(as_of): one answer for the whole export
+
+    def _units_sql(self, kpi: Kpi, *_) -> str:
+        return f"WITH units AS (SELECT * FROM {self.table})"
+
+    def _models_of(self, kpi: Kpi) -> list:
+        return []  # the units are already derived: no shared model to build for them
+
+    def products_and_sites(self, as_of: datetime) -> tuple[list[str], list[tuple[str, str]]]:
+        return self.known
+
+
 class LocalSource:
     """Reads a DuckDB file that no worker holds (read-only connection)."""
 
     def __init__(self, con):
-        from .kpis import Engine
-
         self.con = con
         self.engine = Engine(con)
         self.where = "db"
+        self._known: dict[datetime, tuple] = {}
+        # read here, on the caller's thread: `dq` runs on another one while this connection is busy
+        self._timezone = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
+        self._shared_file = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
+                                        "current_database() AND readonly").fetchall()
 
-    def kpis(self, as_of: datetime, period: str, by: str = "site") -> list[dict]:
-        return self.engine.compute(as_of=as_of, period=period, by=by)
+    def _products_and_sites(self, as_of: datetime) -> tuple:
+        if as_of not in self._known:
+            self._known[as_of] = self.engine.products_and_sites(as_of)
+        return self._known[as_of]
 
-    def units(self, kpi: str, as_of: datetime, period: str) -> list[dict]:
-        return self.engine.units(kpi, as_of=as_of, period=period, outcomes=_OUTCOMES)
+    def figures(self, kpi: Kpi, as_of: datetime, quarter: Period, previous: Period, window: Period) -> KpiFigures:
+        """`window` covers the quarter, the previous quarter and the trend months; the catalog SQL prunes its
+        units to it (pruning is exact for the anchors inside the bounds, KPIS engine contract)."""
+        known = self._products_and_sites(as_of)
+        sql = self.engine._units_sql(kpi) + " SELECT * FROM units WHERE anchor_at >= $w_start AND anchor_at < $w_end"
+        params = {"as_of": as_of, "anchor_from": window.start, "anchor_to": window.end, "w_start": window.start,
+                  "w_end": window.end, **self.engine._param_values(kpi, known[0])}
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_WINDOW_TABLE} AS {sql}", _used_params(sql, params))
+        try:
+            engine = _WindowEngine(self.con, catalog=(kpi,), config=self.engine.config, known=known)
+            return KpiFigures(rows=engine.compute(as_of, quarter.label, by="site"),
+                              previous=engine.compute(as_of, previous.label, by="product"),
+                              trend=engine.trend(as_of, "all"),
+                              units=self._window_units(kpi, quarter))
+        finally:
+            self.con.execute(f"DROP TABLE IF EXISTS {_WINDOW_TABLE}")
 
-    def trend(self, as_of: datetime, period: str) -> list[dict]:
-        return self.engine.trend(as_of=as_of, period=period)
+    def _window_units(self, kpi: Kpi, quarter: Period) -> pa.Table:
+        """What Engine.units(outcomes=all) gives, as an Arrow table sorted like unit_sort_key (ties in the
+        engine's order: adverse, pending, rest), without a Python dict per unit."""
+        strings = ", ".join(c for c in UNIT_COLUMNS if c != "anchor_at")
+        sql = (f"SELECT $kpi AS kpi, $period AS period, product, site_id, anchor_iso AS anchor_at, outcome, unit_id, "
+               f"patient_ref, hcp_id, ae_id, lot_id, detail FROM ("
+               f"  SELECT {strings}, {_ISO_ANCHOR} AS anchor_iso FROM {_WINDOW_TABLE}"
+               f"  WHERE anchor_at >= $p_start AND anchor_at < $p_end AND outcome IN (SELECT unnest($outcomes)))"
+               f" ORDER BY coalesce(product, ''), coalesce(site_id, ''), coalesce(anchor_iso, ''),"
+               f" coalesce(unit_id, ''), CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0"
+               f" WHEN outcome = 'pending' THEN 1 ELSE 2 END")
+        params = {"kpi": kpi.id, "period": quarter.label, "p_start": quarter.start, "p_end": quarter.end,
+                  "outcomes": _OUTCOMES, "adverse": list(adverse_outcomes(kpi))}
+        return self.con.sql(sql, params=params).to_arrow_table().cast(UNIT_SCHEMA)
 
     def extras(self, as_of: datetime) -> dict:
         return extras(self.con, as_of)
 
     def dq(self, as_of: datetime, period: str) -> list[dict]:
-        from . import dq
+        """Runs beside the KPI queries. In a process of its own when another process may open the file: GX holds
+        the GIL for long stretches, and a thread of it slowed this process's DuckDB calls so much that the two
+        together took longer than one after the other."""
+        if self._shared_file:
+            spawn = multiprocessing.get_context("spawn")  # not fork: this process holds DuckDB threads
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                return pool.submit(_dq_of_file, self._shared_file[0][0], self._timezone, as_of, period).result()
+        con = self.con.cursor()  # in memory or opened for writing: only this process can read it
+        try:
+            return _dq_on(con, self._timezone, as_of, period)
+        finally:
+            con.close()
 
-        rows = dq.validate(dq.build_frames(self.con, as_of, period))
-        return _jsonable(rows)
+
+def _dq_of_file(path: str, timezone: str, as_of: datetime, period: str) -> list[dict]:
+    con = duckdb.connect(path, read_only=True)
+    try:
+        return _dq_on(con, timezone, as_of, period)
+    finally:
+        con.close()
+
+
+def _dq_on(con, timezone: str, as_of: datetime, period: str) -> list[dict]:
+    """The suites over a connection of their own, one suite's frame in memory at a time (the events frame of a
+    quarter is millions of rows)."""
+    from . import dq
+
+    con.execute(f"SET TimeZone = '{timezone}'")  # a new connection starts in the default zone, not the store's
+    rows: list[dict] = []
+    for suite in dq.load_suites():
+        rows += dq.validate(dq.build_frames(con, as_of, period, (suite,)), (suite,))
+    return _jsonable(rows)
 
 
 class RemoteSource:
@@ -94,15 +208,25 @@ class RemoteSource:
     def __init__(self, client):
         self.client = client
         self.where = client.url
+        self._cache: dict[tuple, list[dict]] = {}
 
-    def kpis(self, as_of: datetime, period: str, by: str = "site") -> list[dict]:
-        return self.client.get("/api/kpis", {"as_of": iso(as_of), "period": period, "by": by})
+    def _once(self, path: str, params: dict) -> list[dict]:
+        """The worker answers for every KPI at once; ask once and slice per KPI."""
+        key = (path, tuple(sorted(params.items())))
+        if key not in self._cache:
+            self._cache[key] = self.client.get(path, params)
+        return self._cache[key]
 
-    def units(self, kpi: str, as_of: datetime, period: str) -> list[dict]:
-        return self.client.get("/api/units", {"as_of": iso(as_of), "period": period, "kpi": kpi, "outcome": _OUTCOMES})
-
-    def trend(self, as_of: datetime, period: str) -> list[dict]:
-        return self.client.get("/api/trend", {"as_of": iso(as_of), "period": period})
+    def figures(self, kpi: Kpi, as_of: datetime, quarter: Period, previous: Period, window: Period) -> KpiFigures:
+        t = iso(as_of)
+        rows = self._once("/api/kpis", {"as_of": t, "period": quarter.label, "by": "site"})
+        prev = self._once("/api/kpis", {"as_of": t, "period": previous.label, "by": "product"})
+        trend = self._once("/api/trend", {"as_of": t, "period": "all"})
+        units = self.client.get("/api/units", {"as_of": t, "period": quarter.label, "kpi": kpi.id,
+                                               "outcome": _OUTCOMES})
+        return KpiFigures(rows=[r for r in rows if r["kpi"] == kpi.id],
+                          previous=[r for r in prev if r["kpi"] == kpi.id],
+                          trend=[r for r in trend if r["kpi"] == kpi.id], units=units_table(units))
 
     def extras(self, as_of: datetime) -> dict:
         return self.client.get("/api/export/extras", {"as_of": iso(as_of)})

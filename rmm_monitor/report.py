@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -70,7 +73,48 @@ def _months(snap) -> list[str]:
     return sorted(months)
 
 
-def build(snap, progress: Callable[[str], None]) -> list[Block]:
+OVERVIEW = "(status overview)"
+
+
+def chart_jobs(snap) -> dict[str, tuple]:
+    """Every chart of the report, by KPI id (and OVERVIEW): (drawing function, *its arguments)."""
+    titles = {k.id: k.title for k in snap.catalog}
+    months = _months(snap)
+    jobs: dict[str, tuple] = {OVERVIEW: (status_overview, snap.programme_rows(), titles)}
+    for k in snap.catalog:
+        jobs[k.id] = (kpi_chart, k, [t for t in snap.trend if t["kpi"] == k.id],
+                      [r for r in snap.rows if r["kpi"] == k.id and r["site_id"] is not None], months)
+    return jobs
+
+
+class Charts:
+    """The report's charts, rendered in worker processes while the caller goes on (writing the tables):
+    matplotlib draws on one core, and a chart with a bar and a label per site takes seconds."""
+
+    def __init__(self, snap, workers: Optional[int] = None):
+        jobs = chart_jobs(snap)
+        # spawn, not fork: the parent holds a DuckDB connection and threads
+        self._pool = ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1, 4),
+                                         mp_context=multiprocessing.get_context("spawn"))
+        self._futures: dict[str, Future] = {name: self._pool.submit(*job) for name, job in jobs.items()}
+
+    def get(self, name: str) -> Optional[bytes]:
+        return self._futures[name].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None) -> list[Block]:
+    """`charts`: rendered ahead (see `Charts`); without it each chart is drawn here, in turn."""
+    jobs = chart_jobs(snap) if charts is None else {}
+
+    def chart(name: str) -> Optional[bytes]:
+        if charts is not None:
+            return charts.get(name)
+        draw, *args = jobs[name]
+        return draw(*args)
+
     titles = {k.id: k.title for k in snap.catalog}
     q = snap.quarter.label
     prog = snap.programme_rows()
@@ -89,7 +133,7 @@ def build(snap, progress: Callable[[str], None]) -> list[Block]:
                    ". Breach: the whole 95 % confidence interval is on the wrong side of the threshold; warning: "
                    "the value is, the interval is not; insufficient data: fewer units than the KPI's minimum."),
     ]
-    overview = status_overview(prog, titles)
+    overview = chart(OVERVIEW)
     if overview:
         b.append(Block("img", image=overview))
     b.append(Block("table", headers=("KPI", "product", "value", "95% CI", "threshold", "n", "pending",
@@ -98,7 +142,6 @@ def build(snap, progress: Callable[[str], None]) -> list[Block]:
                                f"{r['numerator']}/{r['denominator']}", str(r["pending"]),
                                _pct(snap.previous_value(r["kpi"], r["product"])), r["status"]) for r in prog),
                    status_col=8))
-    months = _months(snap)
     by_armm: dict[str, list] = {}
     for k in snap.catalog:
         by_armm.setdefault(k.armm, []).append(k)
@@ -120,8 +163,7 @@ def build(snap, progress: Callable[[str], None]) -> list[Block]:
             b.append(Block("p", f"{k.description} Unit: {k.unit}. Success: {k.success or 'see definition'}. "
                                 f"Threshold {_pct(k.threshold)} ({k.direction.replace('_', ' ')}"
                                 f"{', zero tolerance' if k.zero_tolerance else ''}), minimum n {k.min_n}."))
-            b.append(Block("img", image=kpi_chart(k, [t for t in snap.trend if t["kpi"] == k.id],
-                                                  [r for r in rows if r["site_id"] is not None], months)))
+            b.append(Block("img", image=chart(k.id)))
             b.append(Block("table", headers=("product", "value", "95% CI", "threshold", "n", "pending", "status"),
                            rows=tuple((r["product"], _pct(r["value"]), _ci(r), _pct(r["threshold"]),
                                        f"{r['numerator']}/{r['denominator']}", str(r["pending"]), r["status"])
@@ -297,8 +339,8 @@ def render_pdf(blocks: list[Block], path: Path, title: str, footer: str) -> None
     doc.build(story, onFirstPage=page, onLaterPages=page)
 
 
-def write_reports(snap, out: Path, progress: Callable[[str], None]) -> None:
-    blocks = build(snap, progress)
+def write_reports(snap, out: Path, progress: Callable[[str], None], charts: Optional[Charts] = None) -> None:
+    blocks = build(snap, progress, charts)
     title = f"aRMM effectiveness evaluation {snap.quarter.label}"
     (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
     progress("report.pdf")

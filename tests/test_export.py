@@ -231,3 +231,94 @@ def test_alerts_and_review_cases_appear_with_their_audit_trail_as_of_t(offline, 
     assert [(r[0], r[1], r[7], r[8]) for r in rows] == [
         ("alert", alert_id, "firing", "system"), ("alert", alert_id, "acknowledged", "qppv"),
         ("review case", snap.cases[0]["case_id"], "open", "system")]
+
+
+def test_each_kpi_is_computed_once_for_every_period_it_shows(offline):
+    """LocalSource.figures derives the quarter, the previous quarter, the trend months and the units from one
+    run of each KPI's SQL over a window; each must equal what the engine answers for that period alone."""
+    from rmm_monitor.export import trend_months
+    from rmm_monitor.export_data import LocalSource, units_table
+    from rmm_monitor.kpis import Engine
+    from rmm_monitor.periods import Period, parse_period, parse_time, previous_quarter
+
+    as_of = parse_time(AS_OF)
+    quarter = parse_period(QUARTER, as_of)
+    prev = parse_period(previous_quarter(QUARTER), as_of)
+    months = trend_months(quarter)
+    window = Period("export", min(months.start, prev.start), quarter.end)
+    first, last = months.start.strftime("%Y-%m"), "2026-09"
+    with Store(offline[0], read_only=True) as store:
+        engine, source = Engine(store.con), LocalSource(store.con)
+        trend = engine.trend(as_of=as_of, period="all")
+        seen_units = 0
+        for kpi in engine.catalog:
+            got = source.figures(kpi, as_of, quarter, prev, window)
+            assert got.rows == engine.compute(as_of=as_of, period=QUARTER, by="site", kpi_ids=[kpi.id]), kpi.id
+            assert got.previous == engine.compute(as_of=as_of, period=prev.label, by="product", kpi_ids=[kpi.id])
+            assert [t for t in got.trend if first <= t["month"] <= last] == \
+                   [t for t in trend if t["kpi"] == kpi.id and first <= t["month"] <= last], kpi.id
+            want = units_table(engine.units(kpi.id, as_of=as_of, period=QUARTER,
+                                            outcomes=["success", "failure", "pending"]))
+            assert got.units.equals(want), kpi.id
+            seen_units += got.units.num_rows
+        assert seen_units > 1000 and any(t["month"] < "2026-07" for t in trend)
+
+
+def test_units_parquet_is_written_row_group_by_row_group_with_the_same_bytes(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq_
+
+    from rmm_monitor import export
+
+    table = pa.table({"a": [f"unit-{i}" if i % 7 else None for i in range(2500)]})
+    chunked = pa.concat_tables([table.slice(0, 900), table.slice(900)])
+    monkeypatch.setattr(export, "_ROW_GROUP", 1000)
+    export._write_parquet(chunked, tmp_path / "streamed.parquet")
+    pq_.write_table(table, tmp_path / "whole.parquet", row_group_size=1000, compression="zstd",
+                    write_statistics=True, store_schema=False)
+    assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert pq_.ParquetFile(tmp_path / "streamed.parquet").metadata.num_row_groups == 3
+    export._write_parquet(table.slice(0, 0), tmp_path / "empty.parquet")
+    assert pq_.read_table(tmp_path / "empty.parquet").num_rows == 0
+
+
+def test_charts_drawn_in_worker_processes_are_the_charts_drawn_inline(offline):
+    from rmm_monitor.export import Progress, gather
+    from rmm_monitor.export_data import LocalSource
+    from rmm_monitor.periods import parse_time
+    from rmm_monitor.report import Charts, build
+
+    class NoGx(LocalSource):  # charts do not depend on data quality
+        def dq(self, as_of, period):
+            return []
+
+    with Store(offline[0], read_only=True) as store:
+        snap = gather(NoGx(store.con), QUARTER, parse_time(AS_OF), Progress(enabled=False))
+    charts = Charts(snap, workers=2)
+    try:
+        ahead = [b.image for b in build(snap, lambda _: None, charts) if b.kind == "img"]
+    finally:
+        charts.close()
+    inline = [b.image for b in build(snap, lambda _: None) if b.kind == "img"]
+    assert len(inline) == 1 + len(snap.catalog) and ahead == inline
+
+
+def test_data_quality_is_the_same_in_a_process_of_its_own_and_on_a_cursor(offline, tmp_path):
+    """A read-only file gets the suites in a separate process; a file this process holds for writing (no other
+    process may open it) gets them on a cursor of the same connection. Same rows either way."""
+    import shutil
+
+    from rmm_monitor.export_data import LocalSource
+    from rmm_monitor.periods import parse_time
+
+    def without_run_time(rows):
+        return [{k: v for k, v in r.items() if k != "run_at"} for r in rows]
+
+    db = tmp_path / "held.duckdb"
+    shutil.copy(offline[0], db)
+    with Store(offline[0], read_only=True) as store:
+        apart = LocalSource(store.con).dq(parse_time(AS_OF), QUARTER)
+    with Store(db) as store:
+        beside = LocalSource(store.con).dq(parse_time(AS_OF), QUARTER)
+    assert len(apart) > 10 and without_run_time(apart) == without_run_time(beside)
+    assert any(not r["success"] for r in apart)
