@@ -1,15 +1,16 @@
 """The DuckDB event store: one owner of the connection, the schema and the batch insert.
 
-Layout (schema 2): one narrow table per event type, `ev_<event_type>`, holding only that type's fields, and
-`event_keys` (event_id PRIMARY KEY, seq), the idempotency ledger. `events` is a view: the UNION ALL of the type
-tables with every contract column, so readers see one wide relation, and DuckDB drops the branches a filter on
-event_type excludes — a KPI reading AE events never scans infusions. Why not one wide table with the key on it:
-its PRIMARY KEY check cost ~3x the ledger's per batch at 1 M stored events, and every scan paid for 40 mostly
-empty columns.
+Layout (schema 2): one table per topic, `ev_site`, `ev_training`, `ev_infusion`, `ev_ae`, holding the fields of
+that topic's event types, and `event_keys` (event_id PRIMARY KEY, seq), the idempotency ledger. `events` is a
+view: the UNION ALL of the topic tables with every contract column, so readers see one wide relation, and DuckDB
+drops the branches a filter on event_type excludes — a KPI reading AE events never scans infusions. Why not one
+wide table with the key on it: its PRIMARY KEY check cost ~3x the ledger's per batch at 1 M stored events, and
+every scan read all event types. Why not a table per event type: 18 inserts per batch cost ~3 ms each however
+small the batch, which doubled the latency of a quiet stream.
 
-A batch goes in as Arrow tables built from the decoded contract structs (no second JSON parse), one per event
-type, in one transaction: format check, INSERT OR IGNORE of the event_ids into the ledger, then the type tables
-get the rows the ledger took. So a redelivered batch (at-least-once from Kafka) is stored once and the first
+A batch goes in as one Arrow column of raw JSON that DuckDB parses into a temp table (vectorised), then, in one
+transaction: INSERT OR IGNORE of the event_ids into the ledger, and the topic tables get the rows the ledger
+took. So a redelivered batch (at-least-once from Kafka) is stored once and the first
 stored copy wins. `seq` records the order of storage; KPIs break ties on it.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Iterator, Optional
 import duckdb
 import pyarrow as pa
 
-from .contract import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, sql_format_check
+from .contract import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_check
 
 SCHEMA_VERSION = 2
 
@@ -53,50 +54,53 @@ STORE_COLUMNS = ("topic", "seq", "ingested_at", "known_at")  # what the store ad
 
 
 @dataclass(frozen=True)
-class EventTable:
-    """One event type's table: its contract fields in struct order (the Arrow batch has the same order)."""
-    event_type: str
-    struct: type
+class TopicTable:
+    """The events of one topic's types: the union of their contract fields (event_type included), in the order
+    of EVENT_COLUMNS."""
+    topic: str
+    event_types: tuple[str, ...]
     fields: tuple[str, ...]
 
     @property
     def name(self) -> str:
-        return f"ev_{self.event_type}"
+        return "ev_" + self.topic.removeprefix("rmm.")
 
     def ddl(self) -> str:
         cols = ", ".join(f"{f} {_COLUMN[f][0]}" for f in self.fields)
         return (f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, seq BIGINT NOT NULL, "
                 f"ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL)")
 
+    def _types_sql(self) -> str:
+        return "(" + ", ".join(f"'{t}'" for t in self.event_types) + ")"
+
     def insert_sql(self, only_new: bool) -> str:
-        """Move this type's rows from the staged batch (every contract column as read from JSON) into its table."""
+        """Move this topic's rows from the staged batch (every contract column as read from JSON) into its table."""
         cols = ", ".join(_cast(f) for f in self.fields)
         where = " AND b.ord IN (SELECT ord FROM batch_new)" if only_new else ""
         return (f"INSERT INTO {self.name} SELECT {cols}, $seq_base + b.ord, $ingested_at, "
                 f"coalesce(CAST(b.recorded_at AS TIMESTAMPTZ), $ingested_at) FROM batch b "
-                f"WHERE b.event_type = '{self.event_type}'{where}")
+                f"WHERE b.event_type IN {self._types_sql()}{where}")
 
     def view_branch(self) -> str:
-        cols = []
-        for name, sql, _ in EVENT_COLUMNS:
-            if name == "event_type":
-                cols.append(f"'{self.event_type}' AS event_type")
-            elif name in self.fields:
-                cols.append(name)
-            else:
-                cols.append(f"NULL::{sql} AS {name}")
-        return (f"SELECT {', '.join(cols)}, '{TOPIC_OF_TYPE[self.event_type]}' AS topic, seq, ingested_at, known_at "
-                f"FROM {self.name}")
+        """Every contract column (NULL where the topic has none). The event_type filter is always true here; it
+        is what lets DuckDB drop this branch from a query that asks for other types only."""
+        cols = [name if name in self.fields else f"NULL::{sql} AS {name}" for name, sql, _ in EVENT_COLUMNS]
+        return (f"SELECT {', '.join(cols)}, '{self.topic}' AS topic, seq, ingested_at, known_at "
+                f"FROM {self.name} WHERE event_type IN {self._types_sql()}")
 
 
-EVENT_TABLES: dict[type, EventTable] = {
-    cls: EventTable(tag, cls, tuple(cls.__struct_fields__)) for tag, cls in EVENT_TYPES.items()}
-_TABLE_OF_TYPE = {t.event_type: t for t in EVENT_TABLES.values()}
+def _topic_table(topic: str) -> TopicTable:
+    types = tuple(t for t, tp in TOPIC_OF_TYPE.items() if tp == topic)
+    fields = {"event_type"} | {f for t in types for f in EVENT_TYPES[t].__struct_fields__}
+    return TopicTable(topic, types, tuple(name for name, _, _ in EVENT_COLUMNS if name in fields))
+
+
+TOPIC_TABLES: dict[str, TopicTable] = {topic: _topic_table(topic) for topic in TOPICS}
 
 _DDL = ";\n".join([
     "CREATE TABLE IF NOT EXISTS event_keys (event_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)",
-    *(t.ddl() for t in EVENT_TABLES.values()),
-    "CREATE OR REPLACE VIEW events AS " + " UNION ALL ".join(t.view_branch() for t in EVENT_TABLES.values()),
+    *(t.ddl() for t in TOPIC_TABLES.values()),
+    "CREATE OR REPLACE VIEW events AS " + " UNION ALL ".join(t.view_branch() for t in TOPIC_TABLES.values()),
     "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     # Great Expectations results, one row per expectation per run (rmm_monitor/dq.py); a failing critical row is
     # what the data_quality alert fires on.
@@ -218,7 +222,7 @@ class Store:
         return rows[0][0] if rows else None
 
     def _migrate_from_v1(self) -> None:
-        """Schema 1 kept every event in one wide `events` table: move its rows into the type tables, unchanged
+        """Schema 1 kept every event in one wide `events` table: move its rows into the topic tables, unchanged
         (seq, ingested_at and known_at included, so every as-of result stays the same). A one-time step: it runs
         with DuckDB's default memory limit, since building the event_id ledger of a big file needs more than the
         worker's steady-state limit (10 M events ran out of memory at 500MB)."""
@@ -235,9 +239,10 @@ class Store:
             con.execute("ALTER TABLE events RENAME TO events_v1").fetchall()
             con.execute(_DDL).fetchall()
             con.execute("INSERT INTO event_keys SELECT event_id, seq FROM events_v1").fetchall()
-            for table in EVENT_TABLES.values():
+            for table in TOPIC_TABLES.values():
                 con.execute(f"INSERT INTO {table.name} SELECT {', '.join(table.fields)}, seq, ingested_at, known_at "
-                            f"FROM events_v1 WHERE event_type = ?", [table.event_type]).fetchall()
+                            f"FROM events_v1 WHERE event_type IN (SELECT unnest(?))", [list(table.event_types)]
+                            ).fetchall()
             con.execute("DROP TABLE events_v1").fetchall()
 
     def close(self) -> None:
@@ -266,7 +271,7 @@ class Store:
 
         Steps: 1. stage the raw JSON as a temp table (DuckDB parses it, vectorised); 2. format check (regular
         expressions, real instants) and drop the rows it refuses; 3. INSERT OR IGNORE the event_ids into the
-        ledger; 4. move into the type tables the rows the ledger took — all of them in the common case.
+        ledger; 4. move into the topic tables the rows the ledger took — all of them in the common case.
         """
         if not raws:
             return InsertResult(0, 0, [], {})
@@ -305,10 +310,9 @@ class Store:
                                 ).fetchall()
                     per_type = dict(con.execute("SELECT b.event_type, count(*) FROM batch b JOIN batch_new n "
                                                 "USING (ord) GROUP BY ALL").fetchall())
-                for t, n in per_type.items():                                            # 4. type tables
-                    if n:
-                        con.execute(_TABLE_OF_TYPE[t].insert_sql(only_new=not all_new),
-                                    {"seq_base": base, "ingested_at": ingested_at}).fetchall()
+                for topic in {TOPIC_OF_TYPE[t] for t, n in per_type.items() if n}:       # 4. topic tables
+                    con.execute(TOPIC_TABLES[topic].insert_sql(only_new=not all_new),
+                                {"seq_base": base, "ingested_at": ingested_at}).fetchall()
             con.execute("DROP TABLE batch").fetchall()
             if not all_new:
                 con.execute("DROP TABLE batch_new").fetchall()

@@ -30,7 +30,7 @@ def all_panels(dashboard: dict):
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name the worker's registry can expose (counters' _total, histograms' _bucket ...)."""
+    """Every sample name the worker's /metrics can expose (counters' _total, histograms' _bucket ...)."""
     metrics = WorkerMetrics()
     AlertMetrics(metrics.registry)  # the alerting part registers on the worker's registry
     metrics.kpis.rows = [{"kpi": "k", "product": "P", "site_id": None, "value": 0.5, "numerator": 1,
@@ -41,7 +41,9 @@ def exported_metric_names() -> set[str]:
     metrics.consumed.labels("rmm.site").inc()
     metrics.duplicates.labels("rmm.site").inc()
     metrics.lag.labels("rmm.site", "0").set(0)
-    return {s.name for family in metrics.registry.collect() for s in family.samples} | {"up"}
+    from prometheus_client.parser import text_string_to_metric_families
+    served = text_string_to_metric_families(metrics.exposition().decode())  # what /metrics serves
+    return {s.name for family in served for s in family.samples} | {"up"}
 
 
 def test_committed_dashboards_equal_the_generated_ones():
@@ -140,3 +142,18 @@ def test_make_dashboards_target_runs_the_generator():
     makefile = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^dashboards:.*\n((?:\t.*\n)+)", makefile, re.M)
     assert recipe and "rmm_monitor.dashboards" in recipe.group(1)
+
+
+def test_metrics_serve_the_latest_kpi_snapshot():
+    """The KPI families are rendered once per refresh snapshot; a new snapshot must show at the next scrape."""
+    metrics = WorkerMetrics()
+    row = {"kpi": "k", "product": "P", "site_id": None, "value": 0.5, "numerator": 1, "denominator": 2,
+           "pending": 0, "threshold": 0.9, "ci_low": 0.1, "ci_high": 0.9, "status": "breach"}
+    metrics.kpis.rows = [row]
+    first = metrics.exposition().decode()
+    metrics.kpis.rows = [{**row, "value": 0.75, "status": "ok"}]
+    second = metrics.exposition().decode()
+    assert 'rmm_kpi_value{kpi="k",product="P",site=""} 0.5' in first
+    assert 'rmm_kpi_status{kpi="k",product="P",site=""} 2.0' in first
+    assert 'rmm_kpi_value{kpi="k",product="P",site=""} 0.75' in second
+    assert 'rmm_kpi_status{kpi="k",product="P",site=""} 0.0' in second

@@ -1,4 +1,4 @@
-"""The store's layout (schema 2): type tables behind the `events` view, the event_id ledger, and the move of a
+"""The store's layout (schema 2): topic tables behind the `events` view, the event_id ledger, and the move of a
 schema-1 file (one wide `events` table) into it without changing any stored value or KPI."""
 import duckdb
 
@@ -7,7 +7,7 @@ from rmm_monitor.fixtures import encode
 from rmm_monitor.ingest import process_batch
 from rmm_monitor.kpis import Engine
 from rmm_monitor.periods import parse_time
-from rmm_monitor.store import EVENT_COLUMNS, EVENT_TABLES, SCHEMA_VERSION, Store
+from rmm_monitor.store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
 
 AS_OF = parse_time("2026-11-01T00:00:00Z")
 # The schema-1 DDL as it shipped: every contract column, the store columns, the key on the table itself.
@@ -31,16 +31,22 @@ def _rows(con) -> list[tuple]:
     return con.execute("SELECT * FROM events ORDER BY seq").fetchall()
 
 
-def test_each_event_type_lands_in_its_own_table_and_the_view_shows_every_column(tmp_path):
+def test_each_topic_has_its_table_and_the_view_shows_every_column(tmp_path):
     with Store(tmp_path / "s.duckdb") as store:
         outcome = process_batch(store, _programme())
-        per_table = {t.event_type: store.con.execute(f"SELECT count(*) FROM {t.name}").fetchall()[0][0]
-                     for t in EVENT_TABLES.values()}
-        per_type = dict(store.con.execute("SELECT event_type, count(*) FROM events GROUP BY ALL").fetchall())
+        per_table = dict(store.con.execute(" UNION ALL ".join(
+            f"SELECT '{t.topic}', count(*) FROM {t.name}" for t in TOPIC_TABLES.values())).fetchall())
+        per_topic = dict(store.con.execute("SELECT topic, count(*) FROM events GROUP BY ALL").fetchall())
+        types_where = {t.topic: {r[0] for r in store.con.execute(f"SELECT DISTINCT event_type FROM {t.name}").fetchall()}
+                       for t in TOPIC_TABLES.values()}
         view_columns = [d[0] for d in store.con.execute("SELECT * FROM events LIMIT 0").description]
+        pruned = store.con.execute("EXPLAIN SELECT * FROM events WHERE event_type = 'ae_onset'").fetchall()[0][1]
     assert outcome.inserted == sum(per_table.values()) > 0
-    assert {t: n for t, n in per_table.items() if n} == per_type
+    assert per_table == per_topic == outcome.inserted_by_topic
+    assert all(types <= set(TOPIC_TABLES[topic].event_types) for topic, types in types_where.items())
     assert view_columns == [n for n, _, _ in EVENT_COLUMNS] + ["topic", "seq", "ingested_at", "known_at"]
+    # a query for one event type reads one topic table: the other branches of the view are dropped
+    assert "ev_ae" in pruned and not any(t.name in pruned for t in TOPIC_TABLES.values() if t.topic != "rmm.ae")
 
 
 def test_a_redelivered_batch_is_ignored_and_a_reopened_store_continues_seq(tmp_path):

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from rmm_monitor import simulate
 from rmm_monitor.contract import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
 from rmm_monitor.ingest import process_batch
-from rmm_monitor.store import EVENT_TABLES, Store
+from rmm_monitor.store import TOPIC_TABLES, Store
 
 from scenario import events as scenario_events
 
@@ -147,7 +147,7 @@ def test_mutations_are_refused_and_both_paths_agree(store, batch):
     # the pipeline's path: msgspec over the whole batch, then the store's vectorised SQL check
     valid, rejects = validate_batch(raws, topics)
     assert sorted(valid + [r.index for r in rejects]) == list(range(len(raws)))
-    for table in ["event_keys", *(t.name for t in EVENT_TABLES.values())]:  # same event_ids recur across examples
+    for table in ["event_keys", *(t.name for t in TOPIC_TABLES.values())]:  # same event_ids recur across examples
         store.con.execute(f"DELETE FROM {table}").fetchall()
     outcome = process_batch(store, raws, topics)
     batch_reasons = {r.index: r.reason for r in outcome.rejects}
