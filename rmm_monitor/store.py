@@ -50,7 +50,8 @@ EVENT_COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("regulator", "VARCHAR", _STR), ("report_kind", "VARCHAR", _STR), ("summary", "VARCHAR", _STR),
 ]
 _COLUMN = {name: (sql, arrow) for name, sql, arrow in EVENT_COLUMNS}
-STORE_COLUMNS = ("topic", "seq", "ingested_at", "known_at")  # what the store adds to every event
+# Required of every event by the contract; KPI SQL relies on it (e.g. ordering keys built from occurred_at).
+_ENVELOPE_REQUIRED = ("event_id", "event_type", "schema_version", "occurred_at", "product", "site_id")
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class TopicTable:
         return "ev_" + self.topic.removeprefix("rmm.")
 
     def ddl(self) -> str:
-        cols = ", ".join(f"{f} {_COLUMN[f][0]}" for f in self.fields)
+        cols = ", ".join(f"{f} {_COLUMN[f][0]}{' NOT NULL' if f in _ENVELOPE_REQUIRED else ''}" for f in self.fields)
         return (f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, seq BIGINT NOT NULL, "
                 f"ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL)")
 
