@@ -24,32 +24,31 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from .contract import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_check
 
 SCHEMA_VERSION = 2
 
-# One definition of every event column: (name, DuckDB type, Arrow type of the decoded value).
-_STR, _INT, _BOOL, _F64 = pa.string(), pa.int64(), pa.bool_(), pa.float64()
-_LIST = pa.list_(pa.string())
-EVENT_COLUMNS: list[tuple[str, str, pa.DataType]] = [
-    ("event_id", "VARCHAR", _STR), ("event_type", "VARCHAR", _STR), ("schema_version", "INTEGER", _INT),
-    ("occurred_at", "TIMESTAMPTZ", _STR), ("recorded_at", "TIMESTAMPTZ", _STR), ("source", "VARCHAR", _STR),
-    ("product", "VARCHAR", _STR), ("site_id", "VARCHAR", _STR),
-    ("name", "VARCHAR", _STR), ("country", "VARCHAR", _STR), ("status", "VARCHAR", _STR),
-    ("scope", "VARCHAR[]", _LIST), ("doses_on_hand", "INTEGER", _INT),
-    ("material_id", "VARCHAR", _STR), ("version", "INTEGER", _INT), ("sections", "VARCHAR[]", _LIST),
-    ("hcp_id", "VARCHAR", _STR), ("role", "VARCHAR", _STR), ("material_version", "INTEGER", _INT),
-    ("score", "DOUBLE", _F64), ("passed", "BOOLEAN", _BOOL),
-    ("patient_ref", "VARCHAR", _STR), ("lot_id", "VARCHAR", _STR), ("coi_verified", "BOOLEAN", _BOOL),
-    ("temperature_excursion", "BOOLEAN", _BOOL), ("dose_within_spec", "BOOLEAN", _BOOL),
-    ("visit_no", "INTEGER", _INT), ("due_at", "TIMESTAMPTZ", _STR),
-    ("ae_id", "VARCHAR", _STR), ("term", "VARCHAR", _STR), ("grade", "INTEGER", _INT), ("serious", "BOOLEAN", _BOOL),
-    ("related_step", "VARCHAR", _STR), ("medication_error", "BOOLEAN", _BOOL), ("grading_scale", "VARCHAR", _STR),
-    ("regulator", "VARCHAR", _STR), ("report_kind", "VARCHAR", _STR), ("summary", "VARCHAR", _STR),
+# One definition of every event column: (name, DuckDB type).
+EVENT_COLUMNS: list[tuple[str, str]] = [
+    ("event_id", "VARCHAR"), ("event_type", "VARCHAR"), ("schema_version", "INTEGER"),
+    ("occurred_at", "TIMESTAMPTZ"), ("recorded_at", "TIMESTAMPTZ"), ("source", "VARCHAR"),
+    ("product", "VARCHAR"), ("site_id", "VARCHAR"),
+    ("name", "VARCHAR"), ("country", "VARCHAR"), ("status", "VARCHAR"),
+    ("scope", "VARCHAR[]"), ("doses_on_hand", "INTEGER"),
+    ("material_id", "VARCHAR"), ("version", "INTEGER"), ("sections", "VARCHAR[]"),
+    ("hcp_id", "VARCHAR"), ("role", "VARCHAR"), ("material_version", "INTEGER"),
+    ("score", "DOUBLE"), ("passed", "BOOLEAN"),
+    ("patient_ref", "VARCHAR"), ("lot_id", "VARCHAR"), ("coi_verified", "BOOLEAN"),
+    ("temperature_excursion", "BOOLEAN"), ("dose_within_spec", "BOOLEAN"),
+    ("visit_no", "INTEGER"), ("due_at", "TIMESTAMPTZ"),
+    ("ae_id", "VARCHAR"), ("term", "VARCHAR"), ("grade", "INTEGER"), ("serious", "BOOLEAN"),
+    ("related_step", "VARCHAR"), ("medication_error", "BOOLEAN"), ("grading_scale", "VARCHAR"),
+    ("regulator", "VARCHAR"), ("report_kind", "VARCHAR"), ("summary", "VARCHAR"),
 ]
-_COLUMN = {name: (sql, arrow) for name, sql, arrow in EVENT_COLUMNS}
+_COLUMN = dict(EVENT_COLUMNS)
 # Required of every event by the contract; KPI SQL relies on it (e.g. ordering keys built from occurred_at).
 _ENVELOPE_REQUIRED = ("event_id", "event_type", "schema_version", "occurred_at", "product", "site_id")
 
@@ -67,7 +66,7 @@ class TopicTable:
         return "ev_" + self.topic.removeprefix("rmm.")
 
     def ddl(self) -> str:
-        cols = ", ".join(f"{f} {_COLUMN[f][0]}{' NOT NULL' if f in _ENVELOPE_REQUIRED else ''}" for f in self.fields)
+        cols = ", ".join(f"{f} {_COLUMN[f]}{' NOT NULL' if f in _ENVELOPE_REQUIRED else ''}" for f in self.fields)
         return (f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, seq BIGINT NOT NULL, "
                 f"ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL)")
 
@@ -85,7 +84,7 @@ class TopicTable:
     def view_branch(self) -> str:
         """Every contract column (NULL where the topic has none). The event_type filter is always true here; it
         is what lets DuckDB drop this branch from a query that asks for other types only."""
-        cols = [name if name in self.fields else f"NULL::{sql} AS {name}" for name, sql, _ in EVENT_COLUMNS]
+        cols = [name if name in self.fields else f"NULL::{sql} AS {name}" for name, sql in EVENT_COLUMNS]
         return (f"SELECT {', '.join(cols)}, '{self.topic}' AS topic, seq, ingested_at, known_at "
                 f"FROM {self.name} WHERE event_type IN {self._types_sql()}")
 
@@ -93,7 +92,7 @@ class TopicTable:
 def _topic_table(topic: str) -> TopicTable:
     types = tuple(t for t, tp in TOPIC_OF_TYPE.items() if tp == topic)
     fields = {"event_type"} | {f for t in types for f in EVENT_TYPES[t].__struct_fields__}
-    return TopicTable(topic, types, tuple(name for name, _, _ in EVENT_COLUMNS if name in fields))
+    return TopicTable(topic, types, tuple(name for name, _ in EVENT_COLUMNS if name in fields))
 
 
 TOPIC_TABLES: dict[str, TopicTable] = {topic: _topic_table(topic) for topic in TOPICS}
@@ -116,12 +115,12 @@ def _cast(name: str) -> str:
         return "CASE WHEN b.event_type = 'ae_onset' THEN coalesce(b.medication_error, false) END"
     if name == "grading_scale":
         return "CASE WHEN b.event_type IN ('ae_onset', 'ae_grade_changed') THEN coalesce(b.grading_scale, 'ASTCT') END"
-    return f"CAST(b.{name} AS {_COLUMN[name][0]})"
+    return f"CAST(b.{name} AS {_COLUMN[name]})"
 
 
 # How DuckDB's from_json reads a raw event: timestamps stay text until the format check has passed.
 _JSON_STRUCT = "{" + ", ".join(
-    f'"{name}": "{"VARCHAR" if name in TIMESTAMP_FIELDS else sql}"' for name, sql, _ in EVENT_COLUMNS) + "}"
+    f'"{name}": "{"VARCHAR" if name in TIMESTAMP_FIELDS else sql}"' for name, sql in EVENT_COLUMNS) + "}"
 _STAGE = f"CREATE OR REPLACE TEMP TABLE batch AS SELECT unnest(from_json(raw.j, '{_JSON_STRUCT}')), raw.ord FROM raw"
 _FORMAT_CHECK = sql_format_check("batch")
 
@@ -129,7 +128,6 @@ _FORMAT_CHECK = sql_format_check("batch")
 def _json_column(raws: list[bytes]) -> pa.Array:
     """The raw events as one Arrow string column, built from one joined buffer: `pa.array(raws).cast(string)`
     validated UTF-8 again and cost ~10x more; the contract stage has already refused invalid UTF-8."""
-    import numpy as np
     offsets = np.zeros(len(raws) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, raws), dtype=np.int64, count=len(raws)), out=offsets[1:])
     return pa.LargeStringArray.from_buffers(len(raws), pa.py_buffer(offsets), pa.py_buffer(b"".join(raws)))

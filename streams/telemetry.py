@@ -98,7 +98,7 @@ class WorkerMetrics:
         self.kpis = KpiCollector()
         self.kpi_registry = CollectorRegistry(auto_describe=True)
         self.kpi_registry.register(self.kpis)
-        self._kpi_text: tuple[int, bytes] = (id(None), b"")
+        self._kpi_text: tuple[Optional[list], bytes] = (None, b"")  # (the snapshot it renders, its text)
 
     def mark_batch(self) -> None:
         self._last_batch_at = time.time()
@@ -110,8 +110,8 @@ class WorkerMetrics:
 
     def exposition(self) -> bytes:
         rows = self.kpis.rows
-        if self._kpi_text[0] != id(rows):
-            self._kpi_text = (id(rows), generate_latest(self.kpi_registry))
+        if self._kpi_text[0] is not rows:  # holding the list keeps its id from being reused by a later snapshot
+            self._kpi_text = (rows, generate_latest(self.kpi_registry))
         return generate_latest(self.registry) + self._kpi_text[1]
 
     @staticmethod

@@ -10,6 +10,7 @@ Plain HTTP+JSON to chromedriver, so no client library and no browser download: t
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 class WebDriverError(AssertionError):
-    pass
+    """chromedriver answered with an error; a test that drives the browser fails with its message."""
 
 
 class Browser:
@@ -61,11 +62,8 @@ class Browser:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while True:
-            try:
-                if self._call("GET", "/status", timeout=2).get("ready"):
-                    break
-            except (OSError, WebDriverError):
-                pass
+            if self._driver_ready():
+                break
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise WebDriverError(f"chromedriver not ready; log:\n{self._log_tail()}")
             time.sleep(0.2)
@@ -101,12 +99,17 @@ class Browser:
         path.write_bytes(png)
         return path
 
+    def _driver_ready(self) -> bool:
+        try:
+            return bool(self._call("GET", "/status", timeout=2).get("ready"))
+        except (OSError, WebDriverError):  # not listening yet; the caller's deadline bounds the wait
+            return False
+
     def stop(self) -> None:
         if self.session:
-            try:
+            # the browser may be gone already; the driver process is stopped below either way
+            with contextlib.suppress(OSError, WebDriverError):
                 self._call("DELETE", f"/session/{self.session}", timeout=10)
-            except (OSError, WebDriverError):
-                pass
             self.session = None
         stop_process(self.proc)
 

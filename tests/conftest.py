@@ -2,6 +2,7 @@
 starts in ~0.3 s); workers run as real `rmm worker` subprocesses against a real DuckDB file."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,11 +61,9 @@ class WorkerProc:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return self  # exited (a failpoint test may expect this); callers check
-            try:
+            with contextlib.suppress(OSError):  # not answering yet; retried until the deadline
                 if http_json(self.url + "/healthz", 2).get("ok"):
                     return self
-            except OSError:
-                pass
             time.sleep(0.2)
         raise AssertionError(f"worker not healthy in {timeout}s; log:\n{self.log.read_text()[-3000:]}")
 
@@ -78,12 +77,10 @@ class WorkerProc:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited ({self.proc.returncode}) waiting for {what}; "
                                      f"log:\n{self.log.read_text()[-3000:]}")
-            try:
+            with contextlib.suppress(OSError):  # a busy worker may not answer at once; retried until the deadline
                 last = self.status()
                 if predicate(last):
                     return last
-            except OSError:
-                pass
             time.sleep(0.25)
         raise AssertionError(f"timed out waiting for {what}; last status {last}")
 

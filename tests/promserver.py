@@ -25,6 +25,15 @@ ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertman
     "/usr/bin/prometheus-alertmanager"
 
 
+def _answers(url: str) -> bool:
+    """True once the server answers 200; False while it is not listening yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 def _get_json(url: str, timeout: float = 5.0) -> dict:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
@@ -35,12 +44,8 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"{url} exited ({proc.returncode}); log:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
+        if _answers(url):
+            return
         time.sleep(0.2)
     raise AssertionError(f"{url} not ready in {timeout}s; log:\n{log.read_text()[-2000:]}")
 

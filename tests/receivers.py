@@ -107,7 +107,7 @@ class WebhookReceiver:
                 self.end_headers()
 
             def log_message(self, *args):
-                pass
+                """No access log: the test reads `receiver.requests`, not stderr."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
 

@@ -11,7 +11,7 @@ from rmm_monitor.store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
 
 AS_OF = parse_time("2026-11-01T00:00:00Z")
 # The schema-1 DDL as it shipped: every contract column, the store columns, the key on the table itself.
-V1_DDL = (f"CREATE TABLE events ({', '.join(f'{n} {t}' for n, t, _ in EVENT_COLUMNS)}, topic VARCHAR NOT NULL, "
+V1_DDL = (f"CREATE TABLE events ({', '.join(f'{n} {t}' for n, t in EVENT_COLUMNS)}, topic VARCHAR NOT NULL, "
           f"seq BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL, "
           f"PRIMARY KEY (event_id)); CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR); "
           f"INSERT INTO store_meta VALUES ('schema_version', '1');")
@@ -44,7 +44,7 @@ def test_each_topic_has_its_table_and_the_view_shows_every_column(tmp_path):
     assert outcome.inserted == sum(per_table.values()) > 0
     assert per_table == per_topic == outcome.inserted_by_topic
     assert all(types <= set(TOPIC_TABLES[topic].event_types) for topic, types in types_where.items())
-    assert view_columns == [n for n, _, _ in EVENT_COLUMNS] + ["topic", "seq", "ingested_at", "known_at"]
+    assert view_columns == [n for n, _ in EVENT_COLUMNS] + ["topic", "seq", "ingested_at", "known_at"]
     # a query for one event type reads one topic table: the other branches of the view are dropped
     assert "ev_ae" in pruned and not any(t.name in pruned for t in TOPIC_TABLES.values() if t.topic != "rmm.ae")
 
