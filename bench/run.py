@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -208,6 +210,26 @@ async def pipeline(bootstrap: str, n: int, db: str) -> dict:
             "duplicates": int(m.total(m.duplicates))}
 
 
+def cpu_seconds(pid: Optional[int] = None) -> float:
+    """CPU time (user + system, all threads) of this process, or of another one from /proc."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(run_once, broker_pid: int, n: int) -> dict:
+    """One ceiling or pipeline run, with the CPU it cost per event: the consumer's process (Python and DuckDB
+    threads) and the broker's. On a 2-core machine the sum of both bounds the rate, whatever the overlap."""
+    before = cpu_seconds(), cpu_seconds(broker_pid)
+    res = run_once()
+    after = cpu_seconds(), cpu_seconds(broker_pid)
+    res["cpu_us_per_event"] = {"consumer": round((after[0] - before[0]) / n * 1e6, 1),
+                               "broker": round((after[1] - before[1]) / n * 1e6, 1)}
+    return res
+
+
 def scenario(name: str, records: list[Record], partitions: int, workdir: Path, expect_rejected: int = 0,
              rounds: int = 3) -> dict:
     """Ceiling and pipeline alternate over the same pre-produced events, `rounds` times (fresh consumer group
@@ -219,11 +241,14 @@ def scenario(name: str, records: list[Record], partitions: int, workdir: Path, e
         produce_rate = asyncio.run(produce(broker.bootstrap, records))
         log(f"{name}: produced {len(records)} events ({produce_rate:,.0f} ev/s)")
         for r in range(rounds):
-            ceil = asyncio.run(ceiling(broker.bootstrap, len(records), max_batch))
-            pipe = asyncio.run(pipeline(broker.bootstrap, len(records), str(workdir / f"{name}-{r}.duckdb")))
+            pid = broker.process.pid
+            ceil = measured(lambda: asyncio.run(ceiling(broker.bootstrap, len(records), max_batch)), pid, len(records))
+            pipe = measured(lambda: asyncio.run(pipeline(broker.bootstrap, len(records), str(workdir / f"{name}-{r}.duckdb"))),
+                            pid, len(records))
             (workdir / f"{name}-{r}.duckdb").unlink(missing_ok=True)
             log(f"{name} round {r + 1}: ceiling {ceil['ev_per_s']:,} ev/s, pipeline {pipe['ev_per_s']:,} ev/s "
-                f"({pipe['ev_per_s'] / ceil['ev_per_s']:.2f}x)")
+                f"({pipe['ev_per_s'] / ceil['ev_per_s']:.2f}x); CPU per event: ceiling {ceil['cpu_us_per_event']}, "
+                f"pipeline {pipe['cpu_us_per_event']} us")
             if pipe["rejected"] != expect_rejected:
                 raise RuntimeError(f"{name}: {pipe['rejected']} rejected, expected {expect_rejected}")
             ceils.append(ceil)

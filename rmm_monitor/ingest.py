@@ -30,6 +30,21 @@ class CheckedBatch:
     rejects: list[Reject]
 
 
+def merge_checked(batches: list[CheckedBatch]) -> CheckedBatch:
+    """Consecutive checked batches as one, indices shifted to the joined order."""
+    if len(batches) == 1:
+        return batches[0]
+    values: list[bytes] = []
+    valid: list[int] = []
+    rejects: list[Reject] = []
+    for b in batches:
+        base = len(values)
+        values += b.values
+        valid += [base + i for i in b.valid]
+        rejects += [Reject(base + r.index, r.reason) for r in b.rejects]
+    return CheckedBatch(values, valid, rejects)
+
+
 def check_batch(values: list[bytes], topics: Optional[list[str]] = None) -> CheckedBatch:
     valid, rejects = validate_batch(values, topics)
     return CheckedBatch(values, valid, rejects)

@@ -199,32 +199,63 @@ def releases_closing_cases(con) -> list[tuple[str, int, str, datetime]]:
 
 
 # --- evaluation (writer thread, one transaction each) -----------------------------------------------------------
-def evaluate_events(con, rule: ClusterRule, channels: tuple[str, ...], now: datetime) -> dict:
-    """Event signals, data quality and material releases over the whole store. Idempotent."""
+@dataclass(frozen=True)
+class EventPlan:
+    """What an evaluation of the event signals found, read on the reader thread. Applying it is the only part
+    that needs the writer, and usually there is nothing to apply: ingest no longer waits behind the reads (an
+    evaluation's reads took ~65 ms of the writer per second of AE traffic at 30 k stored events)."""
+    new: tuple[A.NewAlert, ...] = ()
+    attach: tuple[tuple[str, tuple[str, ...]], ...] = ()          # (open alert id, event ids to attribute)
+    resolve_dq: tuple[str, ...] = ()                              # alert ids whose expectation passes again
+    close: tuple[tuple[str, int, str, datetime], ...] = ()        # (case id, version, material id, released at)
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.attach or self.resolve_dq or self.close)
+
+
+def plan_events(con, rule: ClusterRule) -> EventPlan:
+    """Event signals, data quality and material releases over the whole store: reads only."""
+    new, attach = ae_clusters(con, rule, A.open_alert_keys(con, AE_CLUSTER))
+    candidates = new + safety_alerts(con)
+    dq = dq_state(con)
+    open_dq = A.open_alert_keys(con, DATA_QUALITY)
+    candidates += [dq_alert(k, d) for k, d in dq.items() if k not in open_dq]
+    resolve_dq = [alert_id for key, alert_id in open_dq.items() if key not in dq] if has_table(con, "dq_results") else []
+    return EventPlan(tuple(candidates), tuple((a, tuple(ids)) for a, ids in attach.items() if ids),
+                     tuple(resolve_dq), tuple(tuple(r) for r in releases_closing_cases(con)))
+
+
+def apply_event_plan(con, plan: EventPlan, channels: tuple[str, ...], now: datetime) -> dict:
+    """Commit a plan made on the reader, in one transaction. The writer may have moved on since the plan was
+    read (an operator resolved an alert or closed a case): each step re-checks the state it changes, and fire()
+    re-checks the open key, so a stale plan does nothing wrong and the next evaluation catches up."""
     fired, resolved, closed = [], [], []
+    if not plan:
+        return {"fired": fired, "resolved": resolved, "closed": closed}
     with transaction(con):
-        new, attach = ae_clusters(con, rule, A.open_alert_keys(con, AE_CLUSTER))
-        for alert_id, event_ids in attach.items():
-            A.add_evidence(con, alert_id, AE_CLUSTER, event_ids, now)
-        candidates = new + safety_alerts(con)
-        dq = dq_state(con)
-        open_dq = A.open_alert_keys(con, DATA_QUALITY)
-        candidates += [dq_alert(k, d) for k, d in dq.items() if k not in open_dq]
-        for na in candidates:
+        for alert_id, event_ids in plan.attach:
+            if A._alert_state(con, alert_id) != "resolved":
+                A.add_evidence(con, alert_id, AE_CLUSTER, event_ids, now)
+        for na in plan.new:
             alert_id = A.fire(con, na, channels, now)
             if alert_id:
                 fired.append(alert_id)
-        if has_table(con, "dq_results"):
-            for key, alert_id in open_dq.items():
-                if key not in dq:
-                    A.resolve(con, alert_id, A.SYSTEM, "expectation passes again", channels, now)
-                    resolved.append(alert_id)
-        for case_id, version, material_id, released_at in releases_closing_cases(con):
-            A.close_case(con, case_id, A.SYSTEM, "material_updated", int(version),
-                         f"material updated: {material_id} v{version} released {released_at.isoformat()}",
-                         channels, now)
-            closed.append(case_id)
+        for alert_id in plan.resolve_dq:
+            if A._alert_state(con, alert_id) != "resolved":
+                A.resolve(con, alert_id, A.SYSTEM, "expectation passes again", channels, now)
+                resolved.append(alert_id)
+        for case_id, version, material_id, released_at in plan.close:
+            if A._case_state(con, case_id) != "closed":
+                A.close_case(con, case_id, A.SYSTEM, "material_updated", int(version),
+                             f"material updated: {material_id} v{version} released {released_at.isoformat()}",
+                             channels, now)
+                closed.append(case_id)
     return {"fired": fired, "resolved": resolved, "closed": closed}
+
+
+def evaluate_events(con, rule: ClusterRule, channels: tuple[str, ...], now: datetime) -> dict:
+    """Plan and apply on one connection (the CLI and tests; the worker plans on its reader). Idempotent."""
+    return apply_event_plan(con, plan_events(con, rule), channels, now)
 
 
 def apply_kpi_plan(con, catalog: Iterable[Kpi], new: list[tuple[dict, list[dict]]],

@@ -2,7 +2,8 @@
 
 - Evaluation runs in its own task, woken after each KPI refresh and after batches that stored AE or training
   events (the ingestor's on_batch hook only sets a flag, so ingest never waits for it). Reads (KPI rows, failing
-  units) go to the reader thread, writes (fire, resolve, close) to the writer thread: never DuckDB on the loop.
+  units, the event-signal plan) go to the reader thread; only writes (fire, resolve, close), when a plan has any,
+  go to the writer thread, so ingest does not wait behind the reads. Never DuckDB on the loop.
 - Notifications are rows of the `alert_deliveries` outbox, written in the same transaction as the alert, so a
   channel that is down (or a crash) loses nothing; the dispatcher task retries each with exponential backoff.
   Channels are delivered concurrently, so a slow SMTP server does not delay the webhook or Kafka.
@@ -128,8 +129,10 @@ class Alerting:
                 result = await self.stores.write(S.apply_kpi_plan, self.stores.store.con, self.catalog, plan,
                                                  recovered, self.enabled, now)
                 fired += result["fired"]
-        result = await self.stores.write(S.evaluate_events, self.stores.store.con, self.rule, self.enabled, now)
-        fired += result["fired"]
+        plan = await self.stores.read(S.plan_events, self.rule)
+        if plan:
+            result = await self.stores.write(S.apply_event_plan, self.stores.store.con, plan, self.enabled, now)
+            fired += result["fired"]
         for alert_id in fired:
             log.warning("alert %s fired", alert_id)
         signals = await self.stores.read(lambda con, ids: [A.get_alert(con, i)["signal"] for i in ids], fired)

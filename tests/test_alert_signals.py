@@ -191,3 +191,35 @@ def test_data_quality_alert_for_failing_critical_expectations(store):
     later = NOW + timedelta(minutes=5)
     con.execute("INSERT INTO dq_results VALUES (?, 'events', 'event_id_unique', true, '0', true)", [later]).fetchall()
     assert run(store)["resolved"] == [alert_id]
+
+
+def test_a_plan_read_before_an_operator_acted_changes_nothing_twice(store):
+    """The worker reads the plan on its reader thread and applies it on the writer later; an operator's action in
+    between must win: no second close, no resolve of a resolved alert, no evidence for a resolved cluster."""
+    con = store.con
+    t = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    feed(store, [ev("safety_information_updated", t, site_id="MAH-HQ", sections=["ltfu"], summary="new risk"),
+                 ae(t, "thawing"), ae(t + timedelta(days=1), "thawing"), ae(t + timedelta(days=2), "thawing")])
+    fired = run(store)["fired"]
+    safety, cluster = (next(a for a in fired if A.get_alert(con, a)["signal"] == s)
+                       for s in (S.SAFETY, S.AE_CLUSTER))
+    case_id = A.get_alert(con, safety)["case_id"]
+    con.execute("INSERT INTO dq_results VALUES (?, 'events', 'event_id_unique', false, '3', true)", [NOW]).fetchall()
+    [dq_alert] = run(store)["fired"]
+    # new facts: a release answering the case, the expectation passing again, one more thawing AE
+    feed(store, [ev("material_version_released", t + timedelta(days=3), site_id="MAH-HQ", material_id="M",
+                    version=4, sections=["ltfu"]), ae(t + timedelta(days=3), "thawing")])
+    con.execute("INSERT INTO dq_results VALUES (?, 'events', 'event_id_unique', true, '0', true)",
+                [NOW + timedelta(minutes=1)]).fetchall()
+    plan = S.plan_events(con, S.ClusterRule())
+    assert plan.close and plan.resolve_dq == (dq_alert,) and dict(plan.attach).get(cluster)
+    # ... and before it is applied, the operator closes the case (resolving its alerts) and resolves the rest
+    A.close_case(con, case_id, "qppv@example.org", "no_change", comment="handled by letter", channels=CH, now=NOW)
+    A.resolve(con, dq_alert, "qppv@example.org", "fixed at source", CH, NOW)
+    A.resolve(con, cluster, "qppv@example.org", "reviewed", CH, NOW)
+    evidence = len(A.get_alert(con, cluster)["evidence"])
+    assert S.apply_event_plan(con, plan, CH, NOW) == {"fired": [], "resolved": [], "closed": []}
+    assert A.get_case(con, case_id)["outcome"] == "no_change"
+    assert [h["state"] for h in A.get_alert(con, dq_alert)["history"]] == ["firing", "resolved"]
+    assert len(A.get_alert(con, cluster)["evidence"]) == evidence
+    assert not S.apply_event_plan(con, S.EventPlan(), CH, NOW)["fired"]
