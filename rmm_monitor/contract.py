@@ -3,7 +3,7 @@
 Unknown fields are rejected (forbid_unknown_fields): that is how the monitor keeps names, national ids and
 other patient identity out of the store. Validation has two stages, both batch-wise: msgspec checks structure,
 types, enums and ranges while decoding; the store then checks the regular-expression formats and that each
-timestamp names a real instant (`sql_format_check`), in one vectorised SQL pass over the batch.
+timestamp names a real instant (`sql_format_reason`), in one vectorised SQL pass over the batch.
 """
 from __future__ import annotations
 
@@ -285,19 +285,20 @@ def validate_batch(values: list[bytes], topics: Optional[list[Optional[str]]] = 
     return valid, rejects
 
 
-def sql_format_check(relation: str) -> str:
-    """SQL returning (ord, reason) for every row of `relation` (raw string columns) that breaks a format rule."""
+def sql_format_reason(typed: dict[str, str]) -> str:
+    """SQL expression: the first format rule a row (raw string columns) breaks, as a reason, or NULL. `typed` maps
+    each timestamp field to a column holding its `try_cast(... AS TIMESTAMPTZ)`, so the cast done for the check
+    is the one stored."""
     cases = []
     for f in TIMESTAMP_FIELDS:
         cases.append(f"WHEN {f} IS NOT NULL AND (NOT regexp_full_match({f}, '{TIMESTAMP_PATTERN}') "
-                     f"OR try_cast({f} AS TIMESTAMPTZ) IS NULL) THEN 'bad_timestamp:{f}'")
+                     f"OR {typed[f]} IS NULL) THEN 'bad_timestamp:{f}'")
     for f, pattern in PATTERNS.items():
         cases.append(f"WHEN {f} IS NOT NULL AND NOT regexp_full_match({f}, '{pattern}') THEN 'bad_value:{f}'")
     for f, pattern in LIST_PATTERNS.items():
         cases.append(f"WHEN {f} IS NOT NULL AND NOT list_bool_and(list_transform({f}, lambda x: "
                      f"regexp_full_match(x, '{pattern}'))) THEN 'bad_value:{f}'")
-    return (f"SELECT ord, reason FROM (SELECT ord, CASE {' '.join(cases)} END AS reason FROM {relation}) "
-            f"WHERE reason IS NOT NULL ORDER BY ord")
+    return f"CASE {' '.join(cases)} END"
 
 
 _COMPILED = {f: re.compile(p) for f, p in PATTERNS.items()}
@@ -306,7 +307,7 @@ _TS = re.compile(TIMESTAMP_PATTERN)
 
 
 def format_reason(event) -> Optional[str]:
-    """The same format rules as `sql_format_check`, for one decoded event, in Python."""
+    """The same format rules as `sql_format_reason`, for one decoded event, in Python."""
     for f in TIMESTAMP_FIELDS:
         value = getattr(event, f, None)
         if value is not None:

@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .contract import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_check
+from .contract import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_reason
 
 SCHEMA_VERSION = 2
 
@@ -78,7 +78,7 @@ class TopicTable:
         cols = ", ".join(_cast(f) for f in self.fields)
         where = " AND b.ord IN (SELECT ord FROM batch_new)" if only_new else ""
         return (f"INSERT INTO {self.name} SELECT {cols}, $seq_base + b.ord, $ingested_at, "
-                f"coalesce(CAST(b.recorded_at AS TIMESTAMPTZ), $ingested_at) FROM batch b "
+                f"coalesce(b.{_TYPED['recorded_at']}, $ingested_at) FROM batch b "
                 f"WHERE b.event_type IN {self._types_sql()}{where}")
 
     def view_branch(self) -> str:
@@ -111,6 +111,8 @@ _DDL = ";\n".join([
 
 def _cast(name: str) -> str:
     """A staged column as stored: typed, with the contract's defaults for optional AE fields."""
+    if name in TIMESTAMP_FIELDS:
+        return f"b.{_TYPED[name]}"
     if name == "medication_error":
         return "CASE WHEN b.event_type = 'ae_onset' THEN coalesce(b.medication_error, false) END"
     if name == "grading_scale":
@@ -118,11 +120,18 @@ def _cast(name: str) -> str:
     return f"CAST(b.{name} AS {_COLUMN[name]})"
 
 
-# How DuckDB's from_json reads a raw event: timestamps stay text until the format check has passed.
+# How DuckDB's from_json reads a raw event: timestamps stay text for the format check, beside their typed cast.
 _JSON_STRUCT = "{" + ", ".join(
     f'"{name}": "{"VARCHAR" if name in TIMESTAMP_FIELDS else sql}"' for name, sql in EVENT_COLUMNS) + "}"
-_STAGE = f"CREATE OR REPLACE TEMP TABLE batch AS SELECT unnest(from_json(raw.j, '{_JSON_STRUCT}')), raw.ord FROM raw"
-_FORMAT_CHECK = sql_format_check("batch")
+_TYPED = {f: f"{f}_typed" for f in TIMESTAMP_FIELDS}
+# Parse, cast the timestamps and find each row's format reason (NULL if none) in one statement over the batch:
+# a separate check statement scanned the staged rows again and cast the timestamps a second time.
+_STAGE = (f"CREATE OR REPLACE TEMP TABLE batch AS SELECT *, {sql_format_reason(_TYPED)} AS reject_reason FROM ("
+          f"SELECT *, {', '.join(f'try_cast({f} AS TIMESTAMPTZ) AS {t}' for f, t in _TYPED.items())} FROM ("
+          f"SELECT unnest(from_json(raw.j, '{_JSON_STRUCT}')), raw.ord FROM raw))")
+_LOOK = ("SELECT list({ord: ord, reason: reject_reason} ORDER BY ord) FILTER (WHERE reject_reason IS NOT NULL), "
+         "count(*) FILTER (WHERE reject_reason IS NULL) > count(DISTINCT event_id) FILTER (WHERE reject_reason IS NULL), "
+         "histogram(event_type) FILTER (WHERE reject_reason IS NULL) FROM batch")
 
 
 def _json_column(raws: list[bytes]) -> pa.Array:
@@ -268,8 +277,8 @@ class Store:
         Returns what was inserted, the duplicates, and the events the format check refused as (index in `raws`,
         reason). Raises StoreWriteError if nothing was committed.
 
-        Steps: 1. stage the raw JSON as a temp table (DuckDB parses it, vectorised); 2. format check (regular
-        expressions, real instants) and drop the rows it refuses; 3. INSERT OR IGNORE the event_ids into the
+        Steps: 1. stage the raw JSON as a temp table (DuckDB parses it, vectorised) with each row's format check
+        (regular expressions, real instants); 2. drop the rows the check refuses; 3. INSERT OR IGNORE the event_ids into the
         ledger; 4. move into the topic tables the rows the ledger took — all of them in the common case.
         """
         if not raws:
@@ -281,16 +290,15 @@ class Store:
         try:
             con.register("raw", raw)
             try:
-                con.execute(_STAGE).fetchall()                                           # 1. stage
+                con.execute(_STAGE).fetchall()                                           # 1. stage, 2. check
             finally:
                 con.unregister("raw")
-            rejects = con.execute(_FORMAT_CHECK).fetchall()                              # 2. check
+            # One look at the staged rows: the rows the check refused, copies of an event_id inside the batch, and
+            # the rows per type.
+            rejects, has_copies, per_type = con.execute(_LOOK).fetchall()[0]
+            rejects = [(r["ord"], r["reason"]) for r in rejects or ()]
             if rejects:
-                con.execute("DELETE FROM batch WHERE ord IN (SELECT unnest($o))", {"o": [o for o, _ in rejects]}
-                            ).fetchall()
-            # One look at the staged rows: copies of an event_id inside the batch, and the rows per type.
-            has_copies, per_type = con.execute(
-                "SELECT count(*) > count(DISTINCT event_id), histogram(event_type) FROM batch").fetchall()[0]
+                con.execute("DELETE FROM batch WHERE reject_reason IS NOT NULL").fetchall()
             if has_copies:  # the first copy wins (contract); INSERT OR IGNORE alone would keep an arbitrary one
                 con.execute("DELETE FROM batch WHERE ord NOT IN (SELECT min(ord) FROM batch GROUP BY event_id)"
                             ).fetchall()
