@@ -7,11 +7,11 @@ Per fetched batch, three visible steps, in this order (the quix-streams sink pat
                 for the broker's acknowledgement;
   3. commit   — commit offsets (last offset + 1 per partition), only now.
 A crash anywhere before step 3 redelivers the batch: the store ignores event_ids it already has, so nothing
-is lost and nothing is counted twice. Batches overlap only where that cannot break the order: what arrives is
-fetched and checked while one batch is stored (and stored next as one batch), and stored while the previous one is
-dead-lettered and committed;
-stores run one at a time and commits in batch order, each after its own batch's store. Why not faust agents: faust's per-event stream machinery caps at
-~0.08x of the raw client here (STACK-NOTES.md); this loop runs near the raw-client rate.
+is lost and nothing is counted twice. Batches overlap only where that cannot break the order: whatever arrives
+while one batch is stored is fetched and checked meanwhile, then stored next as one batch (see Backlog), while the
+previous batch is dead-lettered and committed. Stores run one at a time and commits in batch order, each after
+its own batch's store. Why not faust agents: faust's per-event stream machinery caps at ~0.08x of the raw client
+here (STACK-NOTES.md); this loop runs at about half the raw-client rate, bounded by DuckDB's CPU (bench/).
 """
 from __future__ import annotations
 
