@@ -474,7 +474,8 @@ def scale(n: int, workdir: Path) -> dict:
     # the worker's memory with this store: start-up, the first KPI refresh (current quarter, by site), then a
     # few more refreshes (RMM_REFRESH_SECONDS=1) — VmHWM is the peak over all of them.
     with Broker(log_path=workdir / f"broker-scale-{n}.log") as broker:
-        proc, url = start_worker(broker.bootstrap, db, workdir / f"worker-scale-{n}.log", RMM_REFRESH_SECONDS="1")
+        proc, url = start_worker(broker.bootstrap, db, workdir / f"worker-scale-{n}.log", RMM_REFRESH_SECONDS="1",
+                                 RMM_REFRESH_SHARE="1")  # back to back: the peak memory of refreshing non-stop
         try:
             deadline = time.monotonic() + 300
             refreshes = 0

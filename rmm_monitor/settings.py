@@ -18,6 +18,8 @@ class Settings:
     group_id: str = field(default_factory=lambda: _env("RMM_GROUP_ID", "rmm-ingest"))
     app_id: str = field(default_factory=lambda: _env("RMM_APP_ID", "rmm-monitor"))
     refresh_seconds: float = field(default_factory=lambda: float(_env("RMM_REFRESH_SECONDS", "5")))
+    # at most this share of the reader thread's time goes to KPI refreshes (a slow refresh spaces out the next)
+    refresh_share: float = field(default_factory=lambda: float(_env("RMM_REFRESH_SHARE", "0.5")))
     max_batch: int = field(default_factory=lambda: int(_env("RMM_MAX_BATCH", "50000")))  # a batch costs ~0.1 s of fixed DuckDB work
     fetch_wait_ms: int = field(default_factory=lambda: int(_env("RMM_FETCH_WAIT_MS", "200")))
     log_level: str = field(default_factory=lambda: _env("RMM_LOG_LEVEL", "warn"))
