@@ -181,9 +181,10 @@ class BatchIngestor:
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.max_batch,
             session_timeout_ms=int(s.session_timeout * 1000), heartbeat_interval_ms=1000,
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20, retry_backoff_ms=200,
-            # the broker answers an offset commit after the fetch it is holding open: a shorter long-poll keeps a
-            # commit from waiting up to the default 500 ms
-            fetch_max_wait_ms=100)
+            # tansu answers an offset commit after the fetch it is holding open, and answers a long-poll late when
+            # records arrive during it: one event's fetch took 113 ms (median) at the default 500 ms wait, 16 ms
+            # at 100 and 5.6 ms at 50, for 6 % of a core idle (broker + client) against 4 % at 100
+            fetch_max_wait_ms=50)
 
     async def run(self) -> None:
         while True:
