@@ -2,34 +2,36 @@
 -- also gives product/site and the patient. Success: that report's lot_id is the lot of an infusion of the same
 -- patient (product + patient_ref) known at as-of, whatever its time or site; a null lot_id is a failure.
 -- No window: never pending.
--- Pruning ($anchor_from/$anchor_to): an AE's first report lies in the period iff it has a report there and none
--- before the period's start (an anti-join on the keys of earlier reports, no window over all history); only the
--- patients of those first reports have their infused lots collected.
+-- The first report of every AE comes from the shared ae_facts model (its seq); pruning ($anchor_from/$anchor_to)
+-- keeps the AEs whose first report lies in the period, and only their patients have their infused lots collected.
+-- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
+-- of the events view (see kpis.py).
 with first_report as materialized (
-    select product, ae_id, site_id, patient_ref, lot_id, regulator, occurred_at, seq
-    from known_events r
-    where event_type = 'ae_reported'
-      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
-      and not exists (
-          select 1 from known_events e
-          where e.event_type = 'ae_reported' and e.occurred_at < $anchor_from
-            and e.product is not distinct from r.product and e.ae_id is not distinct from r.ae_id)
-    qualify row_number() over (partition by product, ae_id order by occurred_at, seq) = 1
+    select r.product, r.ae_id, r.site_id, r.patient_ref, r.lot_id, r.regulator, r.occurred_at, r.seq
+    from ae_facts f
+    join known_events r on r.seq = (f.report_k & 18446744073709551615)::bigint and r.event_type = 'ae_reported'
+    where f.report_k is not null
+      and ($anchor_from is null or f.report_k >= epoch_us($anchor_from::timestamptz)::hugeint * 18446744073709551616)
+      and ($anchor_to is null or f.report_k < epoch_us($anchor_to::timestamptz)::hugeint * 18446744073709551616)
 ),
 infused as (
-    -- the lots infused into each first report's patient (any time, any site), collected for those patients only;
-    -- null when the patient has no infusion on record. Grouped by the report's seq (one per AE here), which
-    -- hashes far cheaper than the report's string columns.
-    select r.seq, case when count(i.event_id) > 0 then list_sort(list_distinct(list(i.lot_id))) end as lots
+    -- per first report whose patient has an infusion on record (any time, any site): whether one carries the
+    -- report's lot, and the other lots infused into the patient. Only those are listed: the detail names them only
+    -- when none matches, and most patients have one infusion, so most lists stay empty (listing every lot of every
+    -- patient cost more than the join). Grouped by the report's seq (one per AE here), which hashes far cheaper
+    -- than the report's string columns.
+    select r.seq, bool_or(i.lot_id = r.lot_id) as traced,
+           list(i.lot_id) filter (where i.lot_id is distinct from r.lot_id) as other_lots
     from first_report r
-    left join known_events i on i.product = r.product and i.patient_ref = r.patient_ref
-        and i.event_type = 'infusion_administered'
+    join known_events i on i.product = r.product and i.patient_ref = r.patient_ref
+        and i.event_type = 'infusion_administered' and i.topic = 'rmm.infusion'
     group by r.seq
 ),
 judged as (
-    select r.*, i.lots, coalesce(list_contains(i.lots, r.lot_id), false) as traced
+    select r.*, coalesce(i.traced, false) as traced, i.seq is not null as infused,
+           list_sort(list_distinct(i.other_lots)) as lots
     from first_report r
-    join infused i using (seq)
+    left join infused i using (seq)
 )
 select product, site_id, occurred_at as anchor_at,
        case when traced then 'success' else 'failure' end as outcome,
@@ -37,7 +39,7 @@ select product, site_id, occurred_at as anchor_at,
        'first report to ' || regulator || ' ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
        || case when traced then ' carries lot ' || lot_id || ', infused into the patient'
                when lot_id is null then ' carries no lot number'
-               when lots is null then ' carries lot ' || lot_id || '; no infusion of patient ' || patient_ref || ' on record'
+               when not infused then ' carries lot ' || lot_id || '; no infusion of patient ' || patient_ref || ' on record'
                else ' carries lot ' || lot_id || '; lots infused into the patient: ' || array_to_string(lots, ', ')
           end as detail
 from judged

@@ -2,41 +2,29 @@
 -- gives product/site. Success: its first ae_reported within the deadline after day 0: 1 day if fatal, else
 -- 15 days if serious, else 30 days. Fatal = a grade 5 observed at or before the first report (at or before
 -- as-of while unreported). Serious comes from the earliest ae_onset (none known -> not serious).
--- Pruning ($anchor_from/$anchor_to): an AE's day 0 lies in the period iff it has an awareness there and none
--- before the period's start (an anti-join on the keys of earlier awareness events, no window over all history);
--- reports, onsets and grades are then joined to those AEs only.
-with awareness as (
-    select product, ae_id, site_id, patient_ref, occurred_at as day0, seq
-    from known_events a
-    where event_type = 'ae_awareness'
-      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
-      and not exists (
-          select 1 from known_events e
-          where e.event_type = 'ae_awareness' and e.occurred_at < $anchor_from
-            and e.product is not distinct from a.product and e.ae_id is not distinct from a.ae_id)
-    qualify row_number() over (partition by product, ae_id order by occurred_at, seq) = 1
-),
-facts as (
-    -- the first report, the earliest onset's seriousness and the first grade 5 of each AE of the period, read in
-    -- one pass over those AEs' events only; grouped by the awareness event's seq (one per AE here), which hashes
-    -- far cheaper than the AE's string columns
-    select a.seq,
-           arg_min({reported_at: e.occurred_at, lot_id: e.lot_id, regulator: e.regulator}, (e.occurred_at, e.seq))
-               filter (where e.event_type = 'ae_reported') as r,
-           arg_min_null(e.serious, (e.occurred_at, e.seq)) filter (where e.event_type = 'ae_onset') as onset_serious,
-           min(e.occurred_at) filter (where e.event_type in ('ae_onset', 'ae_grade_changed') and e.grade = 5) as fatal_at
-    from awareness a
-    left join known_events e on e.product = a.product and e.ae_id = a.ae_id
-        and e.event_type in ('ae_reported', 'ae_onset', 'ae_grade_changed')
-    group by a.seq
+-- The first awareness, first report, earliest onset and first grade 5 of every AE come from the shared ae_facts
+-- model (ties: first stored); pruning ($anchor_from/$anchor_to) keeps the AEs whose first awareness lies in the
+-- period, and only their three events are fetched, by seq.
+with units0 as (
+    -- the period's AEs, with the seqs of their first awareness, first report and earliest onset
+    select product, ae_id,
+           (awareness_k & 18446744073709551615)::bigint as aware_seq,
+           (report_k & 18446744073709551615)::bigint as report_seq,
+           (onset_k & 18446744073709551615)::bigint as onset_seq,
+           fatal_at
+    from ae_facts
+    where awareness_k is not null
+      and ($anchor_from is null or awareness_k >= epoch_us($anchor_from::timestamptz)::hugeint * 18446744073709551616)
+      and ($anchor_to is null or awareness_k < epoch_us($anchor_to::timestamptz)::hugeint * 18446744073709551616)
 ),
 judged as (
-    select a.product, a.ae_id, a.site_id, a.patient_ref, a.day0,
-           f.r.reported_at as reported_at, f.r.lot_id as lot_id, f.r.regulator as regulator,
-           coalesce(f.onset_serious, false) as serious,
-           f.fatal_at is not null and f.fatal_at <= coalesce(f.r.reported_at, $as_of) as fatal
-    from awareness a
-    join facts f using (seq)
+    select u.product, u.ae_id, a.site_id, a.patient_ref, a.occurred_at as day0, r.occurred_at as reported_at,
+           r.lot_id, r.regulator, coalesce(o.serious, false) as serious,
+           u.fatal_at is not null and u.fatal_at <= coalesce(r.occurred_at, $as_of) as fatal
+    from units0 u
+    join known_events a on a.seq = u.aware_seq and a.event_type = 'ae_awareness'
+    left join known_events r on r.seq = u.report_seq and r.event_type = 'ae_reported'
+    left join known_events o on o.seq = u.onset_seq and o.event_type = 'ae_onset'
 ),
 deadlines as (
     select *, case when fatal then 1 when serious then 15 else 30 end as deadline_days

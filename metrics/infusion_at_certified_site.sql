@@ -3,14 +3,16 @@
 -- infusion (ties on occurred_at: the last stored) has status = certified and 'infusion' in its scope.
 -- No window: never pending (a certification recorded after as-of is simply not known yet).
 -- Pruning ($anchor_from/$anchor_to): the unit is the event itself, so events outside the period are not read.
+-- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
+-- of the events view (see kpis.py).
 with infusions as (
     select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
-    from known_events where event_type = 'infusion_administered'
+    from known_events where event_type = 'infusion_administered' and topic = 'rmm.infusion'
       and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
 ),
 certifications as (
     select product, site_id, status, scope, occurred_at
-    from known_events where event_type = 'site_certification_changed'
+    from known_events where event_type = 'site_certification_changed' and topic = 'rmm.site'
     qualify row_number() over (partition by product, site_id, occurred_at order by seq desc) = 1
 ),
 judged as (

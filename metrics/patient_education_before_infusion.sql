@@ -4,10 +4,12 @@
 -- Pruning ($anchor_from/$anchor_to): a patient's first infusion lies in the period iff the patient has an
 -- infusion there and none before the period's start (an anti-join on the keys of earlier infusions, no window
 -- over all history); the evidence is then joined for those patients only.
+-- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
+-- of the events view (see kpis.py).
 with education as (
     select e.product, e.patient_ref, e.occurred_at
     from known_events e
-    where e.event_type = 'patient_education_completed'
+    where e.event_type = 'patient_education_completed' and e.topic = 'rmm.training'
 ),
 education_facts as (
     -- per first infusion, keyed by its seq (one per patient here), which hashes far cheaper than the

@@ -2,51 +2,23 @@
 -- anchor t2 = the first time its grade is >= 2 (ae_onset or ae_grade_changed); product/site from the ae_onset.
 -- Success: a tocilizumab_administered for the patient (same ae_id, or no ae_id) in [onset, t2 + 120 min].
 -- Pending while as-of < t2 + 120 min and none.
--- Pruning ($anchor_from/$anchor_to): an AE's t2 lies in the period iff it has a grade >= 2 there and none before
--- the period's start (an anti-join on the keys of earlier grades >= 2, no window over all history); only the
--- period's grades are joined to the CRS onsets, and doses are read for the resulting episodes only.
-with crs_onsets as (
-    select product, site_id, ae_id, patient_ref, occurred_at, seq
-    from known_events
-    where event_type = 'ae_onset' and term = 'CRS'
-),
-period_grades as (
-    -- the grades >= 2 within the period: an AE's t2 if it had none before
-    select product, ae_id, occurred_at
-    from known_events
-    where event_type in ('ae_onset', 'ae_grade_changed') and grade >= 2
-      and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
-),
-onset_t2s as (
-    -- per CRS onset, its AE's first grade >= 2 in the period. Joining the grade rows to the CRS onsets before
-    -- grouping drops the other AEs' grades first, and the group key is the onset's seq, not two strings
-    select o.seq, min(g.occurred_at) as t2
-    from crs_onsets o
-    join period_grades g on g.product = o.product and g.ae_id = o.ae_id
-    group by o.seq
-),
-crs_episodes as (
-    -- each such AE with its earliest onset (ties: first stored) for product, site, patient and onset time; a
-    -- window over the few joined rows beats arg_min with a (time, seq) struct key and a join back
-    select o.seq, o.product, o.site_id, o.ae_id, o.patient_ref, o.occurred_at as onset_at, t.t2
-    from onset_t2s t
-    join crs_onsets o using (seq)
-    qualify row_number() over (partition by o.product, o.ae_id order by o.occurred_at, o.seq) = 1
-),
-episodes as (
-    -- only AEs whose t2 lies in the period: no grade >= 2 before its start. Checked after the CRS filter, so the
-    -- anti-join is built from the period's CRS episodes (about a quarter of the AEs graded >= 2 there)
-    select *
-    from crs_episodes c
-    where not exists (
-        select 1 from known_events e
-        where e.event_type in ('ae_onset', 'ae_grade_changed') and e.grade >= 2 and e.occurred_at < $anchor_from
-          and e.product is not distinct from c.product and e.ae_id is not distinct from c.ae_id)
+-- An AE's first grade >= 2 (t2) and its earliest CRS onset come from the shared ae_facts model; pruning
+-- ($anchor_from/$anchor_to) keeps the episodes whose t2 lies in the period, and doses are read for those only.
+-- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
+-- of the events view (see kpis.py).
+with episodes as (
+    -- per AE: its earliest CRS onset (ties: first stored) and its first grade >= 2, both from ae_facts; the
+    -- onset event itself is fetched by its seq
+    select o.seq, o.product, o.site_id, o.ae_id, o.patient_ref, o.occurred_at as onset_at, f.grade2_at as t2
+    from ae_facts f
+    join known_events o on o.seq = (f.crs_onset_k & 18446744073709551615)::bigint and o.event_type = 'ae_onset'
+    where f.crs_onset_k is not null and f.grade2_at is not null
+      and ($anchor_from is null or f.grade2_at >= $anchor_from) and ($anchor_to is null or f.grade2_at < $anchor_to)
 ),
 doses as (
     select d.product, d.patient_ref, d.ae_id, d.occurred_at
     from known_events d
-    where d.event_type = 'tocilizumab_administered'
+    where d.event_type = 'tocilizumab_administered' and d.topic = 'rmm.ae'
 ),
 dose_facts as (
     -- grouped by the episode's onset seq (one per episode), which hashes far cheaper than its string columns

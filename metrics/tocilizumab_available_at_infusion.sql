@@ -4,9 +4,11 @@
 -- No window: never pending (the evidence lies before the infusion).
 -- Pruning ($anchor_from/$anchor_to): the unit is the infusion itself, so infusions outside the period are not
 -- read; of the stock reports before the period only each site's latest is kept.
+-- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
+-- of the events view (see kpis.py).
 with infusions as (
     select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
-    from known_events where event_type = 'infusion_administered'
+    from known_events where event_type = 'infusion_administered' and topic = 'rmm.infusion'
       and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
 ),
 stock as (
@@ -14,13 +16,13 @@ stock as (
     -- latest report at or before it: one from the period itself, or else the site's latest report before the
     -- period's start (kept even when older than 7 d, for the detail); later reports cannot precede it.
     select product, site_id, occurred_at, arg_max_null(doses_on_hand, seq) as doses_on_hand
-    from known_events where event_type = 'tocilizumab_stock_reported'
+    from known_events where event_type = 'tocilizumab_stock_reported' and topic = 'rmm.site'
       and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
     group by product, site_id, occurred_at
     union all
     select product, site_id, max(occurred_at) as occurred_at,
            arg_max_null(doses_on_hand, (occurred_at, seq)) as doses_on_hand
-    from known_events where event_type = 'tocilizumab_stock_reported' and occurred_at < $anchor_from
+    from known_events where event_type = 'tocilizumab_stock_reported' and topic = 'rmm.site' and occurred_at < $anchor_from
     group by product, site_id
 ),
 judged as (

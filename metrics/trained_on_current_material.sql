@@ -3,41 +3,48 @@
 -- training_completed on that material's current version -- the highest version released at or before the
 -- infusion -- at or before the infusion. No release known at the infusion -> failure. No window: never pending.
 -- Pruning ($anchor_from/$anchor_to): the unit is the event itself, so events outside the period are not read.
+-- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
+-- of the events view (see kpis.py).
 with infusions as (
-    select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
-    from known_events where event_type = 'infusion_administered'
+    select event_id, seq, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
+    from known_events where event_type = 'infusion_administered' and topic = 'rmm.infusion'
       and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
 ),
 releases as (
     select product, material_id, version, occurred_at
-    from known_events where event_type = 'material_version_released'
+    from known_events where event_type = 'material_version_released' and topic = 'rmm.training'
 ),
 passes as (
     select product, hcp_id, material_id, material_version, occurred_at, seq
-    from known_events where event_type = 'training_completed' and passed
+    from known_events where event_type = 'training_completed' and topic = 'rmm.training' and passed
 ),
 hcp_materials as (
     -- materials anyone trains on (HCP materials, as opposed to patient materials); only for the detail text
     select distinct product, material_id, true as hcp_material
-    from known_events where event_type = 'training_completed'
+    from known_events where event_type = 'training_completed' and topic = 'rmm.training'
 ),
 release_steps as (
     -- from each release time on, the highest version of the material released so far (the default window frame
-    -- takes in releases at the same time); one row per time, so the as-of join below has a single match
-    select product, material_id, occurred_at,
-           max(version) over (partition by product, material_id order by occurred_at) as version
-    from releases
-    qualify row_number() over (partition by product, material_id, occurred_at) = 1
+    -- takes in releases at the same time); one row per time, valid until the material's next release time
+    select product, material_id, occurred_at, version,
+           lead(occurred_at) over (partition by product, material_id order by occurred_at) as until
+    from (
+        select product, material_id, occurred_at,
+               max(version) over (partition by product, material_id order by occurred_at) as version
+        from releases
+        where material_id is not null  -- as the as-of join's equality on it did
+        qualify row_number() over (partition by product, material_id, occurred_at) = 1
+    )
 ),
 current_versions as (
-    -- per infusion and material of its product: the current version at the infusion, found by an as-of join on
-    -- the release steps rather than by joining every earlier release to every infusion; materials with no
-    -- release at or before the infusion have no row
-    select i.event_id, i.product, i.hcp_id, i.occurred_at, s.material_id, s.version
+    -- per infusion and material of its product: the current version at the infusion, the release step whose
+    -- [occurred_at, until) holds it. Releases are few (tens), so a hash join on the material with that range as
+    -- a filter beats an as-of join, which sorted every (infusion, material) row; materials with no release at
+    -- or before the infusion have no row
+    select i.seq, i.product, i.hcp_id, i.occurred_at, s.material_id, s.version
     from infusions i
-    join (select distinct product, material_id from releases) m on m.product = i.product
-    asof join release_steps s
-        on s.product = i.product and s.material_id = m.material_id and i.occurred_at >= s.occurred_at
+    join release_steps s
+        on s.product = i.product and i.occurred_at >= s.occurred_at and (s.until is null or i.occurred_at < s.until)
 ),
 first_passes as (
     -- an HCP's earliest pass per material version: the HCP passed it at or before an infusion iff this one lies
@@ -48,7 +55,7 @@ first_passes as (
     group by all
 ),
 per_material as (
-    select c.event_id, c.material_id, c.version, coalesce(h.hcp_material, false) as hcp_material,
+    select c.seq, c.material_id, c.version, coalesce(h.hcp_material, false) as hcp_material,
            case when p.passed_at <= c.occurred_at then p.passed_at end as passed_at
     from current_versions c
     left join hcp_materials h on h.product = c.product and h.material_id = c.material_id
@@ -56,22 +63,23 @@ per_material as (
         and p.material_version = c.version
 ),
 per_infusion as (
-    select event_id,
+    -- grouped by the infusion's seq, which hashes far cheaper than its event_id string
+    select seq,
            arg_min(material_id || ' v' || version, passed_at) filter (where passed_at is not null) as passed_material,
            min(passed_at) as passed_at,
            count(*) as materials,
            coalesce(string_agg(material_id || ' v' || version, ', ' order by material_id) filter (where hcp_material),
                     string_agg(material_id || ' v' || version, ', ' order by material_id)) as current_list
     from per_material
-    group by event_id
+    group by seq
 ),
 last_pass as (
-    select i.event_id,
+    select i.seq,
            arg_max(p.material_id || ' v' || p.material_version, (p.occurred_at, p.seq)) as last_passed,
            max(p.occurred_at) as last_passed_at
     from infusions i
     join passes p on p.product = i.product and p.hcp_id = i.hcp_id and p.occurred_at <= i.occurred_at
-    group by i.event_id
+    group by i.seq
 )
 select i.product, i.site_id, i.occurred_at as anchor_at,
        case when m.passed_at is not null then 'success' else 'failure' end as outcome,
@@ -90,5 +98,5 @@ select i.product, i.site_id, i.occurred_at as anchor_at,
                || ')'
        end as detail
 from infusions i
-left join per_infusion m using (event_id)
-left join last_pass l using (event_id)
+left join per_infusion m using (seq)
+left join last_pass l using (seq)

@@ -3,21 +3,23 @@
 -- Pruning ($anchor_from/$anchor_to): an HCP's first infusion lies in the period iff the HCP infused there and
 -- never before the period's start (an anti-join on the keys of earlier infusions, no window over all history);
 -- the trainings are then joined for those HCPs only.
+-- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
+-- of the events view (see kpis.py).
 with hcp_first_infusion as (
     select product, hcp_id, site_id, patient_ref, lot_id, occurred_at, seq
     from known_events i
-    where event_type = 'infusion_administered'
+    where event_type = 'infusion_administered' and topic = 'rmm.infusion'
       and ($anchor_from is null or occurred_at >= $anchor_from) and ($anchor_to is null or occurred_at < $anchor_to)
       and not exists (
           select 1 from known_events e
-          where e.event_type = 'infusion_administered' and e.occurred_at < $anchor_from
+          where e.event_type = 'infusion_administered' and e.topic = 'rmm.infusion' and e.occurred_at < $anchor_from
             and e.product is not distinct from i.product and e.hcp_id is not distinct from i.hcp_id)
     qualify row_number() over (partition by product, hcp_id order by occurred_at, seq) = 1
 ),
 passes as (
     select p.product, p.hcp_id, p.occurred_at
     from known_events p
-    where p.event_type = 'training_completed' and p.passed
+    where p.event_type = 'training_completed' and p.topic = 'rmm.training' and p.passed
 ),
 judged as (
     select f.*,

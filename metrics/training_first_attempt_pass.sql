@@ -3,13 +3,15 @@
 -- Success: passed = true on that first attempt. No window: never pending.
 -- Pruning ($anchor_from/$anchor_to): units are decided by one aggregate over all attempts (the attempt count and
 -- first pass of the detail need them all); units whose first attempt lies outside the period are then dropped.
+-- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
+-- of the events view (see kpis.py).
 with units as (
     select product, hcp_id, material_id,
            arg_min({site_id: site_id, material_version: material_version, score: score, passed: passed,
                     occurred_at: occurred_at}, (occurred_at, seq)) as f,
            count(*) as attempts,
            min(occurred_at) filter (where passed) as first_pass_at
-    from known_events where event_type = 'training_completed'
+    from known_events where event_type = 'training_completed' and topic = 'rmm.training'
     group by product, hcp_id, material_id
 ),
 attempts as (

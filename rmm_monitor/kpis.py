@@ -15,6 +15,14 @@ anchor lies outside it before joining evidence — that keeps a quarter's refres
 Pruning is an optimisation only: the engine filters units by period again, so a SQL that ignores the bounds
 is still correct.
 
+`events` is a view over one table per topic (store.py). DuckDB drops a topic's branch from a query only when its
+filter rules the branch out on constants or on the table's min/max statistics: `event_type = 'x'` against the
+branch's `event_type IN (...)` does neither, and the AE table's event_type range ('ae_awareness' ..
+'tocilizumab_administered') spans nearly every type, so a read of infusions also scanned the 5.5 M AE rows (at
+10 M events) to find none. A KPI SQL therefore writes the type's topic beside a non-AE type filter,
+`event_type = 'infusion_administered' and topic = 'rmm.infusion'`: implied by the type (contract.TOPIC_OF_TYPE),
+and the view's constant topic column drops the other branches.
+
 `compute` and `trend` run all their KPI queries in one read transaction (one snapshot) and build each shared
 model the selected KPIs use once, as a TEMP table, instead of re-deriving it inside every KPI query. A shared
 model therefore may use `known_events`, `$as_of`, `$anchor_from` and `$anchor_to`, but not `params` (which differ

@@ -49,3 +49,23 @@ def test_catalog_case(kpi, case, tmp_path):
         assert not extra or case.get("units_partial"), f"unexpected units {sorted(extra)}"
     store.close()
     assert not problems, "\n".join(problems)
+
+
+def test_topic_filters_match_the_event_types():
+    """A KPI SQL writes `topic = '<topic>'` beside a non-AE `event_type = '<type>'` filter so DuckDB skips the other
+    topic tables (kpis.py). A wrong topic would silently empty the relation: each must be the type's own."""
+    import re
+
+    from rmm_monitor.catalog import catalog_dir
+    from rmm_monitor.contract import TOPIC_OF_TYPE
+
+    root = catalog_dir()
+    for path in [*root.glob("*.sql"), *root.glob("shared/*.sql")]:
+        code = "\n".join(line.split("--")[0] for line in path.read_text().splitlines())
+        for alias, event_type, topic_alias, topic in re.findall(
+                r"\b(\w+\.)?event_type = '(\w+)' and (\w+\.)?topic = '([\w.]+)'", code):
+            assert (alias, topic) == (topic_alias, TOPIC_OF_TYPE[event_type]), f"{path.name}: {event_type} / {topic}"
+        assert code.count("topic = '") == len(re.findall(r"event_type = '\w+' and (?:\w+\.)?topic = '", code)), path.name
+        for alias, event_type, rest in re.findall(r"\b(\w+\.)?event_type = '(\w+)'(.{0,40})", code):
+            if TOPIC_OF_TYPE[event_type] != "rmm.ae":
+                assert rest.startswith(f" and {alias}topic = "), f"{path.name}: {event_type} without its topic"
