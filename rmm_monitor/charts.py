@@ -8,6 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: the export runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+Z = 1.959964  # kpis.Z (not imported: chart worker processes need no DuckDB)
 
 COLOURS = ["#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6"]
 STATUS_COLOURS = {"ok": "#548235", "warning": "#bf9000", "breach": "#c00000", "insufficient_data": "#a6a6a6"}
@@ -24,13 +27,39 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+MARKERS = "osD^vP"
+
+
+def _breach_limit(threshold: float, direction: str, ns: np.ndarray) -> np.ndarray:
+    """For each n, the observed value beyond which a site is in breach: its whole Wilson 95 % interval lies on
+    the wrong side of the threshold (kpis.status_of). Bisection on the continuous success fraction."""
+    z = Z
+    lo, hi = np.zeros_like(ns, dtype=float), np.ones_like(ns, dtype=float)
+
+    def bound(p):
+        denom = 1 + z * z / ns
+        centre = (p + z * z / (2 * ns)) / denom
+        half = z * np.sqrt(p * (1 - p) / ns + z * z / (4 * ns * ns)) / denom
+        return centre + half if direction == "higher_is_better" else centre - half
+
+    for _ in range(40):  # bound() rises with p: find where it crosses the threshold
+        mid = (lo + hi) / 2
+        below = bound(mid) < threshold
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
 def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) -> bytes:
-    """Left: monthly value per product with its threshold (dashed). Right: this quarter's value per site with
-    the Wilson 95 % CI and the threshold."""
+    """Left: monthly value per product with its threshold (dashed). Right: every site this quarter as one point,
+    its value against its number of units (log scale) with the Wilson 95 % CI, coloured by status; the dotted
+    funnel is where the interval stops reaching the threshold (breach beyond it); breach sites are ringed. The
+    y axis is zoomed to the sites' values and thresholds. (A bar per site was unreadable at hundreds of sites,
+    and slow to draw.) The report lists every site in breach or warning under the chart, kpis.xlsx every site."""
     plt.rcParams.update({"font.size": 8, "font.family": "DejaVu Sans"})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.2, 3.1), gridspec_kw={"width_ratios": [1.15, 1]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.2, 3.3), gridspec_kw={"width_ratios": [1.15, 1]})
     products = sorted({r["product"] for r in trend} | {r["product"] for r in site_rows})
     colour = {p: COLOURS[i % len(COLOURS)] for i, p in enumerate(products)}
+    marker = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(products)}
     x_of = {m: i for i, m in enumerate(months)}
     for p in products:
         pts = [(x_of[r["month"]], r["value"]) for r in trend if r["product"] == p and r["month"] in x_of
@@ -39,7 +68,7 @@ def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) 
             xs, ys = zip(*pts)
             left.plot(xs, ys, marker="o", ms=3, lw=1.4, color=colour[p], label=p)
         thresholds = {r["threshold"] for r in trend if r["product"] == p}
-        for th in thresholds:
+        for th in sorted(thresholds):
             left.axhline(th, ls="--", lw=0.9, color=colour[p], alpha=0.7)
     left.set_xticks(range(len(months)))
     left.set_xticklabels([m[2:] for m in months], rotation=45, ha="right")
@@ -49,25 +78,50 @@ def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) 
     left.grid(axis="y", lw=0.3)
     if products:
         left.legend(loc="lower left", fontsize=7, frameon=False)
-    bars = [r for r in site_rows if r["denominator"] > 0 and r["value"] is not None]
-    if bars:
-        labels = [f"{r['site_id']}\n{r['product']}" for r in bars]
-        vals = [r["value"] for r in bars]
-        err = [[r["value"] - r["ci_low"] for r in bars], [r["ci_high"] - r["value"] for r in bars]]
-        right.bar(range(len(bars)), vals, yerr=err, capsize=2, ecolor="#404040",
-                  color=[STATUS_COLOURS.get(r["status"], "#a6a6a6") for r in bars])
-        right.set_xticks(range(len(bars)))
-        right.set_xticklabels(labels, fontsize=6, rotation=90)
-        for th in sorted({r["threshold"] for r in bars}):
+    points = [r for r in site_rows if r["denominator"] > 0 and r["value"] is not None]
+    if points:
+        n_max = max(r["denominator"] for r in points)
+        right.set_xscale("log")
+        right.set_xlim(0.8, max(n_max * 1.6, 12))
+        right.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, numticks=8))
+        right.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        for th in sorted({r["threshold"] for r in points}):
             right.axhline(th, ls="--", lw=0.9, color="#404040")
+            if not kpi.zero_tolerance and 0 < th < 1:
+                ns = np.geomspace(1, max(n_max * 1.6, 12), 60)
+                right.plot(ns, _breach_limit(th, kpi.direction, ns), ls=":", lw=0.9, color="#c00000")
+        right.vlines([r["denominator"] for r in points], [r["ci_low"] for r in points],
+                     [r["ci_high"] for r in points], colors="#909090", lw=0.5, zorder=1)
+        for p in products:
+            mine = [r for r in points if r["product"] == p]
+            if mine:
+                right.scatter([r["denominator"] for r in mine], [r["value"] for r in mine], s=9,
+                              marker=marker[p], c=[STATUS_COLOURS.get(r["status"], "#a6a6a6") for r in mine],
+                              linewidths=0, zorder=2)
+        ring = [r for r in points if r["status"] == "breach"]
+        if ring:  # breach sites stand out even where points crowd; the report's table names each of them
+            right.scatter([r["denominator"] for r in ring], [r["value"] for r in ring], s=30, facecolors="none",
+                          edgecolors=STATUS_COLOURS["breach"], linewidths=0.8, zorder=3)
+        counts = {s: sum(1 for r in site_rows if r["status"] == s) for s in STATUS_COLOURS}
+        right.set_xlabel("units per site (n, log scale)\n" + f"{len(site_rows)} site rows: " +
+                         ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n), fontsize=7)
+        values = [r["value"] for r in points] + [r["threshold"] for r in points]
+        pad = max(0.02, 0.08 * (max(values) - min(values)))
+        right.set_ylim(max(-0.02, min(values) - pad), min(1.0, max(values)) + min(pad, 0.02))
+        if len(products) > 1:  # marker = product (colour is the status)
+            for p in products:
+                right.scatter([], [], s=9, marker=marker[p], c="#404040", linewidths=0, label=p)
+            right.legend(loc="lower right", fontsize=6, frameon=False)
     else:
         right.text(0.5, 0.5, "no units this quarter", ha="center", va="center", transform=right.transAxes)
-    right.set_ylim(0, 1.05)
+        right.set_ylim(-0.02, 1.05)
     right.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    right.set_title("per site this quarter (95% CI; colour = status)")
-    right.grid(axis="y", lw=0.3)
+    right.set_title("per site this quarter (95% CI; colour = status; dotted: breach limit)", fontsize=8)
+    right.grid(lw=0.3)
     fig.suptitle(kpi.title, fontsize=10, fontweight="bold")
-    fig.tight_layout()
+    # fixed margins, not tight_layout(): that measures every tick label with a draw of its own first
+    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.24, top=0.85, wspace=0.2)
     return _png(fig)
 
 

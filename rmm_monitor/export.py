@@ -7,8 +7,9 @@ it), rows are sorted, JSON keys are sorted, and the xlsx/pdf carry T as their cr
 
 At 10 M events the work is the KPI queries, the data-quality suites and the charts, so: each KPI's units are
 derived once for every period shown (`LocalSource.figures`); the suites run beside the KPI queries (their own
-process when the file allows it); the charts are drawn in worker processes from the moment the KPI figures are
-in, while the tables are written.
+process when the file allows it; DuckDB computes their per-row facts and GX checks narrow frames, see dq.py);
+the charts (one point per site, not a bar and a label each) are drawn in worker processes, each KPI's from the
+moment its figures are in; the tables are written meanwhile (units.parquet on a thread: Arrow releases the GIL).
 """
 from __future__ import annotations
 
@@ -84,9 +85,11 @@ def trend_months(per: Period) -> Period:
 
 
 def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None],
-           on_kpis: Optional[Callable[[Snapshot], None]] = None) -> Snapshot:
-    """`on_kpis` gets the snapshot as soon as its KPI figures are in, before the data-quality suites (still
-    running beside them) are; their rows are filled in after."""
+           on_kpis: Optional[Callable[[Snapshot], None]] = None,
+           on_figures: Optional[Callable[[Kpi, Period, list[dict], list[dict]], None]] = None) -> Snapshot:
+    """`on_figures(kpi, quarter, trend, rows)` gets each KPI's trend months and rows of the quarter as soon as
+    they are in (before the next KPI's queries); `on_kpis` gets the snapshot as soon as all KPI figures are in,
+    before the data-quality suites (still running beside them) are; their rows are filled in after."""
     per = parse_period(quarter, as_of)
     if per.start is None or not per.label[4:5] == "Q":
         raise ValueError(f"--quarter wants a quarter like 2026Q3, not {quarter!r}")
@@ -105,10 +108,13 @@ def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None
         progress(f"KPIs of {per.label} as of {iso(as_of)} from {source.where}")
         for i, kpi in enumerate(catalog, 1):
             got = source.figures(kpi, as_of, per, prev, window)
+            kpi_trend = [r for r in got.trend if first_month <= r["month"] <= last_month]
             rows += got.rows
             previous += got.previous
-            trend += [r for r in got.trend if first_month <= r["month"] <= last_month]
+            trend += kpi_trend
             units[kpi.id] = got.units
+            if on_figures is not None:
+                on_figures(kpi, per, kpi_trend, got.rows)
             progress(f"units {i}/{len(catalog)}: {kpi.id} ({got.units.num_rows})")
         progress("event counts, alerts and review cases")
         extras = source.extras(as_of)
@@ -202,25 +208,34 @@ def export(source, quarter: str, out_dir: Path, as_of: datetime, progress: Calla
     from .report import Charts, write_reports
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    charts: list[Charts] = []  # started by `without_dq`, closed whatever happens
+    # each KPI's chart is drawn (in a worker process) while the next KPI's queries run; closed whatever happens
+    charts = Charts()
+    # units.parquet (millions of units) is encoded and compressed by Arrow, which lets go of the GIL: on a thread
+    # of its own it overlaps the xlsx and the report, which are Python work
+    tables = ThreadPoolExecutor(1, thread_name_prefix="export-parquet")
+    written = []
 
     def without_dq(snap: Snapshot) -> None:
         """What needs no data-quality result, done while the suites finish."""
-        progress("charts (in worker processes)")
-        charts.append(Charts(snap))
-        progress("kpis.csv, kpis.parquet, units.parquet")
+        progress("status overview chart (each KPI's chart is drawn as its figures come in)")
+        charts.add_overview(snap)
+        progress("kpis.csv; kpis.parquet and units.parquet (on a thread)")
         write_csv(snap, out_dir / "kpis.csv")
-        write_parquets(snap, out_dir)
+        written.append(tables.submit(write_parquets, snap, out_dir))
 
     try:
-        snap = gather(source, quarter, as_of, progress, on_kpis=without_dq)
+        snap = gather(source, quarter, as_of, progress, on_kpis=without_dq, on_figures=charts.add)
         progress("kpis.xlsx")
         write_xlsx(snap, out_dir / "kpis.xlsx")
         progress("report.html, report.pdf")
-        write_reports(snap, out_dir, progress, charts[0])
+        write_reports(snap, out_dir, progress, charts)
+        for w in written:
+            if not w.done():
+                progress("waiting for units.parquet")
+            w.result()
     finally:
-        for c in charts:
-            c.close()
+        charts.close()
+        tables.shutdown(wait=True)
     manifest = write_manifest(snap, out_dir)
     progress(f"done: {out_dir}")
     return manifest

@@ -66,11 +66,51 @@ def _ci(r) -> str:
 
 
 def _months(snap) -> list[str]:
-    months, t = [], snap.quarter.end - timedelta(days=1)
+    return months_of(snap.quarter)
+
+
+def months_of(quarter) -> list[str]:
+    """The 12 calendar months the trend shows, up to the quarter's last."""
+    months, t = [], quarter.end - timedelta(days=1)
     for _ in range(12):
         months.append(t.strftime("%Y-%m"))
         t = t.replace(day=1) - timedelta(days=1)
     return sorted(months)
+
+
+def _site_blocks(kpi, sites: list[dict]) -> list[Block]:
+    """Under each KPI's chart: how its sites are distributed, and every site in breach or warning by name (worst
+    first), so nothing the chart can only show as a dot goes unnamed. Every site's row is in kpis.xlsx/csv."""
+    if not sites:
+        return []
+    counts: dict[str, int] = {}
+    for r in sites:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    values = sorted(r["value"] for r in sites if r["value"] is not None)
+    spread = ""
+    if values:
+        def q(f):
+            return values[min(len(values) - 1, int(f * (len(values) - 1) + 0.5))]
+        spread = (f" Site values: median {_pct(q(0.5))}, 10th–90th percentile {_pct(q(0.1))}–{_pct(q(0.9))}, "
+                  f"range {_pct(values[0])}–{_pct(values[-1])}.")
+    flagged = [r for r in sites if r["status"] in ("breach", "warning")]
+    lower = kpi.direction != "higher_is_better"
+
+    def worst_first(r):
+        edge = (r["threshold"] - r["ci_low"]) if lower else (r["ci_high"] - r["threshold"])
+        return (r["status"] != "breach", edge, r["site_id"] or "", r["product"] or "")
+
+    out = [Block("p", f"Per site: {len(sites)} site rows — " +
+                      ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items())) + "." + spread +
+                      (" Sites in breach or warning, worst first:" if flagged else
+                       " No site is in breach or warning.") + " Every site: kpis.xlsx, sheet " + kpi.id[:31] + ".")]
+    if flagged:
+        out.append(Block("table", headers=("site", "product", "value", "95% CI", "threshold", "n", "pending",
+                                           "status"),
+                         rows=tuple((r["site_id"], r["product"], _pct(r["value"]), _ci(r), _pct(r["threshold"]),
+                                     f"{r['numerator']}/{r['denominator']}", str(r["pending"]), r["status"])
+                                    for r in sorted(flagged, key=worst_first)), status_col=7))
+    return out
 
 
 OVERVIEW = "(status overview)"
@@ -78,25 +118,44 @@ OVERVIEW = "(status overview)"
 
 def chart_jobs(snap) -> dict[str, tuple]:
     """Every chart of the report, by KPI id (and OVERVIEW): (drawing function, *its arguments)."""
-    titles = {k.id: k.title for k in snap.catalog}
-    months = _months(snap)
-    jobs: dict[str, tuple] = {OVERVIEW: (status_overview, snap.programme_rows(), titles)}
+    jobs: dict[str, tuple] = {OVERVIEW: overview_job(snap)}
     for k in snap.catalog:
-        jobs[k.id] = (kpi_chart, k, [t for t in snap.trend if t["kpi"] == k.id],
-                      [r for r in snap.rows if r["kpi"] == k.id and r["site_id"] is not None], months)
+        jobs[k.id] = kpi_job(k, snap.quarter, [t for t in snap.trend if t["kpi"] == k.id],
+                             [r for r in snap.rows if r["kpi"] == k.id])
     return jobs
 
 
-class Charts:
-    """The report's charts, rendered in worker processes while the caller goes on (writing the tables):
-    matplotlib draws on one core, and a chart with a bar and a label per site takes seconds."""
+def overview_job(snap) -> tuple:
+    return (status_overview, snap.programme_rows(), {k.id: k.title for k in snap.catalog})
 
-    def __init__(self, snap, workers: Optional[int] = None):
-        jobs = chart_jobs(snap)
+
+def kpi_job(kpi, quarter, trend: list[dict], rows: list[dict]) -> tuple:
+    """One KPI's chart from its own figures (the export has them before the other KPIs' are in)."""
+    return (kpi_chart, kpi, trend, [r for r in rows if r["site_id"] is not None], months_of(quarter))
+
+
+class Charts:
+    """The report's charts, rendered in worker processes while the caller goes on: given a snapshot, all at
+    once; or, during the export, each KPI's as soon as its figures are in (`add`), while the next KPI's queries
+    run (they leave one of two cores idle much of the time), and the overview once all are (`add_overview`)."""
+
+    def __init__(self, snap=None, workers: Optional[int] = None):
         # spawn, not fork: the parent holds a DuckDB connection and threads
-        self._pool = ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1, 4),
+        self._pool = ProcessPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 4),
                                          mp_context=multiprocessing.get_context("spawn"))
-        self._futures: dict[str, Future] = {name: self._pool.submit(*job) for name, job in jobs.items()}
+        self._futures: dict[str, Future] = {}
+        if snap is not None:
+            for name, job in chart_jobs(snap).items():
+                self._submit(name, job)
+
+    def _submit(self, name: str, job: tuple) -> None:
+        self._futures[name] = self._pool.submit(*job)
+
+    def add(self, kpi, quarter, trend: list[dict], rows: list[dict]) -> None:
+        self._submit(kpi.id, kpi_job(kpi, quarter, trend, rows))
+
+    def add_overview(self, snap) -> None:
+        self._submit(OVERVIEW, overview_job(snap))
 
     def get(self, name: str) -> Optional[bytes]:
         return self._futures[name].result()
@@ -168,6 +227,7 @@ def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None
                            rows=tuple((r["product"], _pct(r["value"]), _ci(r), _pct(r["threshold"]),
                                        f"{r['numerator']}/{r['denominator']}", str(r["pending"]), r["status"])
                                       for r in rows if r["site_id"] is None), status_col=6))
+            b += _site_blocks(k, [r for r in rows if r["site_id"] is not None])
     b.append(Block("h2", "Alerts and review cases"))
     if snap.alerts or snap.cases:
         b.append(Block("table", headers=("alert", "product", "site", "KPI", "title", "state", "by", "at"),

@@ -88,6 +88,47 @@ def test_period_scopes_the_checked_rows_but_not_the_lookups(faulty_db):
     assert failed(rows) == {"events.duplicate_facts_rate_below_0_1_percent", "ae_onset.one_onset_per_ae"}
 
 
+def test_every_event_in_scope_is_a_row_gx_checks(faulty_db):
+    """The frames are narrow (only what the expectations read) but never sampled: every row-level expectation
+    counts every event of its kind known at the as-of time (and in the period)."""
+    from rmm_monitor.periods import parse_period
+
+    scopes = {"events": None, "ae_onset": ("ae_onset",), "ae_reported": ("ae_reported",),
+              "infusion_administered": ("infusion_administered",), "ltfu_visit": ("ltfu_visit",),
+              "site_events": ("site_certification_changed", "tocilizumab_stock_reported"),
+              "training_completed": ("training_completed",)}
+    for period in (None, "2026Q3"):
+        per = parse_period(period or "all", AS_OF)
+        with Store(faulty_db, read_only=True) as store:
+            rows, _ = dq.run(store.con, as_of=AS_OF, period=period)
+            want = {}
+            for suite, types in scopes.items():
+                sql = "SELECT count(*) FROM events WHERE known_at <= ? AND (? IS NULL OR occurred_at >= ?) " \
+                      "AND (? IS NULL OR occurred_at < ?)" + (" AND event_type IN (SELECT unnest(?))" if types else "")
+                args = [AS_OF, per.start, per.start, per.end, per.end] + ([list(types)] if types else [])
+                want[suite] = store.con.execute(sql, args).fetchall()[0][0]
+        assert {r["suite"] for r in rows} == set(scopes)
+        for r in rows:
+            if r["unexpected_count"] is not None:  # a row-level expectation
+                assert r["element_count"] == want[r["suite"]], (period, r)
+        assert want["events"] > 1000
+
+
+def test_a_fact_resent_under_new_event_ids_counts_as_duplicate_facts(tmp_path):
+    """content_key: the same facts under different event_ids share a key; a fact differing in one field does
+    not."""
+    base = [ev(1, "site_registered", "2026-07-01T00:00:00Z", name="Site 1", country="CN"),
+            ev(2, "hcp_registered", "2026-07-01T01:00:00Z", hcp_id="H1", role="infusion_nurse")]
+    card = dict(patient_ref="PT-00000001", lot_id="L1")
+    events = base + [ev(10 + i, "alert_card_issued", "2026-07-03T00:00:00Z", **card) for i in range(3)]
+    events += [ev(20, "alert_card_issued", "2026-07-03T00:00:01Z", **card)]  # another time: another fact
+    db = load(tmp_path / "dup.duckdb", events)
+    with Store(db, read_only=True) as store:
+        frame = dq.build_frames(store.con, AS_OF, None, tuple(s for s in dq.load_suites() if s.name == "events"))
+    keys = frame["events"]["content_key"]
+    assert len(keys) == 6 and keys.nunique() == 4  # 3 copies of one card count once
+
+
 def ev(i, etype, t, **fields):
     base = {"event_id": f"hand-{i:03d}", "event_type": etype, "schema_version": 1, "occurred_at": t,
             "recorded_at": t, "source": "test", "product": "CTX-19", "site_id": fields.pop("site_id", "S1")}

@@ -158,6 +158,29 @@ def test_pdf_pages_show_the_report_with_charts(offline, tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
 
 
+def test_report_names_every_site_in_breach_or_warning_under_its_kpi(offline):
+    """The per-site chart shows sites as points; the report names each flagged site in a table under its KPI
+    (and says how many site rows there are), so no breach is only a dot. kpis.xlsx keeps every site."""
+    import re
+
+    _, out, _ = offline
+    with open(out / "kpis.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["site_id"]]
+    page = (out / "report.html").read_text()
+    flagged = [r for r in rows if r["status"] in ("breach", "warning")]
+    assert any(r["status"] == "breach" for r in flagged)
+    for kpi in load_catalog():
+        section = page.split(f"({kpi.id})</h3>", 1)[1].split("<h3>", 1)[0].split("<h2>", 1)[0]
+        mine = [r for r in rows if r["kpi"] == kpi.id]
+        if not mine:
+            continue
+        assert f"Per site: {len(mine)} site rows" in section, kpi.id
+        sites = section.split("Per site:", 1)[1]  # the programme table above it has status rows too
+        listed = re.findall(r'<tr class="(?:breach|warning)"><td>([^<]*)</td><td>([^<]*)</td>', sites)
+        assert sorted(listed) == sorted((r["site_id"], r["product"]) for r in mine
+                                        if r["status"] in ("breach", "warning")), kpi.id
+
+
 def test_export_through_the_worker_is_identical_and_does_not_block_it(offline, broker, worker_factory, events,
                                                                        tmp_path):
     _, first, _ = offline
