@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # headless: the export runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-Z = 1.959964  # kpis.Z (not imported: chart worker processes need no DuckDB)
+from .wilson import wilson_bounds  # noqa: E402
 
 COLOURS = ["#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6"]
 STATUS_COLOURS = {"ok": "#548235", "warning": "#bf9000", "breach": "#c00000", "insufficient_data": "#a6a6a6"}
@@ -33,14 +33,11 @@ MARKERS = "osD^vP"
 def _breach_limit(threshold: float, direction: str, ns: np.ndarray) -> np.ndarray:
     """For each n, the observed value beyond which a site is in breach: its whole Wilson 95 % interval lies on
     the wrong side of the threshold (kpis.status_of). Bisection on the continuous success fraction."""
-    z = Z
     lo, hi = np.zeros_like(ns, dtype=float), np.ones_like(ns, dtype=float)
+    side = 1 if direction == "higher_is_better" else 0
 
     def bound(p):
-        denom = 1 + z * z / ns
-        centre = (p + z * z / (2 * ns)) / denom
-        half = z * np.sqrt(p * (1 - p) / ns + z * z / (4 * ns * ns)) / denom
-        return centre + half if direction == "higher_is_better" else centre - half
+        return wilson_bounds(p, ns, sqrt=np.sqrt)[side]
 
     for _ in range(40):  # bound() rises with p: find where it crosses the threshold
         mid = (lo + hi) / 2

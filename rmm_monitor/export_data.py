@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -157,16 +156,11 @@ class LocalSource:
         Engine.compute builds them once per snapshot): inlined, the per-AE model alone was derived anew for each
         of its three KPIs, ~2 s each at 10 M events. Every KPI of the export has the same as-of and window."""
         built = {}
-        for name, sql in self.engine._models_of(kpi):
-            if re.search(r"\bparams\b", sql):
-                continue  # a model that reads a KPI's params stays inline (kpis.py)
+        for name, sql in self.engine._buildable_models([kpi]).items():
             key = (name, as_of, window.start, window.end)
             if key not in self._built:
-                table = f"rmm_export_{name}_{len(self._built)}"
-                build = f"CREATE OR REPLACE TEMP TABLE {table} AS WITH {Engine._KNOWN} {sql}"
-                params = {"as_of": as_of, "anchor_from": window.start, "anchor_to": window.end}
-                self.con.execute(build, _used_params(build, params)).fetchall()
-                self._built[key] = table
+                self._built[key] = self.engine._build_model(
+                    name, sql, {"as_of": as_of, "anchor_from": window.start, "anchor_to": window.end})
             built[name] = self._built[key]
         return built
 

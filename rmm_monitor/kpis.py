@@ -42,8 +42,8 @@ import duckdb
 
 from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
 from .periods import Period, iso, parse_period
+from .wilson import Z, wilson_bounds
 
-Z = 1.959964
 UNIT_COLUMNS = ("product", "site_id", "anchor_at", "outcome", "unit_id", "patient_ref", "hcp_id", "ae_id",
                 "lot_id", "detail")
 STATUS_CODES = {"ok": 0, "warning": 1, "breach": 2, "insufficient_data": -1}
@@ -54,11 +54,8 @@ def wilson(x: int, n: int, z: float = Z) -> tuple[Optional[float], Optional[floa
     """Wilson score interval for x successes out of n."""
     if n == 0:
         return None, None
-    p = x / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = wilson_bounds(x / n, n, z)
+    return max(0.0, low), min(1.0, high)
 
 
 def status_of(kpi: Kpi, threshold: float, numerator: int, denominator: int,
@@ -150,6 +147,17 @@ class Engine:
                 f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
                 f"{shared}units AS ({kpi.sql})")
 
+    def _buildable_models(self, kpis: Iterable[Kpi]) -> dict[str, str]:
+        """The shared models these KPIs read that can be built once for all of them: those not naming `params`."""
+        return {name: sql for k in kpis for name, sql in self._models_of(k) if not re.search(r"\bparams\b", sql)}
+
+    def _build_model(self, name: str, sql: str, params: dict[str, Any]) -> str:
+        """A shared model as a TEMP table over the events known at $as_of; returns the table's name."""
+        table = f"rmm_{name}_{uuid.uuid4().hex[:12]}"
+        build = f"CREATE TEMP TABLE {table} AS WITH {self._KNOWN} {sql}"
+        self.con.execute(build, _used_params(build, params)).fetchall()
+        return table
+
     @contextmanager
     def _snapshot(self, kpis: Iterable[Kpi], as_of: datetime, per: Period) -> Iterator[dict[str, str]]:
         """One read transaction for a batch of KPI queries, with the shared models they use built once.
@@ -165,14 +173,8 @@ class Engine:
             own = False
         built: dict[str, str] = {}
         try:
-            models = {name: sql for k in kpis for name, sql in self._models_of(k)
-                      if not re.search(r"\bparams\b", sql)}
-            for name, sql in models.items():
-                table = f"rmm_{name}_{uuid.uuid4().hex[:12]}"
-                build = f"CREATE TEMP TABLE {table} AS WITH {self._KNOWN} {sql}"
-                params = {"as_of": as_of, **self._period_params(per)}
-                self.con.execute(build, _used_params(build, params)).fetchall()
-                built[name] = table
+            for name, sql in self._buildable_models(kpis).items():
+                built[name] = self._build_model(name, sql, {"as_of": as_of, **self._period_params(per)})
             yield built
         except BaseException:
             if own:

@@ -132,7 +132,8 @@ _STAGE = (f"CREATE OR REPLACE TEMP TABLE batch AS SELECT *, {sql_format_reason(_
           f"SELECT *, {', '.join(f'try_cast({f} AS TIMESTAMPTZ) AS {t}' for f, t in _TYPED.items())} FROM ("
           f"SELECT unnest(from_json(raw.j, '{_JSON_STRUCT}')), raw.ord FROM raw))")
 _LOOK = ("SELECT list({ord: ord, reason: reject_reason} ORDER BY ord) FILTER (WHERE reject_reason IS NOT NULL), "
-         "count(*) FILTER (WHERE reject_reason IS NULL) > count(DISTINCT event_id) FILTER (WHERE reject_reason IS NULL), "
+         "count(*) FILTER (WHERE reject_reason IS NULL) "
+         "> count(DISTINCT event_id) FILTER (WHERE reject_reason IS NULL), "
          "histogram(event_type) FILTER (WHERE reject_reason IS NULL) FROM batch")
 
 
@@ -280,8 +281,9 @@ class Store:
         reason). Raises StoreWriteError if nothing was committed.
 
         Steps: 1. stage the raw JSON as a temp table (DuckDB parses it, vectorised) with each row's format check
-        (regular expressions, real instants); 2. drop the rows the check refuses; 3. INSERT OR IGNORE the event_ids into the
-        ledger; 4. move into the topic tables the rows the ledger took — all of them in the common case.
+        (regular expressions, real instants); 2. drop the rows the check refuses and all but the first copy of an
+        event_id; 3. INSERT OR IGNORE the event_ids into the ledger; 4. move into the topic tables the rows the
+        ledger took — all of them in the common case.
         """
         if not raws:
             return InsertResult(0, 0, [], {})
@@ -292,14 +294,14 @@ class Store:
         try:
             con.register("raw", raw)
             try:
-                con.execute(_STAGE).fetchall()                                           # 1. stage, 2. check
+                con.execute(_STAGE).fetchall()                                           # 1. stage and check
             finally:
                 con.unregister("raw")
             # One look at the staged rows: the rows the check refused, copies of an event_id inside the batch, and
             # the rows per type.
             rejects, has_copies, per_type = con.execute(_LOOK).fetchall()[0]
             rejects = [(r["ord"], r["reason"]) for r in rejects or ()]
-            if rejects:
+            if rejects:                                                                  # 2. drop
                 con.execute("DELETE FROM batch WHERE reject_reason IS NOT NULL").fetchall()
             if has_copies:  # the first copy wins (contract); INSERT OR IGNORE alone would keep an arbitrary one
                 con.execute("DELETE FROM batch WHERE ord NOT IN (SELECT min(ord) FROM batch GROUP BY event_id)"

@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from rmm_monitor import alert_rules
 from rmm_monitor import channels as C
+from rmm_monitor import signals as S
 from rmm_monitor.broker import Broker
 from rmm_monitor.catalog import load_catalog
 from rmm_monitor.producer import produce_events
@@ -161,8 +162,13 @@ def check_one_review_case_for_the_section_with_its_failing_units(scenario):
     assert (case["product"], case["state"], case["alerts"], case["case_id"]) == \
         ("CTX-19", "open", [alert["alert_id"]], alert["case_id"])
     detail = http_json(f"{scenario.worker.url}/api/reviews/{case['case_id']}")
-    assert 1 <= len(detail["units"]) <= 10
-    assert all(u["patient_ref"].startswith("PT-") and u["site_id"] == "GZ-03" for u in detail["units"])
+    # the breach's failing units (an alert card not issued), at most TOP_UNITS of them, all of the weak site
+    details = http_json(f"{scenario.worker.url}/api/alerts/{alert['alert_id']}")["details"]
+    failures = details["denominator"] - details["numerator"]
+    assert failures > 0 and len(detail["units"]) == min(S.TOP_UNITS, failures)
+    assert len({u["unit_id"] for u in detail["units"]}) == len(detail["units"])
+    assert all((u["alert_id"], u["kpi"], u["site_id"]) == (alert["alert_id"], "alert_card_issued", "GZ-03")
+               and u["patient_ref"].startswith("PT-") for u in detail["units"])
 
 
 def check_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario):
