@@ -556,6 +556,10 @@ def main() -> int:
         if "ingest" in parts:
             base = sim_records(args.events)
             poisoned, n_bad = with_poison(base, 0.01)
+            # the worker's collector settings, for the ceiling and the pipeline alike; the freeze also keeps the
+            # pre-produced records, which no worker holds, out of every collection
+            from rmm_monitor.streams.ingest import tune_gc
+            tune_gc()
             res["ingest"] = {
                 "1 partition": scenario("p1", base, 1, workdir),
                 "4 partitions": scenario("p4", base, 4, workdir),

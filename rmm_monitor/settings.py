@@ -22,6 +22,9 @@ class Settings:
     refresh_share: float = field(default_factory=lambda: float(_env("RMM_REFRESH_SHARE", "0.5")))
     max_batch: int = field(default_factory=lambda: int(_env("RMM_MAX_BATCH", "50000")))  # a batch costs ~0.1 s of fixed DuckDB work
     fetch_wait_ms: int = field(default_factory=lambda: int(_env("RMM_FETCH_WAIT_MS", "200")))
+    # records per getmany call: each call's record parsing and msgspec check run on the event loop, which must be
+    # free to hand the store thread its next batch (the backlog still merges calls into max_batch-sized batches)
+    fetch_max_records: int = field(default_factory=lambda: int(_env("RMM_FETCH_MAX_RECORDS", "5000")))
     log_level: str = field(default_factory=lambda: _env("RMM_LOG_LEVEL", "warn"))
     # DuckDB's buffer pool only (it spills to a temp directory beyond it); the worker's RSS is this plus ~200 MiB of
     # Python. Measured at 10 M stored events (per-type store, current-quarter refresh every second, busy 2-core

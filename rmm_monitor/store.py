@@ -289,7 +289,8 @@ class Store:
             return InsertResult(0, 0, [], {})
         ingested_at = ingested_at or utcnow()
         base, hi = self._next_seq, self._next_seq + len(raws)
-        raw = pa.table({"j": _json_column(raws), "ord": pa.array(range(len(raws)), pa.int64())})
+        # np.arange, not pa.array(range(n)): pyarrow converts a range element by element (~3 us each, with the GIL)
+        raw = pa.table({"j": _json_column(raws), "ord": np.arange(len(raws), dtype=np.int64)})
         con = self.con
         try:
             con.register("raw", raw)

@@ -24,7 +24,7 @@ from rmm_monitor.periods import parse_time
 from rmm_monitor.settings import Settings
 
 from . import dashboard_page
-from .ingest import BatchIngestor, StoreThreads
+from .ingest import BatchIngestor, StoreThreads, tune_gc
 from .dq_task import DqTask
 from .telemetry import WorkerMetrics
 
@@ -107,6 +107,7 @@ class Worker:
             await self.stores.open()
             self._write_sidecar()
             await self.refresh()
+            tune_gc()
             await self.ingestor.run()
         except asyncio.CancelledError:
             raise

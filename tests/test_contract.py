@@ -89,6 +89,24 @@ def test_batch_validation_finds_each_bad_record():
     assert [(r.index, r.reason) for r in rejects] == [(3, "unknown_field:nickname"), (7, "bad_json")]
 
 
+def test_batch_validation_across_chunks_keeps_batch_indexes(monkeypatch):
+    """A batch is decoded chunk by chunk: a bad record at a chunk's edge or on the wrong topic is found with its
+    index in the whole batch, and the clean chunks around it stay valid."""
+    from rmm_monitor import contract
+    monkeypatch.setattr(contract, "VALIDATE_CHUNK", 4)
+    values = [enc(event_id=f"e{i}") for i in range(11)]
+    values[3] = b"not json"                                   # last record of chunk 0
+    values[4] = enc(event_id="e4", patient_name="Zhang San")  # first record of chunk 1
+    values[10] = enc(event_id="e10", event_type="ae_reported", ae_id="AE-1", regulator="NMPA",
+                     report_kind="expedited", hcp_id=..., dose_within_spec=...)  # alone in the last chunk
+    assert validate_one(values[10])[1] is None  # a valid event, of another topic
+    topics = ["rmm.infusion"] * 11
+    valid, rejects = validate_batch(values, topics)
+    assert valid == [0, 1, 2, 5, 6, 7, 8, 9]
+    assert [(r.index, r.reason.split(":")[0]) for r in rejects] == \
+        [(3, "bad_json"), (4, "unknown_field"), (10, "wrong_topic")]
+
+
 def test_joined_fast_path_cannot_smuggle_two_events_in_one_record():
     values = [enc(event_id="a") + b"," + enc(event_id="b"), enc(event_id="c")]
     valid, rejects = validate_batch(values)

@@ -20,7 +20,7 @@ INF = TopicPartition("rmm.infusion", 1)
 
 def fetched(records: list[tuple[TopicPartition, int, bytes]]) -> tuple[Flat, object]:
     flat = Flat([v for _, _, v in records], [None] * len(records), [tp.topic for tp, _, _ in records],
-                [(tp.partition, off) for tp, off, _ in records], {})
+                [tp.partition for tp, _, _ in records], [off for _, off, _ in records], {})
     for tp, off, _ in records:
         flat.next_offsets[tp] = off + 1
     return flat, check_batch(flat.values, flat.topics)
@@ -43,13 +43,13 @@ def test_merged_batches_keep_each_records_place_and_the_latest_commit_position(t
 
     (flat, checked), nothing = asyncio.run(scenario())
     assert nothing is None
-    assert flat.where == [(0, 10), (0, 11), (1, 5), (0, 12), (0, 13), (0, 14)]
+    assert [flat.where(i) for i in range(len(flat.values))] == [(0, 10), (0, 11), (1, 5), (0, 12), (0, 13), (0, 14)]
     assert flat.next_offsets == {AE: 15, INF: 6}
     assert flat.values == [ae[0], bad, infusion[0], ae[1], b"not json", ae[0]]
     with Store(tmp_path / "s.duckdb") as store:
         outcome = store_checked(store, checked)
     # each rejected record keeps its index in the merged batch, which `where` maps back to its own offset
-    assert [(flat.where[r.index], r.reason.split(":")[0]) for r in outcome.rejects] == \
+    assert [(flat.where(r.index), r.reason.split(":")[0]) for r in outcome.rejects] == \
         [((0, 11), "unknown_field"), ((0, 13), "bad_json")]
     assert (outcome.inserted, outcome.duplicates) == (3, 1)
 
@@ -65,7 +65,7 @@ def test_the_fetcher_waits_while_the_backlog_is_full():
         first = backlog.take()
         await asyncio.wait_for(blocked, 1)
         second = backlog.take()
-        return waited, first[0].where, second[0].where
+        return waited, first[0].offsets, second[0].offsets
 
     waited, first, second = asyncio.run(scenario())
-    assert waited and first == [(0, 0), (0, 1)] and second == [(0, 2)]
+    assert waited and first == [0, 1] and second == [2]
