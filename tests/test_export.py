@@ -326,6 +326,15 @@ def test_charts_drawn_in_worker_processes_are_the_charts_drawn_inline(offline):
     assert len(inline) == 1 + len(snap.catalog) and ahead == inline
 
 
+def test_data_quality_process_reads_the_file_with_one_duckdb_thread(offline, monkeypatch):
+    """Beside the KPI queries (which keep both cores busy) the suites' own process uses one DuckDB thread."""
+    from rmm_monitor import export_data
+
+    monkeypatch.setattr(export_data, "_dq_on", lambda con, tz, as_of, period:
+                        con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+    assert export_data._dq_of_file(str(offline[0]), "UTC", None, QUARTER) == 1
+
+
 def test_data_quality_is_the_same_in_a_process_of_its_own_and_on_a_cursor(offline, tmp_path):
     """A read-only file gets the suites in a separate process; a file this process holds for writing (no other
     process may open it) gets them on a cursor of the same connection. Same rows either way."""
