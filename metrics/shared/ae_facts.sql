@@ -8,12 +8,9 @@
 -- its seq (`k & 18446744073709551615`), by which a KPI fetches the event's other columns (an integer join); a
 -- KPI compares a period bound b with epoch_us(b) * 2^64 <= k. arg_min with a (time, seq) struct key, or one
 -- arg_min per needed column, cost several times more. Null when the AE has no such event.
--- A grade change below 2 feeds none of these (only fatal_at / grade2_at read grade changes), so it is not read
--- (a third of the grade changes at 10 M events); an AE whose only events are such changes has no row, which no
--- KPI misses: each reads only AEs with a non-null key (first awareness, first report, or CRS onset and t2).
--- No pruning by period: every such AE is kept (a period's units are some AEs' first awareness, others' first
--- report or first grade >= 2); it is built once per snapshot and read by ae_reporting_timeliness,
--- ae_lot_traceability and time_to_tocilizumab. Referenced as `ae_facts`.
+-- No pruning: every AE is kept (a period's units are some AEs' first awareness, others' first report or first
+-- grade >= 2); it is built once per snapshot and read by ae_reporting_timeliness, ae_lot_traceability and
+-- time_to_tocilizumab. Referenced as `ae_facts`.
 select product, ae_id,
        min(k) filter (where event_type = 'ae_awareness') as awareness_k,
        min(k) filter (where event_type = 'ae_reported') as report_k,
@@ -24,6 +21,5 @@ select product, ae_id,
 from (select product, ae_id, event_type, occurred_at, grade, term,
              epoch_us(occurred_at)::hugeint * 18446744073709551616 + seq as k
       from known_events
-      where event_type in ('ae_awareness', 'ae_reported', 'ae_onset')
-         or (event_type = 'ae_grade_changed' and grade >= 2))
+      where event_type in ('ae_awareness', 'ae_reported', 'ae_onset', 'ae_grade_changed'))
 group by product, ae_id
