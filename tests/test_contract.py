@@ -107,6 +107,17 @@ def test_batch_validation_across_chunks_keeps_batch_indexes(monkeypatch):
         [(3, "bad_json"), (4, "unknown_field"), (10, "wrong_topic")]
 
 
+def test_decoded_events_are_not_tracked_by_the_cyclic_gc():
+    """A batch decodes tens of thousands of events at once; tracked, they set off the collector over and over."""
+    import gc
+    # msgspec untracks a struct of scalars by itself; one holding a list stays tracked unless its type says gc=False
+    raw = json.dumps({"event_id": "s1", "event_type": "site_certification_changed", "schema_version": 1,
+                      "occurred_at": "2026-07-01T00:00:00Z", "product": "CTX-19", "site_id": "SH-01",
+                      "status": "certified", "scope": ["apheresis", "infusion"]}).encode()
+    event, reason = validate_one(raw)
+    assert reason is None and event.scope == ["apheresis", "infusion"] and not gc.is_tracked(event)
+
+
 def test_joined_fast_path_cannot_smuggle_two_events_in_one_record():
     values = [enc(event_id="a") + b"," + enc(event_id="b"), enc(event_id="c")]
     valid, rejects = validate_batch(values)

@@ -69,3 +69,18 @@ def test_the_fetcher_waits_while_the_backlog_is_full():
 
     waited, first, second = asyncio.run(scenario())
     assert waited and first == [0, 1] and second == [2]
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_thresholds():
+    """The worker calls it after start-up: the collector must not run hundreds of times per batch."""
+    import gc
+
+    from rmm_monitor.streams.ingest import GC_THRESHOLDS, tune_gc
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and GC_THRESHOLDS[0] >= 10 * before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
