@@ -11,8 +11,8 @@ is lost and nothing is counted twice. Batches overlap only where that cannot bre
 while one batch is stored is fetched and checked meanwhile, then stored next as one batch (see Backlog), while the
 previous batch is dead-lettered and committed. Stores run one at a time and commits in batch order, each after
 its own batch's store. Why not faust agents: faust's per-event stream machinery caps at ~0.08x of the raw client
-here (STACK-NOTES.md); this loop runs at ~0.75-0.85x of the raw-client rate, at the store thread's pace
-(bench/). Everything on the event loop holds the GIL, so it is kept short: the store thread waits for it
+here (STACK-NOTES.md); this loop runs at ~0.65-0.85x of the raw-client rate (by run), at the store thread's
+pace (bench/). Everything on the event loop holds the GIL, so it is kept short: the store thread waits for it
 each time a DuckDB statement returns.
 """
 from __future__ import annotations
