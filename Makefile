@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
-.PHONY: run test venv debs bench clean lock dashboards rules
+.PHONY: run test venv debs audit audit-refresh bench clean lock dashboards rules
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,18 @@ debs:
 # loadgroup = load, except tests marked xdist_group(name) share one process (and so one module-scoped stack).
 PYTEST_ARGS ?= -n 3 --dist loadgroup
 
-test: venv debs
+test: venv debs audit
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The pins of constraints.txt against published advisories (what pip-audit does; see scripts/audit_deps.py):
+# PyPI's JSON API live, or its committed record when PyPI does not answer; accepted advisories in
+# deploy/audit-allowlist.toml. `audit-refresh` rewrites the record (commit it; the offline check refuses a
+# record older than 60 days).
+audit: venv
+	$(PY) scripts/audit_deps.py
+
+audit-refresh: venv
+	$(PY) scripts/audit_deps.py --refresh
 
 bench: venv
 	$(PY) bench/run.py
