@@ -47,7 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from rmm_monitor import simulate  # noqa: E402
 from rmm_monitor.broker import Broker, free_port  # noqa: E402
-from rmm_monitor.contract import DEADLETTER_TOPIC, TOPICS  # noqa: E402
+from rmm_monitor.contract import TOPICS  # noqa: E402
 from rmm_monitor.periods import quarter_of  # noqa: E402
 from rmm_monitor.poison import poison  # noqa: E402
 from rmm_monitor.producer import event_key  # noqa: E402

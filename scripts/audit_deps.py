@@ -15,7 +15,8 @@ the audit falls back to that record, but only for pins whose version it recorded
 younger than --max-age-days: a stale or partial record fails the audit rather than passing it silently.
 
 The audit fails (exit 1) on an advisory affecting a pin that deploy/audit-allowlist.toml does not accept, on a pin
-no source covers, and on an allow-list entry past its review date. Exit 2: the sources could not be read at all.
+no source covers, and on an allow-list entry past its review date. Exit 2: the pins, the allow-list or the
+advisory sources could not be read at all.
 """
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+class BadInput(Exception):
+    """constraints.txt or the allow-list cannot be read as the audit needs it (exit 2, not a finding)."""
+
+
 def read_pins(path: Path) -> dict[str, str]:
     pins: dict[str, str] = {}
     for line in path.read_text().splitlines():
@@ -52,7 +57,7 @@ def read_pins(path: Path) -> dict[str, str]:
             continue
         name, sep, version = line.partition("==")
         if not sep:
-            raise SystemExit(f"{path}: {line!r} is not an exact pin (name==version)")
+            raise BadInput(f"{path}: {line!r} is not an exact pin (name==version)")
         pins[normalize(name)] = version.strip()
     return pins
 
@@ -91,7 +96,7 @@ def osv_affects(version: str, advisory: dict) -> bool:
         events = []
         for e in range_events(rng):
             (kind, at), = e.items()
-            bound = Version("0") if at == "0" else _v(at)
+            bound = _v(at)
             if bound is not None:
                 events.append((bound, {"introduced": 0, "fixed": 1, "last_affected": 2}.get(kind, 3), kind))
         inside = False
@@ -168,7 +173,7 @@ def read_allowlist(path: Path) -> list[Allow]:
     for e in entries:
         missing = {"id", "package", "reason", "review_by"} - e.keys()
         if missing:
-            raise SystemExit(f"{path}: entry {e.get('id', '?')} lacks {', '.join(sorted(missing))}")
+            raise BadInput(f"{path}: entry {e.get('id', '?')} lacks {', '.join(sorted(missing))}")
         review_by = e["review_by"] if isinstance(e["review_by"], date) else date.fromisoformat(e["review_by"])
         out.append(Allow(e["id"], normalize(e["package"]), e["reason"].strip(), review_by))
     return out
@@ -274,7 +279,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     today = args.today or datetime.now(timezone.utc).date()
-    pins = read_pins(args.constraints)
+    try:
+        pins = read_pins(args.constraints)
+        allow = read_allowlist(args.allowlist)
+    except (BadInput, tomllib.TOMLDecodeError, ValueError) as e:
+        print(f"audit: {e}", file=sys.stderr)
+        return 2
     osv = json.loads(args.osv_snapshot.read_text()) if args.osv_snapshot.exists() else {}
     sources = {"osv-snapshot": f"{args.osv_snapshot.name}: {', '.join(osv.get('packages', [])) or 'none'} "
                                f"(retrieved {osv.get('retrieved', '-')})"}
@@ -301,7 +311,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         pypi, how = recorded_answers(json.loads(args.record.read_text()), pins, today, args.max_age_days)
         sources["pypi"] = how
 
-    report = audit(pins, pypi, osv, read_allowlist(args.allowlist), today)
+    report = audit(pins, pypi, osv, allow, today)
     report.sources = sources
     print_report(report)
     if args.json:

@@ -47,7 +47,7 @@ class FakeIndex(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def log_message(self, *args):
-        pass
+        """No access log: the test output is the audit's own."""
 
 
 @pytest.fixture
@@ -164,6 +164,17 @@ def test_offline_the_record_is_used_only_while_fresh_and_only_for_recorded_versi
     assert proc.returncode == 1 and report["uncovered"] and "days old" in report["sources"]["pypi"]
     proc, report = run_audit(tmp_path, "webthing==2.0.1\n", "--offline", "--today", day)
     assert [(r["package"], r["version"]) for r in report["uncovered"]] == [("webthing", "2.0.1")]
+
+
+@pytest.mark.parametrize("pins, allow, message", [
+    ("webthing>=2.0\n", "", "is not an exact pin"),
+    ("webthing==2.0.0\n", '[[allow]]\nid = "PYSEC-2099-1"\npackage = "webthing"\nreview_by = 2099-01-01\n', "lacks reason"),
+    ("webthing==2.0.0\n", '[[allow]]\nid = "PYSEC-2099-1"\npackage = "webthing"\nreason = "x"\nreview_by = "soon"\n',
+     "Invalid isoformat"),
+])
+def test_unreadable_pins_or_allow_list_are_an_error_not_a_pass(tmp_path, pins, allow, message):
+    proc, report = run_audit(tmp_path, pins, "--offline", allow=allow)
+    assert proc.returncode == 2 and message in proc.stderr and report is None
 
 
 def test_refresh_fails_when_the_index_does_not_answer(tmp_path):
