@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Optional
 
 import duckdb
+
+from . import clock
 
 ALERT_STATES = ("firing", "acknowledged", "resolved")
 CASE_STATES = ("open", "in_review", "closed")
@@ -88,7 +90,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 @dataclass(frozen=True)

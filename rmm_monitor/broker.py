@@ -24,8 +24,10 @@ class BrokerError(Exception):
     pass
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM the broker when the process that started it dies, even by SIGKILL — no orphan brokers."""
+def die_with_parent() -> None:
+    """For `preexec_fn`: the child gets SIGTERM when the process that started it dies, even by SIGKILL, so no
+    broker, worker or export outlives the demo or test that started it (Linux; tied to the starting thread, so
+    start children from a thread that lives as long as they should)."""
     import ctypes
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -110,7 +112,7 @@ class Broker:
         self.process = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
         try:
             wait_for_metadata(self.bootstrap, timeout)
             if create_topics:

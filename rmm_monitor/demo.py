@@ -1,5 +1,17 @@
 """`rmm demo`: the embedded default. Bundled broker, the worker, the simulated CAR-T programme streaming into
-Kafka, a live KPI table, and on exit one final JSON line."""
+Kafka, a live view, and on exit the quarter's export and one final JSON line on stdout.
+
+How it ends, and what it leaves behind (nothing, in every case):
+- `--duration S` elapsed, or Ctrl-C once: the stream stops, ingest catches up, the final KPI rows are read from
+  the worker, the worker and the broker stop, then the export is written from the closed DuckDB file.
+- Ctrl-C a second time (during the stop or the export): the export is skipped, with one line saying so.
+- SIGTERM or SIGHUP (a closed terminal): as Ctrl-C, without the export.
+- SIGKILL of the demo: each child (broker, worker, export) gets SIGTERM from the kernel (`die_with_parent`), and
+  the worker ends itself within its stop grace even with the broker gone.
+
+Human output goes to stderr: on a terminal one live view redrawn in place (rich), elsewhere a progress line now and
+then and the KPI table once at the end. stdout carries only the final JSON line.
+"""
 from __future__ import annotations
 
 import json
@@ -10,13 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, TextIO
 from urllib.request import urlopen
 
-from .broker import Broker, free_port
-from .cli import format_table
+from . import clock
+from .broker import Broker, die_with_parent, free_port
+from .periods import iso, quarter_of
 
 # A few invalid events in the stream, so the dead-letter path is visible in the demo too.
 POISON = [
@@ -28,164 +40,375 @@ POISON = [
                b'"patient_ref":"PT-CTX19-000001"}'),
     ("rmm.site", b"not json at all"),
 ]
+CATCH_UP_S = 5.0        # after the stream stops, how long ingest may take to reach what was produced
+PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is not a terminal
+LIVE_EVERY_S = 1.0       # the live view's refresh
 
 
-def _get(url: str, timeout: float = 5.0):
+class DemoFailed(Exception):
+    """Start-up or the worker failed: say what, then clean up."""
+
+
+class Stopped(Exception):
+    """A signal asked the demo to stop before the stream ran."""
+
+
+def _get(url: str, timeout: float = 5.0) -> Any:
     with urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
-def _wait_healthy(url: str, worker: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"worker exited with code {worker.returncode} during start-up")
+# --- signals --------------------------------------------------------------------------------------------------
+class Signals:
+    """Ctrl-C once: stop, then export. Ctrl-C again: skip the export. SIGTERM, SIGHUP: stop without the export.
+    The handlers only set events; the demo's own loops look at them, so no exception lands in the middle of
+    starting a process or writing a file."""
+
+    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.skip_export = threading.Event()
+        self.reason: Optional[str] = None
+
+    def install(self) -> "Signals":
+        for signum in self.NAMES:
+            signal.signal(signum, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop.is_set() or signum != signal.SIGINT:
+            self.skip_export.set()
+        if not self.stop.is_set():
+            self.reason = self.NAMES[signum]
+            self.stop.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True as soon as a stop is asked for."""
+        return self.stop.wait(seconds)
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+def _pct(v: Optional[float]) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+class View:
+    """What the person running the demo sees on stderr. Writes that fail (a closed terminal, a closed pipe) are
+    dropped: losing the view must not stop the clean-up."""
+
+    def __init__(self, stream: TextIO = sys.stderr):
+        self.stream = stream
+        self.live = None
+        self._last_line = 0.0
+        self._told_done = False
+
+    @staticmethod
+    def for_terminal(stream: TextIO = sys.stderr) -> "View":
+        return LiveView(stream) if stream.isatty() else View(stream)
+
+    def say(self, msg: str) -> None:
         try:
-            if _get(url + "/healthz", 2).get("ok"):
-                return
-        except OSError:
+            print(msg, file=self.stream, flush=True)
+        except (OSError, ValueError):  # terminal or pipe gone
             pass
-        time.sleep(0.3)
-    raise RuntimeError(f"worker did not become healthy within {timeout}s")
+
+    def update(self, produced: int, total: int, status: dict, rows: list[dict]) -> None:
+        """Non-terminal: a progress line every PROGRESS_EVERY_S while the stream runs, one when all of it is in."""
+        accounted = status.get("ingested", 0) + status.get("rejected", 0) + status.get("duplicates", 0)
+        done = produced >= total and accounted >= produced
+        now = time.monotonic()
+        if done == self._told_done and (done or now - self._last_line < PROGRESS_EVERY_S):
+            return
+        self._last_line, self._told_done = now, done
+        self.say(f"[demo] produced {produced}/{total} ({100 * produced // max(total, 1)}%), "
+                 f"ingested {status.get('ingested', 0)}, rejected {status.get('rejected', 0)}, "
+                 f"duplicates {status.get('duplicates', 0)}, stored {status.get('stored', 0)}")
+
+    def close(self, rows: Optional[list[dict]]) -> None:
+        """Non-terminal: the KPI table, once."""
+        from .cli import format_table
+
+        if rows:
+            self.say(format_table(rows))
 
 
-class _Interrupted(Exception):
-    pass
+class LiveView(View):
+    """One view redrawn in place: a progress bar for the simulated stream, the ingest counters, and the KPI table
+    (one row per KPI, one column per product, coloured by status)."""
+
+    COLOURS = {"ok": "green", "warning": "dark_orange", "breach": "bold red", "insufficient_data": "grey50"}
+
+    def __init__(self, stream: TextIO):
+        super().__init__(stream)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(file=stream)
+        self.progress = Progress(TextColumn("simulated stream"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console)
+        self.task = self.progress.add_task("stream", total=None)
+        self.rows: list[dict] = []
+        self.status: dict = {}
+
+    def say(self, msg: str) -> None:
+        try:
+            self.console.print(msg, markup=False, highlight=False)
+        except (OSError, ValueError):
+            pass
+
+    def _render(self):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        s = self.status
+        counters = Text(f"ingested {s.get('ingested', 0)}   rejected {s.get('rejected', 0)}   "
+                        f"duplicates {s.get('duplicates', 0)}   stored {s.get('stored', 0)}   (Ctrl-C to stop)")
+        products = sorted({r["product"] for r in self.rows if r["product"]})
+        table = Table(title=f"KPIs, {self.rows[0]['period']}" if self.rows else "KPIs", title_justify="left")
+        table.add_column("KPI")
+        for p in products:
+            table.add_column(p, justify="right")
+        cells: dict[str, dict[str, Text]] = {}
+        for r in self.rows:
+            text = Text(f"{_pct(r['value'])} {r['numerator']}/{r['denominator']}",
+                        style=self.COLOURS.get(r["status"], ""))
+            cells.setdefault(r["kpi"], {})[r["product"]] = text
+        for kpi, by_product in cells.items():
+            table.add_row(kpi, *[by_product.get(p, Text("")) for p in products])
+        return Group(self.progress, counters, table)
+
+    def update(self, produced: int, total: int, status: dict, rows: list[dict]) -> None:
+        from rich.live import Live
+
+        self.progress.update(self.task, total=total, completed=produced)
+        self.status, self.rows = status, rows or self.rows
+        try:
+            if self.live is None:
+                self.live = Live(self._render(), console=self.console, auto_refresh=False, transient=False)
+                self.live.start()
+            self.live.update(self._render(), refresh=True)
+        except (OSError, ValueError):
+            pass
+
+    def close(self, rows: Optional[list[dict]]) -> None:
+        if self.live is None:
+            return
+        try:
+            if rows:
+                self.rows = rows
+                self.live.update(self._render(), refresh=True)
+            self.live.stop()
+        except (OSError, ValueError):
+            pass
+        self.live = None
 
 
-def run_demo(duration: float = 0.0, workdir: Optional[str] = None, patients: int = 300, rate: float = 2000.0,
-             port: int = 0, export: bool = True) -> int:
-    from . import simulate
-    from .producer import make_producer, produce_events
+# --- the demo ---------------------------------------------------------------------------------------------------
+class Demo:
+    def __init__(self, work: Path, view: View, signals: Signals):
+        self.work = work
+        self.view = view
+        self.signals = signals
+        self.db = work / "rmm-demo.duckdb"
+        self.broker: Optional[Broker] = None
+        self.worker: Optional[subprocess.Popen] = None
+        self.url = ""
+        self.produced = 0
+        self.total = 0
+        self.stream_stop = threading.Event()
+        self.streamer: Optional[threading.Thread] = None
 
-    work = Path(workdir or "demo-out").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    db = work / "rmm-demo.duckdb"
-    for stale in (db, Path(str(db) + ".wal"), Path(str(db) + ".worker.json")):
-        stale.unlink(missing_ok=True)
-    shutil.rmtree(work / ".faust-rmm-monitor", ignore_errors=True)
+    def clean(self) -> None:
+        for stale in (self.db, Path(f"{self.db}.wal"), Path(f"{self.db}.worker.json")):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(self.work / ".faust-rmm-monitor", ignore_errors=True)
+        shutil.rmtree(self.work / "export", ignore_errors=True)  # never mistake an earlier run's export for this one
 
-    def on_term(signum, frame):
-        raise _Interrupted()
-    signal.signal(signal.SIGTERM, on_term)
-
-    broker = worker = None
-    produced = {"n": 0}
-    say = lambda msg: print(msg, file=sys.stderr, flush=True)
-    try:
-        say(f"[demo] starting the bundled Kafka-compatible broker (tansu) ...")
-        broker = Broker(log_path=work / "broker.log").start()
+    def start(self, port: int) -> None:
+        say = self.view.say
+        say("[demo] starting the bundled Kafka-compatible broker (tansu) ...")
+        self.broker = Broker(log_path=self.work / "broker.log").start()
         web_port = port or free_port()
-        url = f"http://127.0.0.1:{web_port}"
-        env = dict(os.environ, RMM_KAFKA_BOOTSTRAP=broker.bootstrap, RMM_DB=str(db), RMM_WEB_PORT=str(web_port),
-                   RMM_REFRESH_SECONDS="2")
-        say(f"[demo] broker at {broker.bootstrap}; starting the worker (faust) ...")
-        worker = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "worker"], env=env,
-                                  stdout=open(work / "worker.log", "ab"), stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait_healthy(url, worker)
-        say(f"[demo] dashboard:   {url}/")
-        say(f"[demo] metrics:     {url}/metrics")
-        say(f"[demo] KPI API:     {url}/api/kpis?by=site")
-        say(f"[demo] database:    {db} (owned by the worker; `rmm kpis --db {db}` asks the worker)")
-        say(f"[demo] logs:        {work}/worker.log, {work}/broker.log")
+        self.url = f"http://127.0.0.1:{web_port}"
+        env = dict(os.environ, RMM_KAFKA_BOOTSTRAP=self.broker.bootstrap, RMM_DB=str(self.db),
+                   RMM_WEB_PORT=str(web_port), RMM_REFRESH_SECONDS="2")
+        say(f"[demo] broker at {self.broker.bootstrap}; starting the worker (faust) ...")
+        with open(self.work / "worker.log", "ab") as log:
+            self.worker = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "worker"], env=env,
+                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True, preexec_fn=die_with_parent)
+        self._wait_healthy()
+        say(f"[demo] dashboard:   {self.url}/")
+        say(f"[demo] metrics:     {self.url}/metrics")
+        say(f"[demo] KPI API:     {self.url}/api/kpis?by=site")
+        say(f"[demo] database:    {self.db} (owned by the worker; `rmm kpis --db {self.db}` asks the worker)")
+        say(f"[demo] logs:        {self.work}/worker.log, {self.work}/broker.log")
+
+    def _wait_healthy(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_worker()
+            try:
+                if _get(self.url + "/healthz", 2).get("ok"):
+                    return
+            except OSError:
+                pass
+            if self.signals.wait(0.3):
+                raise Stopped()
+        raise DemoFailed(f"worker did not become healthy within {timeout:.0f}s; see {self.work}/worker.log")
+
+    def _check_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is not None:
+            raise DemoFailed(f"worker exited with code {self.worker.returncode}; see {self.work}/worker.log")
+
+    def stream(self, patients: int, rate: float) -> None:
+        from . import simulate
+        from .producer import make_producer, produce_events
 
         events = simulate.generate(seed=7, patients=patients)
-        say(f"[demo] simulated CAR-T programme: {len(events)} events, {patients} patients; weak sites: "
-            + "; ".join(f"{k}: {v}" for k, v in simulate.WEAK_SITES.items()))
+        self.total = len(events) + len(POISON)
+        self.view.say(f"[demo] simulated CAR-T programme: {len(events)} events, {patients} patients; weak sites: "
+                      + "; ".join(f"{k}: {v}" for k, v in simulate.WEAK_SITES.items()))
+        bootstrap = self.broker.bootstrap
 
-        def stream():
-            producer = make_producer(broker.bootstrap)
+        def run() -> None:
+            producer = make_producer(bootstrap)
             try:
                 for topic, value in POISON:
                     producer.send(topic, value=value)
-                produced["n"] += len(POISON)
-                produce_events(events, broker.bootstrap, rate=rate, producer=producer,
-                               progress=lambda n: produced.__setitem__("n", n + len(POISON)))
+                self.produced = len(POISON)
+                produce_events(events, bootstrap, rate=rate, producer=producer, stop=self.stream_stop,
+                               progress=lambda n: setattr(self, "produced", n + len(POISON)))
             finally:
                 producer.close()
-        threading.Thread(target=stream, name="simulator", daemon=True).start()
+        self.streamer = threading.Thread(target=run, name="simulator", daemon=True)
+        self.streamer.start()
 
+    def watch(self, duration: float) -> None:
+        """Until `duration` seconds have passed (0: until a signal), refreshing the view."""
         started = time.monotonic()
-        total = len(events) + len(POISON)
-        while duration <= 0 or time.monotonic() - started < duration:
-            time.sleep(min(3.0, max(0.5, duration - (time.monotonic() - started))) if duration else 3.0)
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with code {worker.returncode}; see {work}/worker.log")
-            _live_table(url, produced["n"], total)
-    except (KeyboardInterrupt, _Interrupted):
-        say("[demo] stopping ...")
-    except Exception as exc:  # start-up failures: say what failed, then clean up below
-        say(f"[demo] failed: {exc}")
-        _stop(worker, broker)
-        return 1
-    final = _final(url, produced["n"]) if worker and worker.poll() is None else None
-    if final is not None and export:
-        final["export"] = _export(url, work / "export")
-    _stop(worker, broker)
+        interval = LIVE_EVERY_S if isinstance(self.view, LiveView) else 3.0
+        while True:
+            left = duration - (time.monotonic() - started) if duration > 0 else interval
+            if left <= 0 or self.signals.wait(min(interval, left)):
+                return
+            self._check_worker()
+            try:
+                status = _get(self.url + "/api/status")
+                rows = _get(self.url + "/api/kpis?by=product") if isinstance(self.view, LiveView) else []
+            except OSError as exc:
+                self.view.say(f"[demo] worker not answering: {exc}")
+                continue
+            self.view.update(self.produced, self.total, status, rows)
+
+    def finish(self) -> dict:
+        """Stop the stream, let ingest catch up (bounded), read the final numbers as of one instant."""
+        self.stream_stop.set()
+        if self.streamer is not None:
+            self.streamer.join(10)
+        deadline = time.monotonic() + CATCH_UP_S
+        status: dict = {}
+        while True:
+            self._check_worker()
+            status = _get(self.url + "/api/status")
+            if status["ingested"] + status["rejected"] + status["duplicates"] >= self.produced \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        as_of = status.get("now") or iso(clock.now())
+        kpis = _get(f"{self.url}/api/kpis?by=product&as_of={as_of}", timeout=60)
+        return {"produced": self.produced, "ingested": status.get("ingested", 0),
+                "rejected": status.get("rejected", 0), "duplicates": status.get("duplicates", 0),
+                "as_of": as_of, "kpis": kpis, "metrics_url": self.url + "/metrics"}
+
+    def stop_processes(self) -> None:
+        """Worker first (it commits and closes the DuckDB file), then the broker. Bounded: the worker ends itself
+        within its stop grace, and is killed if even that fails."""
+        self.stream_stop.set()
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(9)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait(5)
+        if self.broker is not None:
+            self.broker.stop()
+
+    def export(self, as_of: str) -> Optional[str]:
+        """The current quarter's effectiveness export, from the DuckDB file the worker has closed, as of the same
+        instant as the final KPI rows. A second Ctrl-C stops it and removes what it had written."""
+        out = self.work / "export"
+        quarter = quarter_of(clock.now()).label
+        self.view.say(f"[demo] writing the {quarter} effectiveness export to {out} (Ctrl-C again to skip) ...")
+        with open(self.work / "export.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "export", "--quarter", quarter,
+                                     "--db", str(self.db), "--as-of", as_of, "--out", str(out)],
+                                    stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, preexec_fn=die_with_parent)
+        while proc.poll() is None:
+            if self.signals.skip_export.wait(0.2):
+                _end(proc)
+                shutil.rmtree(out, ignore_errors=True)
+                self.view.say("[demo] export skipped (second Ctrl-C)")
+                return None
+        if proc.returncode != 0:
+            self.view.say(f"[demo] export failed (exit {proc.returncode}); see {self.work}/export.log")
+            return None
+        self.view.say(f"[demo] export:      {out}/report.pdf, kpis.xlsx, manifest.json")
+        return str(out)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _print_stdout(line: str) -> None:
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError):  # stdout gone (closed terminal, closed pipe): nothing left to tell
+        pass
+
+
+def run_demo(duration: float = 0.0, workdir: Optional[str] = None, patients: int = 300, rate: float = 2000.0,
+             port: int = 0, export: bool = True,
+             view_factory: Callable[[], View] = View.for_terminal) -> int:
+    work = Path(workdir or "demo-out").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    signals = Signals().install()
+    view = view_factory()
+    demo = Demo(work, view, signals)
+    demo.clean()
+    final: Optional[dict] = None
+    try:
+        demo.start(port)
+        demo.stream(patients, rate)
+        demo.watch(duration)
+        if signals.reason:
+            view.say(f"[demo] {signals.reason}: stopping ...")
+        final = demo.finish()
+    except Stopped:
+        view.say(f"[demo] {signals.reason} during start-up: stopping ...")
+    except (DemoFailed, OSError) as exc:  # OSError: the worker stopped answering its API
+        view.say(f"[demo] failed: {exc}")
+    finally:
+        view.close(final["kpis"] if final else None)
+        demo.stop_processes()
     if final is None:
         return 1
-    print(json.dumps(final), flush=True)
+    if not export:
+        final["export"] = None
+    elif signals.skip_export.is_set():
+        view.say(f"[demo] export skipped ({'second Ctrl-C' if signals.reason == 'Ctrl-C' else signals.reason})")
+        final["export"] = None
+    else:
+        final["export"] = demo.export(final["as_of"])
+    _print_stdout(json.dumps(final))
     return 0
-
-
-def _live_table(url: str, produced: int, total: int) -> None:
-    try:
-        status = _get(url + "/api/status")
-        rows = _get(url + "/api/kpis?by=product")
-    except OSError as exc:
-        print(f"[demo] worker not answering: {exc}", file=sys.stderr)
-        return
-    if sys.stdout.isatty():
-        sys.stdout.write("\x1b[2J\x1b[H")
-    print(f"produced {produced}/{total}  ingested {status['ingested']}  rejected {status['rejected']}  "
-          f"duplicates {status['duplicates']}  stored {status['stored']}  (Ctrl-C to stop)", flush=True)
-    print(format_table(rows), flush=True)
-
-
-def _final(url: str, produced: int) -> Optional[dict]:
-    """Let ingest catch up with what was produced (bounded), then read the final numbers."""
-    deadline = time.monotonic() + 20
-    status = {}
-    while time.monotonic() < deadline:
-        try:
-            status = _get(url + "/api/status")
-        except OSError:
-            return None
-        if status["ingested"] + status["rejected"] + status["duplicates"] >= produced:
-            break
-        time.sleep(0.5)
-    try:
-        kpis = _get(url + "/api/kpis?by=product", timeout=60)
-    except OSError:
-        return None
-    return {"produced": produced, "ingested": status.get("ingested", 0), "rejected": status.get("rejected", 0),
-            "duplicates": status.get("duplicates", 0), "kpis": kpis, "metrics_url": url + "/metrics"}
-
-
-def _export(url: str, out: Path) -> Optional[str]:
-    """The quarterly effectiveness export of the current quarter, read through the worker's API (it owns the
-    DB), as regulatory affairs would run it."""
-    from .periods import quarter_of
-
-    quarter = quarter_of(datetime.now(timezone.utc)).label
-    print(f"[demo] writing the {quarter} effectiveness export to {out} ...", file=sys.stderr, flush=True)
-    done = subprocess.run([sys.executable, "-m", "rmm_monitor.cli", "export", "--quarter", quarter, "--url", url,
-                           "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=600)
-    if done.returncode != 0:
-        print(f"[demo] export failed (exit {done.returncode})", file=sys.stderr, flush=True)
-        return None
-    print(f"[demo] export:      {out}/report.pdf, kpis.xlsx, manifest.json", file=sys.stderr, flush=True)
-    return str(out)
-
-
-def _stop(worker: Optional[subprocess.Popen], broker: Optional[Broker]) -> None:
-    if worker is not None and worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(5)
-    if broker is not None:
-        broker.stop()

@@ -17,12 +17,13 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from . import clock
 from .periods import parse_period
 
 # `scoped` holds the rows a suite checks; `known` is what references are resolved against.
@@ -69,7 +70,7 @@ def load_suites(directory: Optional[Path] = None) -> tuple[Suite, ...]:
 def build_frames(con, as_of: Optional[datetime] = None, period: Optional[str] = None,
                  suites: Optional[tuple[Suite, ...]] = None) -> dict[str, Any]:
     """One pandas DataFrame per suite, from the store (runs on whatever thread owns `con`)."""
-    as_of = as_of or datetime.now(timezone.utc)
+    as_of = as_of or clock.now()
     per = parse_period(period or "all", as_of)
     params = {"as_of": as_of, "p_start": per.start, "p_end": per.end}
     frames = {}
@@ -137,7 +138,7 @@ def validate(frames: dict[str, Any], suites: Optional[tuple[Suite, ...]] = None,
     from great_expectations.validator.v1_validator import Validator
 
     ctx = _gx_context()
-    run_at = run_at or datetime.now(timezone.utc)
+    run_at = run_at or clock.now()
     try:
         source = ctx.data_sources.get("rmm")
     except (KeyError, ValueError, LookupError):

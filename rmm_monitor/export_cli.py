@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
+
+from . import clock
 from pathlib import Path
 
 
@@ -63,7 +65,7 @@ def _as_of(args) -> datetime:
 
     if args.as_of:
         return parse_time(args.as_of)
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return clock.now().replace(microsecond=0)
 
 
 def cmd_export(args) -> int:

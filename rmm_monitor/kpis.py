@@ -35,11 +35,12 @@ import re
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Optional
 
 import duckdb
 
+from . import clock
 from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
 from .periods import Period, iso, parse_period
 from .wilson import Z, wilson_bounds
@@ -88,7 +89,7 @@ def _r(x: Any) -> Any:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 _STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|--[^\n]*")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Callable, Iterable, Optional
 
@@ -21,8 +22,10 @@ def make_producer(bootstrap: str):
 
 
 def produce_events(events: Iterable[dict], bootstrap: str, rate: float = 0.0,
-                   progress: Optional[Callable[[int], None]] = None, producer=None) -> int:
-    """Send events to their contract topics; `rate` events/s (0 = as fast as possible). Returns the count."""
+                   progress: Optional[Callable[[int], None]] = None, producer=None,
+                   stop: Optional[threading.Event] = None) -> int:
+    """Send events to their contract topics; `rate` events/s (0 = as fast as possible); `stop` ends the stream
+    early (what was sent is flushed). Returns the count sent."""
     own = producer is None
     producer = producer or make_producer(bootstrap)
     sent = 0
@@ -32,6 +35,8 @@ def produce_events(events: Iterable[dict], bootstrap: str, rate: float = 0.0,
             topic = TOPIC_OF_TYPE.get(event.get("event_type"), "rmm.site")
             producer.send(topic, key=event_key(event), value=json.dumps(event, separators=(",", ":")).encode())
             sent += 1
+            if stop is not None and sent % 100 == 0 and stop.is_set():
+                break
             if rate > 0 and sent % 100 == 0:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:

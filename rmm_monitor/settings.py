@@ -33,6 +33,8 @@ class Settings:
     # schema-1 file lifts the limit for that one step (store.py).
     duckdb_memory_limit: str = field(default_factory=lambda: _env("RMM_DUCKDB_MEMORY_LIMIT", "256MB"))
     admin_token: str = field(default_factory=lambda: _env("RMM_ADMIN_TOKEN", ""), repr=False)
+    # a stop (SIGTERM) ends the process within this many seconds, broker or no broker (streams/outage.py)
+    stop_grace: float = field(default_factory=lambda: float(_env("RMM_STOP_GRACE", "7")))
     # Faster group joins than faust's defaults (STACK-NOTES.md: ~30 s first join otherwise).
     session_timeout: float = field(default_factory=lambda: float(_env("RMM_SESSION_TIMEOUT", "10")))
 

@@ -36,6 +36,7 @@ from operator import itemgetter
 from random import Random
 from typing import Iterable, Optional
 
+from . import clock
 from .contract import TOPIC_OF_TYPE
 
 __all__ = ["generate", "to_jsonl", "topic_of", "WEAK_SITES", "STRONG_SITES", "PRODUCTS", "PROGRAMME_SITE_ID",
@@ -120,7 +121,7 @@ _LAGN = 4096
 
 def _utc_seconds(end: Optional[datetime]) -> int:
     if end is None:
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         return int(now.timestamp()) // 60 * 60
     if end.tzinfo is None:
         end = end.replace(tzinfo=timezone.utc)

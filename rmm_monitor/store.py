@@ -20,7 +20,7 @@ import os
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from . import clock
 from .contract import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_reason
 
 SCHEMA_VERSION = 2
@@ -193,7 +194,7 @@ class InsertResult:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 class Store:

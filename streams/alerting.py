@@ -18,13 +18,14 @@ import hmac
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Optional
 
 from faust.web import View
 from prometheus_client import Counter, Gauge
 
 from rmm_monitor import alerts as A
+from rmm_monitor import clock
 from rmm_monitor import channels as C
 from rmm_monitor import signals as S
 from rmm_monitor.catalog import load_catalog
@@ -39,7 +40,7 @@ EVAL_MIN_INTERVAL = 1.0
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 def _in_transaction(con, fn, *args):

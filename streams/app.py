@@ -17,15 +17,16 @@ from typing import Any, Optional
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from rmm_monitor import __version__
+from rmm_monitor import __version__, clock
 from rmm_monitor.contract import ALERTS_TOPIC
 from rmm_monitor.kpis import Engine
-from rmm_monitor.periods import parse_time
+from rmm_monitor.periods import iso, parse_time
 from rmm_monitor.settings import Settings
 
 from . import dashboard_page
 from .ingest import BatchIngestor, StoreThreads, tune_gc
 from .dq_task import DqTask
+from .outage import BrokerWatch, ClientLogThrottle, StopDeadline, install_throttle
 from .telemetry import WorkerMetrics
 
 log = logging.getLogger("rmm.worker")
@@ -81,6 +82,8 @@ class Worker:
             broker_rebalance_timeout=4, broker_session_timeout=6, broker_heartbeat_interval=1,
             producer_acks=-1, web_enabled=True, store="memory://")
         self.ingestor = BatchIngestor(s, self.stores, self.metrics, self._send)
+        self.log_throttle = ClientLogThrottle()
+        self.broker_watch = BrokerWatch(s.bootstrap, self.log_throttle)
         self.alerts_topic = self.app.topic(ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
         dashboard_page.register(self.app)  # before _routes: faust's own index also claims "/"
         self._routes()
@@ -89,6 +92,7 @@ class Worker:
         self.alerting = Alerting(self)
         self.app.agent(self.alerts_topic, name="alert-fanout")(self._alert_fanout)
         self.app.early_tasks.append(self._ingest)
+        self.app.early_tasks.append(self.broker_watch.run)
         self.app.timer(interval=s.refresh_seconds)(self._refresh)
 
     # --- faust tasks ---------------------------------------------------------------------------------------
@@ -194,7 +198,9 @@ class Worker:
         return {"ingested": int(m.total(m.ingested)), "rejected": int(m.total(m.rejected)),
                 "duplicates": int(m.total(m.duplicates)), "batches": int(m.total(m.batches)),
                 "stored": self.stored_count, "db": os.path.abspath(self.settings.db),
-                "bootstrap": self.settings.bootstrap, "web": self.settings.web_url}
+                "bootstrap": self.settings.bootstrap, "web": self.settings.web_url,
+                "broker_up": self.broker_watch.up, "now": iso(clock.now()),
+                "clock": "controlled" if clock.is_controlled() else "wall"}
 
     def _write_sidecar(self) -> None:
         with open(self.settings.sidecar, "w") as fh:
@@ -208,6 +214,26 @@ class Worker:
             pass
 
 
+class _FaustWorker(faust.Worker):
+    """faust's process runner, with two additions: the Kafka clients' log is throttled once logging is set up, and a
+    stop (SIGTERM, SIGINT) ends the process within `stop_grace` seconds even when the broker is gone."""
+
+    def __init__(self, worker: Worker, **kwargs):
+        super().__init__(worker.app, **kwargs)
+        self.rmm = worker
+        self.deadline = StopDeadline(worker.settings.stop_grace, on_expiry=worker.remove_sidecar)
+
+    def _setup_logging(self) -> None:
+        super()._setup_logging()
+        install_throttle(self.rmm.log_throttle)
+        if clock.is_controlled():
+            log.warning("clock set by %s: the worker's now is %s", clock.ENV, iso(clock.now()))
+
+    def _schedule_shutdown(self, signal) -> None:
+        self.deadline.arm()
+        super()._schedule_shutdown(signal)
+
+
 def run_worker(settings: Optional[Settings] = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     settings = settings or Settings()
@@ -219,7 +245,8 @@ def run_worker(settings: Optional[Settings] = None) -> int:
         print(f"rmm worker: cannot open {settings.db}: {exc}", file=sys.stderr)
         return 2
     worker = Worker(settings)
-    fw = faust.Worker(worker.app, loglevel=worker.settings.log_level, quiet=True, override_logging=True)
+    fw = _FaustWorker(worker, loglevel=worker.settings.log_level, quiet=True, override_logging=True,
+                      redirect_stdouts=False)
     try:
         fw.execute_from_commandline()
     except SystemExit as exc:

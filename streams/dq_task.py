@@ -13,10 +13,10 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Optional
 
-from rmm_monitor import dq
+from rmm_monitor import clock, dq
 from rmm_monitor.export_data import extras
 from rmm_monitor.periods import iso, parse_time
 
@@ -91,7 +91,7 @@ class DqTask:
         async def extras_page(web, request):
             q = request.query
             try:
-                as_of = parse_time(q["as_of"]) if q.get("as_of") else datetime.now(timezone.utc)
+                as_of = parse_time(q["as_of"]) if q.get("as_of") else clock.now()
             except ValueError as exc:
                 return web.json({"error": str(exc)}, status=400)
             return web.json(await self.worker.stores.read(extras, as_of))

@@ -43,6 +43,7 @@ log = logging.getLogger("rmm.ingest")
 # Crash tests set RMM_FAILPOINT=after_store to die between the DuckDB commit and the offset commit.
 FAILPOINT = os.environ.get("RMM_FAILPOINT", "")
 WRITE_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between attempts; then the worker stops, offsets uncommitted
+CONSUMER_STOP_S = 3.0  # longest wait for the consumer to leave its group on stop
 IDLE_CHECKPOINT_S = 2.0  # fold the WAL into the file once the stream has been quiet this long
 # The cyclic collector at its default gen-0 threshold (700 net allocations) ran hundreds of times per 50 k-event
 # batch: aiokafka allocates a ConsumerRecord per record, and every run re-walked the batch's long lists while they
@@ -220,8 +221,8 @@ class BatchIngestor:
             self.consumer = self._consumer()
             try:
                 await self.consumer.start()
-            except KafkaError as exc:
-                log.warning("broker %s not reachable (%s); retrying", self.settings.bootstrap, exc)
+            except KafkaError as exc:  # the outage itself is logged by streams/outage.py, once a minute
+                log.debug("consumer start failed (%s); retrying", exc)
                 await self._stop_consumer()
                 await asyncio.sleep(1.0)
                 continue
@@ -231,10 +232,12 @@ class BatchIngestor:
                 await self._stop_consumer()
 
     async def _stop_consumer(self) -> None:
+        """Bounded: with the broker gone, aiokafka's stop retries leaving the group for as long as it is away, and a
+        stop must not wait on that (nothing uncommitted is lost: the broker redelivers it)."""
         if self.consumer is not None:
             try:
-                await self.consumer.stop()
-            except Exception:  # a consumer that never connected may fail to stop; nothing to release then
+                await asyncio.wait_for(self.consumer.stop(), CONSUMER_STOP_S)
+            except Exception:  # never connected, or the broker is gone; nothing more to release
                 log.debug("consumer stop failed", exc_info=True)
             self.consumer = None
 

@@ -1,5 +1,9 @@
 """Fixtures: real parts only. The bundled broker (tansu) is started per test where topics must be clean (it
-starts in ~0.3 s); workers run as real `rmm worker` subprocesses against a real DuckDB file."""
+starts in ~0.3 s); workers run as real `rmm worker` subprocesses against a real DuckDB file.
+
+The clock: every process of the suite (this one, each worker, each CLI) reads RMM_CLOCK, set here once to the
+offset that makes "now" NOW, mid-quarter at noon UTC, whatever the machine's date or time zone. No test depends on
+the day it runs; the suite passes with the machine clock shifted (scripts/clock-shifts.sh)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,12 +15,18 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from rmm_monitor.broker import Broker, free_port
+from rmm_monitor import clock
+from rmm_monitor.broker import Broker, die_with_parent, free_port
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)   # day 55 of 2026Q4: no day, quarter or year boundary near
+os.environ[clock.ENV] = clock.offset_to(NOW)
+clock.configure(os.environ[clock.ENV])
 
 
 @pytest.fixture
@@ -56,7 +66,7 @@ class WorkerProc:
         env.update(self.env_extra)  # a test may override the defaults above (e.g. a slower KPI refresh)
         self.proc = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "worker"], env=env,
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -110,6 +110,13 @@ class PrometheusServer(_Server):
         assert body.get("status") == "success", f"query {promql!r} failed: {body}"
         return body["data"]["result"]
 
+    def now(self) -> float:
+        """Prometheus's own clock (unix seconds). Query times come from here, never from this process: Prometheus
+        is a Go program that reads the clock without libc, so a shifted clock here (faketime) does not move it."""
+        body = _get_json(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': 'time()'})}")
+        assert body.get("status") == "success", body
+        return float(body["data"]["result"][1])
+
     def wait_for(self, promql: str, timeout: float = 30.0) -> list[dict]:
         """Wait until a query returns at least one series."""
         deadline = time.monotonic() + timeout

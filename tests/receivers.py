@@ -6,7 +6,6 @@ import json
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
 from email import message_from_bytes, policy
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,9 +19,10 @@ from rmm_monitor import simulate
 from rmm_monitor.broker import free_port
 from rmm_monitor.ingest import process_batch
 from rmm_monitor.kpis import Engine
-from rmm_monitor.periods import quarter_of
 from rmm_monitor.signals import breach_targets
 from rmm_monitor.store import Store
+
+from conftest import NOW
 
 WEAK_SITE = "GZ-03"   # simulate.WEAK_SITES: late or missing alert cards
 
@@ -30,15 +30,10 @@ WEAK_SITE = "GZ-03"   # simulate.WEAK_SITES: late or missing alert cards
 @lru_cache(maxsize=1)
 def weak_site_events() -> tuple[dict, ...]:
     """The simulator's GZ-03 events plus the programme's material releases (without them every infusion would
-    also fail trained_on_current_material), programme ending now.
-
-    The worker judges the current quarter, so early in a quarter few GZ-03 units fall in it: the programme gets
-    more patients then (~11 GZ-03 units either way). On 2026-11-25 (day 55 of Q4) this gives exactly one breach,
-    alert_card_issued CTX-19 GZ-03 6/11; `expected_breaches` says what the engine finds on the day of the run."""
-    now = datetime.now(timezone.utc)
-    elapsed = (now - quarter_of(now).start).total_seconds() / 86400
-    patients = 600 if elapsed >= 45 else min(6000, int(600 * 45 / max(elapsed, 4.5)))
-    events = simulate.generate(seed=7, patients=patients, end=now)
+    also fail trained_on_current_material), the programme ending at the suite's NOW (conftest: every process of
+    the suite runs on that clock), so the worker's current quarter holds the same units on any day.
+    At NOW the engine finds one breach, alert_card_issued CTX-19 GZ-03 6/11 (`expected_breaches`)."""
+    events = simulate.generate(seed=7, patients=600, end=NOW)
     return tuple(e for e in events if e["site_id"] == WEAK_SITE or e["event_type"] == "material_version_released")
 
 

@@ -13,13 +13,12 @@ import json
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from urllib.error import HTTPError
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from rmm_monitor import alert_rules
+from rmm_monitor import alert_rules, clock
 from rmm_monitor import channels as C
 from rmm_monitor import signals as S
 from rmm_monitor.broker import Broker
@@ -113,7 +112,7 @@ def scenario(tmp_path):
 
 def check_breach_reaches_the_qppv_once_on_every_channel(scenario):
     s = scenario
-    n = len(s.expected)  # 1 on 2026-11-25: alert_card_issued CTX-19 GZ-03
+    n = len(s.expected)  # 1 at the suite's NOW: alert_card_issued CTX-19 GZ-03 6/11
     wait_until(lambda: len(s.smtp.messages) >= n and len(s.hook.ok()) >= n, 60, "e-mail and webhook delivery")
     msgs = wait_until(lambda: read_alert_topic(s.broker.bootstrap), 30, "the rmm.alerts messages")
     t_mail, t_hook = s.smtp.received_at[0] - s.t0, s.hook.ok()[0]["at"] - s.t0
@@ -124,7 +123,8 @@ def check_breach_reaches_the_qppv_once_on_every_channel(scenario):
     assert sorted((a["signal"], a["kpi"], a["product"], a["site_id"], a["state"]) for a in alerts) == \
         sorted(("kpi_breach", r["kpi"], r["product"], r["site_id"] or "", "firing") for r in s.expected)
     alert = s.gz03()
-    row = next(r for r in s.expected if (r["kpi"], r["site_id"]) == ("alert_card_issued", "GZ-03"))
+    row = next(r for r in s.expected if (r["kpi"], r["product"], r["site_id"]) == (alert["kpi"], alert["product"],
+                                                                                     alert["site_id"]))
 
     # e-mail: a subject the QPPV can triage from; numbers, failing units and the review case in the body
     assert len(s.smtp.messages) == n
@@ -227,7 +227,7 @@ def check_same_scenario_twice_creates_nothing_new_and_a_release_closes_the_case(
     assert len(read_alert_topic(s.broker.bootstrap)) == n
     alert = s.gz03()
 
-    now = datetime.now(timezone.utc).isoformat()
+    now = clock.now().isoformat()
     produce_events([{"event_id": "mat-e2e-v3", "event_type": "material_version_released", "schema_version": 1,
                      "occurred_at": now, "product": "CTX-19", "site_id": "MAH-HQ", "material_id": "CTX19-PAT",
                      "version": 3, "sections": ["alert_card"]}], s.broker.bootstrap)

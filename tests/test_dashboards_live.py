@@ -23,7 +23,7 @@ from rmm_monitor.dashboards import by_armm
 from rmm_monitor.producer import produce_events, produce_raw
 
 from browser import Browser
-from conftest import WorkerProc, http_json, http_text
+from conftest import NOW, WorkerProc, http_json, http_text
 from promserver import PrometheusServer, _get_json
 from test_dashboards import all_panels, committed
 
@@ -57,8 +57,8 @@ def stack(tmp_path_factory):
                             env_extra={"RMM_REFRESH_SECONDS": "4"}).start()
         prometheus = PrometheusServer(tmp, scrape_targets=[worker.url.removeprefix("http://")]).start()
         prometheus.wait_for_scrape()
-        fed_from = time.time()
-        events = simulate.generate(seed=11, patients=50)
+        fed_from = prometheus.now()
+        events = simulate.generate(seed=11, patients=50, end=NOW)
         # Spread over a few seconds so the rate panels see ingest across several scrapes.
         sent = produce_events(events, broker.bootstrap, rate=1000)
         produce_raw(POISON, broker.bootstrap)
@@ -108,11 +108,12 @@ def _variable_sets(prom: PrometheusServer, board: dict, start: float) -> list[di
 
 
 def _run(prom: PrometheusServer, expr: str, instant: bool, start: float) -> list[dict]:
+    """As Grafana asks: instant at Prometheus's now, or a range from `start` to it (both on Prometheus's clock)."""
     if instant:
-        params = {"query": expr, "time": str(time.time())}
+        params = {"query": expr}
         path = "query"
     else:
-        params = {"query": expr, "start": str(start), "end": str(time.time()), "step": "1"}
+        params = {"query": expr, "start": str(start), "end": str(prom.now()), "step": "1"}
         path = "query_range"
     body = _get_json(f"{prom.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
     assert body["status"] == "success", f"{expr!r}: {body}"

@@ -1,16 +1,31 @@
-"""`rmm demo --duration S`: bundled broker + worker + simulator, exits 0 with one final JSON line."""
+"""`rmm demo`: bundled broker + worker + simulator, one final JSON line; and nothing it starts outlives it, however
+it ends (Ctrl-C once, twice, SIGTERM, SIGHUP, SIGKILL)."""
+from __future__ import annotations
+
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from rmm_monitor.catalog import load_catalog
 
 from conftest import run_cli
+from procs import Proc, children, wait_gone
+
+STOP_WITHIN_S = 10.0
 
 
 def test_demo_runs_and_prints_the_final_json_line(tmp_path):
     out = run_cli("demo", "--duration", "25", "--patients", "120", "--dir", str(tmp_path), timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
-    final = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(final) >= {"produced", "ingested", "rejected", "kpis", "metrics_url"}
+    [line] = out.stdout.strip().splitlines()  # stdout is the final JSON line, nothing else
+    final = json.loads(line)
+    assert set(final) >= {"produced", "ingested", "rejected", "kpis", "metrics_url", "as_of"}
     assert final["rejected"] == 3  # the demo's three poison events, each dead-lettered
     # every produced record is accounted for: stored once, recognised as a duplicate, or rejected
     assert final["ingested"] + final["duplicates"] + final["rejected"] == final["produced"]
@@ -20,8 +35,115 @@ def test_demo_runs_and_prints_the_final_json_line(tmp_path):
     assert final["metrics_url"].startswith("http://127.0.0.1:")
     assert "/metrics" in out.stderr and "dashboard" in out.stderr
     assert not (tmp_path / "rmm-demo.duckdb.worker.json").exists(), "the worker cleans up its address file"
-    # on exit the demo writes the current quarter's effectiveness export through the worker's API
+    # not a terminal: progress lines now and then, the KPI table once at the end
+    assert "[demo] produced " in out.stderr
+    assert out.stderr.count("95% CI") == 1, out.stderr[-3000:]
+    # on exit the demo writes the current quarter's effectiveness export, as of the final rows' instant
     export = tmp_path / "export"
     assert final["export"] == str(export)
     manifest = json.loads((export / "manifest.json").read_text())
     assert {"kpis.xlsx", "report.pdf", "kpis.csv"} <= set(manifest["files"])
+    assert manifest["quarter"] == "2026Q4" and manifest["as_of"].startswith("2026-11-25")  # conftest's NOW
+
+
+class Demo:
+    """`rmm demo` without a time limit, as someone starts it in a terminal and then ends it."""
+
+    def __init__(self, tmp_path: Path):
+        self.dir = tmp_path
+        self.stdout, self.stderr = tmp_path / "demo.out", tmp_path / "demo.err"
+        with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rmm_monitor.cli", "demo", "--patients", "40", "--rate", "400",
+                 "--dir", str(tmp_path / "demo")], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+
+    def err(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.err():
+            assert self.proc.poll() is None, f"demo exited ({self.proc.returncode}):\n{self.err()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {text!r} in {timeout}s:\n{self.err()[-3000:]}"
+            time.sleep(0.2)
+
+    def children(self) -> dict[str, Proc]:
+        kids = children(self.proc.pid)
+        named = {("broker" if "tansu" in p.cmdline else "worker" if " worker" in p.cmdline else
+                  "export" if " export" in p.cmdline else p.cmdline): p for p in kids}
+        return named
+
+    def final(self) -> dict:
+        [line] = self.stdout.read_text().strip().splitlines()
+        return json.loads(line)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def demo(tmp_path):
+    d = Demo(tmp_path)
+    yield d
+    d.kill()
+    for p in children(d.proc.pid):  # only reached when a test failed: leave nothing behind either way
+        os.kill(p.pid, signal.SIGKILL)
+
+
+def _running(demo: Demo) -> dict[str, Proc]:
+    demo.wait_for("[demo] simulated CAR-T programme")
+    kids = demo.children()
+    assert set(kids) == {"broker", "worker"}, kids
+    return kids
+
+
+def _assert_gone(procs, what: str) -> None:
+    left = wait_gone(list(procs), STOP_WITHIN_S)
+    assert not left, f"{what}: still running {STOP_WITHIN_S:.0f} s later: {[p.cmdline for p in left]}"
+
+
+def test_ctrl_c_once_stops_everything_then_writes_the_export(demo):
+    kids = _running(demo)
+    time.sleep(2)
+    demo.proc.send_signal(signal.SIGINT)
+    _assert_gone(kids.values(), "after Ctrl-C")
+    assert demo.proc.wait(180) == 0, demo.err()[-3000:]
+    final = demo.final()
+    assert final["export"] == str(demo.dir / "demo" / "export")
+    assert (demo.dir / "demo" / "export" / "manifest.json").exists()
+    assert "Traceback" not in demo.err() and "[demo] Ctrl-C: stopping" in demo.err()
+
+
+def test_ctrl_c_twice_skips_the_export_with_one_line(demo):
+    kids = _running(demo)
+    demo.proc.send_signal(signal.SIGINT)
+    demo.wait_for("effectiveness export to")
+    export = demo.children().get("export")
+    assert export is not None, "the export runs in a child process of the demo"
+    demo.proc.send_signal(signal.SIGINT)
+    _assert_gone([*kids.values(), export], "after a second Ctrl-C")
+    assert demo.proc.wait(STOP_WITHIN_S) == 0
+    err = demo.err()
+    assert err.count("export skipped") == 1 and "Traceback" not in err, err[-3000:]
+    assert demo.final()["export"] is None
+    assert not (demo.dir / "demo" / "export").exists(), "a half-written export is removed, never left to be mistaken"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_everything_without_the_export(demo, signum):
+    kids = _running(demo)
+    demo.proc.send_signal(signum)
+    _assert_gone(kids.values(), f"after {signum.name}")
+    assert demo.proc.wait(STOP_WITHIN_S) == 0
+    err = demo.err()
+    assert "Traceback" not in err and f"export skipped ({signum.name})" in err, err[-3000:]
+    assert demo.final()["export"] is None
+
+
+def test_sigkill_of_the_demo_takes_its_broker_and_worker_along(demo):
+    kids = _running(demo)
+    demo.proc.kill()
+    demo.proc.wait(5)
+    _assert_gone(kids.values(), "after SIGKILL of the demo")

@@ -13,7 +13,6 @@ from rmm_monitor import simulate
 from rmm_monitor.fixtures import encode
 from rmm_monitor.ingest import process_batch
 from rmm_monitor.kpis import Engine, adverse_outcomes
-from rmm_monitor.periods import iso
 from rmm_monitor.store import Store
 
 END = datetime(2026, 10, 20, tzinfo=timezone.utc)

@@ -17,7 +17,7 @@ from rmm_monitor.ingest import process_batch
 from rmm_monitor.producer import produce_events
 from rmm_monitor.store import Store
 
-from conftest import http_text, run_cli
+from conftest import NOW, http_text, run_cli
 
 INJECTIONS = [
     "x'); DROP TABLE events; --",
@@ -30,7 +30,7 @@ INJECTIONS = [
 
 
 def test_metrics_and_aggregate_api_carry_no_patient_ref(broker, worker_factory):
-    events = simulate.generate(seed=21, patients=80)
+    events = simulate.generate(seed=21, patients=80, end=NOW)
     refs = {e["patient_ref"] for e in events if e.get("patient_ref")}
     assert len(refs) >= 50
     worker = worker_factory(broker.bootstrap).start()

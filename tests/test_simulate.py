@@ -10,6 +10,7 @@ from statistics import median
 
 import pytest
 
+from rmm_monitor import clock
 from rmm_monitor.contract import TOPIC_OF_TYPE, validate_one
 from rmm_monitor.simulate import PRODUCTS, PROGRAMME_SITE_ID, STRONG_SITES, WEAK_SITES, generate, to_jsonl, topic_of
 
@@ -90,10 +91,10 @@ def test_all_times_within_the_programme(events):
 
 
 def test_default_end_is_now():
-    before = datetime.now(timezone.utc)
+    before = clock.now()
     evs = generate(seed=1, patients=30, days=60)
     latest = max(ts(e["recorded_at"]) for e in evs)
-    assert latest <= datetime.now(timezone.utc)
+    assert latest <= clock.now()
     assert latest >= before - timedelta(days=2)
 
 

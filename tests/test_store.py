@@ -9,6 +9,8 @@ from rmm_monitor.kpis import Engine
 from rmm_monitor.periods import parse_time
 from rmm_monitor.store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
 
+from conftest import NOW
+
 AS_OF = parse_time("2026-11-01T00:00:00Z")
 # The schema-1 DDL as it shipped: every contract column, the store columns, the key on the table itself.
 V1_DDL = (f"CREATE TABLE events ({', '.join(f'{n} {t}' for n, t in EVENT_COLUMNS)}, topic VARCHAR NOT NULL, "
@@ -20,7 +22,7 @@ V1_DDL = (f"CREATE TABLE events ({', '.join(f'{n} {t}' for n, t in EVENT_COLUMNS
 def _programme() -> list[bytes]:
     """A small simulated programme, each event once (the simulator also sends duplicates on purpose)."""
     seen, out = set(), []
-    for event in simulate.generate(seed=5, patients=60):
+    for event in simulate.generate(seed=5, patients=60, end=NOW):
         if event["event_id"] not in seen:
             seen.add(event["event_id"])
             out.append(event)

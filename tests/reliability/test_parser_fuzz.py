@@ -16,6 +16,7 @@ from rmm_monitor.contract import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, va
 from rmm_monitor.ingest import process_batch
 from rmm_monitor.store import TOPIC_TABLES, Store
 
+from conftest import NOW
 from scenario import events as scenario_events
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -29,7 +30,7 @@ PATIENT_REF = re.compile(r"[A-Za-z0-9_-]{8,64}")
 def samples() -> list[dict]:
     """One valid event of every type (the simulator covers them all) plus the scripted scenario's."""
     by_type: dict[str, dict] = {}
-    for e in simulate.generate(seed=5, patients=60) + scenario_events():
+    for e in simulate.generate(seed=5, patients=60, end=NOW) + scenario_events():
         by_type.setdefault(e["event_type"], e)
     assert set(by_type) == set(EVENT_TYPES)
     return list(by_type.values())
