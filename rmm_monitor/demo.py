@@ -43,6 +43,7 @@ POISON = [
 CATCH_UP_S = 5.0        # after the stream stops, how long ingest may take to reach what was produced
 PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is not a terminal
 LIVE_EVERY_S = 1.0       # the live view's refresh
+POLL_S = 0.1             # how often a wait looks at the signal flags
 
 
 class DemoFailed(Exception):
@@ -59,16 +60,29 @@ def _get(url: str, timeout: float = 5.0) -> Any:
 
 
 # --- signals --------------------------------------------------------------------------------------------------
+def pause(seconds: float, until: Callable[[], bool]) -> bool:
+    """Sleep up to `seconds`, in short sleeps, returning True as soon as `until()` holds. Not Event.wait(timeout):
+    a timed wait on a lock or condition sleeps for a day under faketime's shifted monotonic clock (libfaketime
+    0.9.10), and the demo must end on time however the machine's clock is set (scripts/clock-shifts.sh)."""
+    deadline = time.monotonic() + seconds
+    while not until():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(POLL_S, left))
+    return True
+
+
 class Signals:
     """Ctrl-C once: stop, then export. Ctrl-C again: skip the export. SIGTERM, SIGHUP: stop without the export.
-    The handlers only set events; the demo's own loops look at them, so no exception lands in the middle of
+    The handlers only set flags; the demo's own loops look at them, so no exception lands in the middle of
     starting a process or writing a file."""
 
     NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.skip_export = threading.Event()
+        self.stopping = False
+        self.skip_export = False
         self.reason: Optional[str] = None
 
     def install(self) -> "Signals":
@@ -77,15 +91,15 @@ class Signals:
         return self
 
     def _on_signal(self, signum, frame) -> None:
-        if self.stop.is_set() or signum != signal.SIGINT:
-            self.skip_export.set()
-        if not self.stop.is_set():
+        if self.stopping or signum != signal.SIGINT:
+            self.skip_export = True
+        if not self.stopping:
             self.reason = self.NAMES[signum]
-            self.stop.set()
+            self.stopping = True
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True as soon as a stop is asked for."""
-        return self.stop.wait(seconds)
+        return pause(seconds, lambda: self.stopping)
 
 
 # --- output ---------------------------------------------------------------------------------------------------
@@ -217,7 +231,7 @@ class Demo:
         self.url = ""
         self.produced = 0
         self.total = 0
-        self.stream_stop = threading.Event()
+        self.stream_stop = threading.Event()  # only set and read, never waited on (see `pause`)
         self.streamer: Optional[threading.Thread] = None
 
     def clean(self) -> None:
@@ -307,7 +321,8 @@ class Demo:
         """Stop the stream, let ingest catch up (bounded), read the final numbers as of one instant."""
         self.stream_stop.set()
         if self.streamer is not None:
-            self.streamer.join(10)
+            streamer = self.streamer
+            pause(10, lambda: not streamer.is_alive())
         deadline = time.monotonic() + CATCH_UP_S
         status: dict = {}
         while True:
@@ -349,7 +364,7 @@ class Demo:
                                     stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
                                     start_new_session=True, preexec_fn=die_with_parent)
         while proc.poll() is None:
-            if self.signals.skip_export.wait(0.2):
+            if pause(0.2, lambda: self.signals.skip_export):
                 _end(proc)
                 shutil.rmtree(out, ignore_errors=True)
                 self.view.say("[demo] export skipped (second Ctrl-C)")
@@ -405,7 +420,7 @@ def run_demo(duration: float = 0.0, workdir: Optional[str] = None, patients: int
         return 1
     if not export:
         final["export"] = None
-    elif signals.skip_export.is_set():
+    elif signals.skip_export:
         view.say(f"[demo] export skipped ({'second Ctrl-C' if signals.reason == 'Ctrl-C' else signals.reason})")
         final["export"] = None
     else:
