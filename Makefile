@@ -55,12 +55,12 @@ bench: venv
 # Grafana dashboards from the KPI catalog and the compose stack's derived configs (commit the result; tests
 # fail when they are stale).
 dashboards: venv
-	$(PY) -m rmm_monitor.dashboards --out dashboards/grafana/dashboards
-	$(PY) -m rmm_monitor.compose_config --out deploy
+	$(PY) -m rmm_monitor.ops.grafana --out dashboards/grafana/dashboards
+	$(PY) -m rmm_monitor.ops.compose --out deploy
 
 # Prometheus alert rules, their promtool tests and the Alertmanager routing from the catalog (commit the result).
 rules: venv
-	$(PY) -m rmm_monitor.alert_rules --out dashboards
+	$(PY) -m rmm_monitor.ops.prometheus --out dashboards
 
 # Regenerate the exact pins after changing dependencies (then run `make test`).
 lock: venv

@@ -45,13 +45,13 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from rmm_monitor import simulate  # noqa: E402
-from rmm_monitor.broker import Broker, free_port  # noqa: E402
-from rmm_monitor.contract import TOPICS  # noqa: E402
-from rmm_monitor.periods import quarter_of  # noqa: E402
-from rmm_monitor.poison import poison  # noqa: E402
-from rmm_monitor.producer import event_key  # noqa: E402
-from rmm_monitor.settings import Settings  # noqa: E402
+from rmm_monitor.dev import simulate  # noqa: E402
+from rmm_monitor.dev.broker import Broker, free_port  # noqa: E402
+from rmm_monitor.contract.events import TOPICS  # noqa: E402
+from rmm_monitor.core.periods import quarter_of  # noqa: E402
+from rmm_monitor.dev.poison import poison  # noqa: E402
+from rmm_monitor.dev.producer import event_key  # noqa: E402
+from rmm_monitor.core.settings import Settings  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results"
@@ -314,7 +314,7 @@ def freshness(workdir: Path, rate: float = 1000.0, seconds: float = 30.0, poll: 
     adds up to `poll` s."""
     import threading
 
-    from rmm_monitor.producer import make_producer
+    from rmm_monitor.dev.producer import make_producer
 
     n = int(rate * seconds)
     seen_ids, records = set(), []
@@ -398,7 +398,7 @@ def scale_db(n: int) -> Path:
     """A DuckDB file with ~n simulated events, cached per size and quarter (the KPIs of 'the current quarter'
     need the programme to end now). Chunks of ~1 M events from different seeds; patient, lot and AE ids get a
     chunk suffix so chunks are different patients at the same sites."""
-    from rmm_monitor.store import SCHEMA_VERSION, Store
+    from rmm_monitor.store.event_store import SCHEMA_VERSION, Store
 
     CACHE.mkdir(parents=True, exist_ok=True)
     label = quarter_of(datetime.now(timezone.utc)).label
@@ -451,7 +451,7 @@ def rss_kib(pid: int) -> tuple[int, int]:
 def scale(n: int, workdir: Path) -> dict:
     import duckdb
 
-    from rmm_monitor.kpis import Engine
+    from rmm_monitor.kpi.engine import Engine
 
     t0 = time.perf_counter()
     src = scale_db(n)

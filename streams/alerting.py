@@ -24,14 +24,14 @@ from typing import Any, Optional
 from faust.web import View
 from prometheus_client import Counter, Gauge
 
-from rmm_monitor import alerts as A
-from rmm_monitor import clock
-from rmm_monitor import channels as C
-from rmm_monitor import signals as S
-from rmm_monitor.catalog import load_catalog
-from rmm_monitor.contract import ALERTS_TOPIC
-from rmm_monitor.kpis import Engine, adverse_outcomes
-from rmm_monitor.store import transaction
+from rmm_monitor.alerting import records as A
+from rmm_monitor.core import clock
+from rmm_monitor.alerting import channels as C
+from rmm_monitor.alerting import signals as S
+from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.contract.events import ALERTS_TOPIC
+from rmm_monitor.kpi.engine import Engine, adverse_outcomes
+from rmm_monitor.store.event_store import transaction
 
 log = logging.getLogger("rmm.alerting")
 _WAKE_TOPICS = ("rmm.ae", "rmm.training")   # AE clusters, safety information, material releases

@@ -17,15 +17,16 @@ from typing import Any, Optional
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from rmm_monitor import __version__, clock
-from rmm_monitor.contract import ALERTS_TOPIC
-from rmm_monitor.kpis import Engine
-from rmm_monitor.periods import iso, parse_time
-from rmm_monitor.settings import Settings
+from rmm_monitor import __version__
+from rmm_monitor.core import clock
+from rmm_monitor.contract.events import ALERTS_TOPIC
+from rmm_monitor.kpi.engine import Engine
+from rmm_monitor.core.periods import iso, parse_time
+from rmm_monitor.core.settings import Settings
 
 from . import dashboard_page
 from .ingest import BatchIngestor, StoreThreads, tune_gc
-from .dq_task import DqTask
+from .quality_task import DqTask
 from .outage import BrokerWatch, ClientLogThrottle, StopDeadline, install_throttle
 from .telemetry import WorkerMetrics
 

@@ -31,10 +31,10 @@ from typing import Any, Awaitable, Callable, Optional
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from rmm_monitor.contract import DEADLETTER_TOPIC, TOPICS, reason_code
-from rmm_monitor.ingest import BatchOutcome, CheckedBatch, check_batch, merge_checked, store_checked
-from rmm_monitor.settings import Settings
-from rmm_monitor.store import Store, StoreWriteError
+from rmm_monitor.contract.events import DEADLETTER_TOPIC, TOPICS, reason_code
+from rmm_monitor.store.batches import BatchOutcome, CheckedBatch, check_batch, merge_checked, store_checked
+from rmm_monitor.core.settings import Settings
+from rmm_monitor.store.event_store import Store, StoreWriteError
 
 from .telemetry import WorkerMetrics
 

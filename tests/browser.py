@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
-from rmm_monitor.broker import free_port
+from rmm_monitor.dev.broker import free_port
 
 from promserver import stop_process
 

@@ -21,8 +21,8 @@ from typing import Optional
 
 import pytest
 
-from rmm_monitor import clock
-from rmm_monitor.broker import Broker, die_with_parent, free_port
+from rmm_monitor.core import clock
+from rmm_monitor.dev.broker import Broker, die_with_parent, free_port
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)   # day 55 of 2026Q4: no day, quarter or year boundary near
 os.environ[clock.ENV] = clock.offset_to(NOW)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import yaml
 
-from rmm_monitor.broker import free_port
+from rmm_monitor.dev.broker import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or \

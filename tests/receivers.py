@@ -15,12 +15,12 @@ from typing import Optional
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from rmm_monitor import simulate
-from rmm_monitor.broker import free_port
-from rmm_monitor.ingest import process_batch
-from rmm_monitor.kpis import Engine
-from rmm_monitor.signals import breach_targets
-from rmm_monitor.store import Store
+from rmm_monitor.dev import simulate
+from rmm_monitor.dev.broker import free_port
+from rmm_monitor.store.batches import process_batch
+from rmm_monitor.kpi.engine import Engine
+from rmm_monitor.alerting.signals import breach_targets
+from rmm_monitor.store.event_store import Store
 
 from conftest import NOW
 

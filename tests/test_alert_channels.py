@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 import yaml
 
-from rmm_monitor import alert_rules
-from rmm_monitor import channels as C
+from rmm_monitor.ops import prometheus as alert_rules
+from rmm_monitor.alerting import channels as C
 
 from receivers import SmtpSink, WebhookReceiver
 

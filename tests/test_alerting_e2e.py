@@ -18,12 +18,13 @@ from urllib.error import HTTPError
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from rmm_monitor import alert_rules, clock
-from rmm_monitor import channels as C
-from rmm_monitor import signals as S
-from rmm_monitor.broker import Broker
-from rmm_monitor.catalog import load_catalog
-from rmm_monitor.producer import produce_events
+from rmm_monitor.ops import prometheus as alert_rules
+from rmm_monitor.core import clock
+from rmm_monitor.alerting import channels as C
+from rmm_monitor.alerting import signals as S
+from rmm_monitor.dev.broker import Broker
+from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.dev.producer import produce_events
 
 from conftest import WorkerProc, http_json, http_text, run_cli
 from promserver import AlertmanagerServer, PrometheusServer

@@ -11,9 +11,10 @@ from urllib.parse import urlparse
 
 import yaml
 
-from rmm_monitor import compose_config, dashboards
-from rmm_monitor.contract import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
-from rmm_monitor.settings import Settings
+from rmm_monitor.ops import compose as compose_config
+from rmm_monitor.ops import grafana as dashboards
+from rmm_monitor.contract.events import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
+from rmm_monitor.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -72,7 +73,7 @@ def test_every_mounted_file_exists():
 def test_worker_environment_matches_settings_and_the_other_services(monkeypatch):
     worker_env = env("worker")
     known = set()
-    for path in list((ROOT / "rmm_monitor").glob("*.py")) + list((ROOT / "streams").glob("*.py")):
+    for path in list((ROOT / "rmm_monitor").rglob("*.py")) + list((ROOT / "streams").rglob("*.py")):
         known |= set(re.findall(r"""["'](RMM_[A-Z0-9_]+)["']""", path.read_text()))
     unknown = {k for k in worker_env if k.startswith("RMM_")} - known
     assert not unknown, f"compose sets variables the code never reads: {unknown}"

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from rmm_monitor.contract import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
-from rmm_monitor.ingest import process_batch
-from rmm_monitor.store import Store
+from rmm_monitor.contract.events import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
+from rmm_monitor.store.batches import process_batch
+from rmm_monitor.store.event_store import Store
 
 BASE = {"event_id": "e1", "event_type": "infusion_administered", "schema_version": 1,
         "occurred_at": "2026-07-03T14:05:00+08:00", "product": "CTX-19", "site_id": "SH-01",
@@ -92,7 +92,7 @@ def test_batch_validation_finds_each_bad_record():
 def test_batch_validation_across_chunks_keeps_batch_indexes(monkeypatch):
     """A batch is decoded chunk by chunk: a bad record at a chunk's edge or on the wrong topic is found with its
     index in the whole batch, and the clean chunks around it stay valid."""
-    from rmm_monitor import contract
+    from rmm_monitor.contract import events as contract
     monkeypatch.setattr(contract, "VALIDATE_CHUNK", 4)
     values = [enc(event_id=f"e{i}") for i in range(11)]
     values[3] = b"not json"                                   # last record of chunk 0

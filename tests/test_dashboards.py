@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from rmm_monitor import dashboards
-from rmm_monitor.catalog import load_catalog
+from rmm_monitor.ops import grafana as dashboards
+from rmm_monitor.kpi.catalog import load_catalog
 from rmm_monitor.streams.alerting import AlertMetrics
 from rmm_monitor.streams.telemetry import WorkerMetrics
 
@@ -141,7 +141,7 @@ def test_provisioning_points_at_the_fixed_datasource_and_locks_ui_edits():
 def test_make_dashboards_target_runs_the_generator():
     makefile = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^dashboards:.*\n((?:\t.*\n)+)", makefile, re.M)
-    assert recipe and "rmm_monitor.dashboards" in recipe.group(1)
+    assert recipe and "rmm_monitor.ops.grafana" in recipe.group(1)
 
 
 def test_metrics_serve_the_latest_kpi_snapshot():

@@ -16,11 +16,11 @@ from typing import Optional
 
 import pytest
 
-from rmm_monitor import simulate
-from rmm_monitor.broker import Broker
-from rmm_monitor.catalog import load_catalog
-from rmm_monitor.dashboards import by_armm
-from rmm_monitor.producer import produce_events, produce_raw
+from rmm_monitor.dev import simulate
+from rmm_monitor.dev.broker import Broker
+from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.ops.grafana import by_armm
+from rmm_monitor.dev.producer import produce_events, produce_raw
 
 from browser import Browser
 from conftest import NOW, WorkerProc, http_json, http_text

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rmm_monitor.catalog import load_catalog
+from rmm_monitor.kpi.catalog import load_catalog
 
 from conftest import run_cli
 from procs import Proc, children, wait_gone

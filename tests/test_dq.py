@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rmm_monitor import dq
-from rmm_monitor.contract import validate_one
-from rmm_monitor.ingest import process_batch
-from rmm_monitor.simulate import generate, topic_of
-from rmm_monitor.store import Store
+from rmm_monitor.quality import suites as dq
+from rmm_monitor.contract.events import validate_one
+from rmm_monitor.store.batches import process_batch
+from rmm_monitor.dev.simulate import generate, topic_of
+from rmm_monitor.store.event_store import Store
 
 from conftest import run_cli
 
@@ -91,7 +91,7 @@ def test_period_scopes_the_checked_rows_but_not_the_lookups(faulty_db):
 def test_every_event_in_scope_is_a_row_gx_checks(faulty_db):
     """The frames are narrow (only what the expectations read) but never sampled: every row-level expectation
     counts every event of its kind known at the as-of time (and in the period)."""
-    from rmm_monitor.periods import parse_period
+    from rmm_monitor.core.periods import parse_period
 
     scopes = {"events": None, "ae_onset": ("ae_onset",), "ae_reported": ("ae_reported",),
               "infusion_administered": ("infusion_administered",), "ltfu_visit": ("ltfu_visit",),

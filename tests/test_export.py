@@ -18,11 +18,11 @@ import pytest
 from openpyxl import load_workbook
 from PIL import Image
 
-from rmm_monitor.catalog import catalog_hash, load_catalog
-from rmm_monitor.ingest import process_batch
-from rmm_monitor.producer import produce_events
-from rmm_monitor.simulate import generate
-from rmm_monitor.store import Store
+from rmm_monitor.kpi.catalog import catalog_hash, load_catalog
+from rmm_monitor.store.batches import process_batch
+from rmm_monitor.dev.producer import produce_events
+from rmm_monitor.dev.simulate import generate
+from rmm_monitor.store.event_store import Store
 
 from conftest import http_text, run_cli
 
@@ -224,11 +224,11 @@ def test_alerts_and_review_cases_appear_with_their_audit_trail_as_of_t(offline, 
     """Transitions made after T are not in an export as of T (so the re-run stays identical)."""
     import shutil
 
-    from rmm_monitor import alerts
-    from rmm_monitor.export import Progress, gather
-    from rmm_monitor.export_data import LocalSource
-    from rmm_monitor.export_xlsx import write_xlsx
-    from rmm_monitor.periods import parse_time
+    from rmm_monitor.alerting import records as alerts
+    from rmm_monitor.export.evaluation import Progress, gather
+    from rmm_monitor.export.sources import LocalSource
+    from rmm_monitor.export.xlsx import write_xlsx
+    from rmm_monitor.core.periods import parse_time
 
     db = tmp_path / "alerts.duckdb"
     shutil.copy(offline[0], db)
@@ -259,10 +259,10 @@ def test_alerts_and_review_cases_appear_with_their_audit_trail_as_of_t(offline, 
 def test_each_kpi_is_computed_once_for_every_period_it_shows(offline):
     """LocalSource.figures derives the quarter, the previous quarter, the trend months and the units from one
     run of each KPI's SQL over a window; each must equal what the engine answers for that period alone."""
-    from rmm_monitor.export import trend_months
-    from rmm_monitor.export_data import LocalSource, units_table
-    from rmm_monitor.kpis import Engine
-    from rmm_monitor.periods import Period, parse_period, parse_time, previous_quarter
+    from rmm_monitor.export.evaluation import trend_months
+    from rmm_monitor.export.sources import LocalSource, units_table
+    from rmm_monitor.kpi.engine import Engine
+    from rmm_monitor.core.periods import Period, parse_period, parse_time, previous_quarter
 
     as_of = parse_time(AS_OF)
     quarter = parse_period(QUARTER, as_of)
@@ -291,7 +291,7 @@ def test_units_parquet_is_written_row_group_by_row_group_with_the_same_bytes(tmp
     import pyarrow as pa
     import pyarrow.parquet as pq_
 
-    from rmm_monitor import export
+    from rmm_monitor.export import evaluation as export
 
     table = pa.table({"a": [f"unit-{i}" if i % 7 else None for i in range(2500)]})
     chunked = pa.concat_tables([table.slice(0, 900), table.slice(900)])
@@ -306,10 +306,10 @@ def test_units_parquet_is_written_row_group_by_row_group_with_the_same_bytes(tmp
 
 
 def test_charts_drawn_in_worker_processes_are_the_charts_drawn_inline(offline):
-    from rmm_monitor.export import Progress, gather
-    from rmm_monitor.export_data import LocalSource
-    from rmm_monitor.periods import parse_time
-    from rmm_monitor.report import Charts, build
+    from rmm_monitor.export.evaluation import Progress, gather
+    from rmm_monitor.export.sources import LocalSource
+    from rmm_monitor.core.periods import parse_time
+    from rmm_monitor.export.report import Charts, build
 
     class NoGx(LocalSource):  # charts do not depend on data quality
         def dq(self, as_of, period):
@@ -328,7 +328,7 @@ def test_charts_drawn_in_worker_processes_are_the_charts_drawn_inline(offline):
 
 def test_data_quality_process_reads_the_file_with_one_duckdb_thread(offline, monkeypatch):
     """Beside the KPI queries (which keep both cores busy) the suites' own process uses one DuckDB thread."""
-    from rmm_monitor import export_data
+    from rmm_monitor.export import sources as export_data
 
     monkeypatch.setattr(export_data, "_dq_on", lambda con, tz, as_of, period:
                         con.execute("SELECT current_setting('threads')").fetchall()[0][0])
@@ -340,8 +340,8 @@ def test_data_quality_is_the_same_in_a_process_of_its_own_and_on_a_cursor(offlin
     process may open it) gets them on a cursor of the same connection. Same rows either way."""
     import shutil
 
-    from rmm_monitor.export_data import LocalSource
-    from rmm_monitor.periods import parse_time
+    from rmm_monitor.export.sources import LocalSource
+    from rmm_monitor.core.periods import parse_time
 
     def without_run_time(rows):
         return [{k: v for k, v in r.items() if k != "run_at"} for r in rows]

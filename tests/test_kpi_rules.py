@@ -3,9 +3,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rmm_monitor.catalog import load_catalog
-from rmm_monitor.kpis import status_of, wilson
-from rmm_monitor.periods import parse_period, parse_time, previous_quarter, quarter_of
+from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.kpi.engine import status_of, wilson
+from rmm_monitor.core.periods import parse_period, parse_time, previous_quarter, quarter_of
 
 
 @pytest.mark.parametrize("x,n,low,high", [

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from rmm_monitor.fixtures import mismatches
-from rmm_monitor.producer import produce_events, produce_raw
-from rmm_monitor.store import Store
+from rmm_monitor.kpi.fixtures import mismatches
+from rmm_monitor.dev.producer import produce_events, produce_raw
+from rmm_monitor.store.event_store import Store
 
 from conftest import http_json, http_text, run_cli
 from scenario import AS_OF, EXPECTED, INVALID, PERIOD, events

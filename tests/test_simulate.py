@@ -10,9 +10,9 @@ from statistics import median
 
 import pytest
 
-from rmm_monitor import clock
-from rmm_monitor.contract import TOPIC_OF_TYPE, validate_one
-from rmm_monitor.simulate import PRODUCTS, PROGRAMME_SITE_ID, STRONG_SITES, WEAK_SITES, generate, to_jsonl, topic_of
+from rmm_monitor.core import clock
+from rmm_monitor.contract.events import TOPIC_OF_TYPE, validate_one
+from rmm_monitor.dev.simulate import PRODUCTS, PROGRAMME_SITE_ID, STRONG_SITES, WEAK_SITES, generate, to_jsonl, topic_of
 
 END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")

@@ -2,12 +2,12 @@
 schema-1 file (one wide `events` table) into it without changing any stored value or KPI."""
 import duckdb
 
-from rmm_monitor import simulate
-from rmm_monitor.fixtures import encode
-from rmm_monitor.ingest import process_batch
-from rmm_monitor.kpis import Engine
-from rmm_monitor.periods import parse_time
-from rmm_monitor.store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
+from rmm_monitor.dev import simulate
+from rmm_monitor.kpi.fixtures import encode
+from rmm_monitor.store.batches import process_batch
+from rmm_monitor.kpi.engine import Engine
+from rmm_monitor.core.periods import parse_time
+from rmm_monitor.store.event_store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
 
 from conftest import NOW
 

@@ -14,8 +14,8 @@ from random import Random
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from rmm_monitor import simulate
-from rmm_monitor.producer import event_key
+from rmm_monitor.dev import simulate
+from rmm_monitor.dev.producer import event_key
 
 from conftest import http_text, run_cli
 

@@ -13,9 +13,9 @@ from random import Random
 
 import pytest
 
-from rmm_monitor.broker import Broker, ensure_topics
-from rmm_monitor.producer import make_producer
-from rmm_monitor.store import Store
+from rmm_monitor.dev.broker import Broker, ensure_topics
+from rmm_monitor.dev.producer import make_producer
+from rmm_monitor.store.event_store import Store
 
 from relsupport import clean_run, committed_offsets, end_offsets, kpis_http, metric, records, stream_events, unique_count
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from rmm_monitor.poison import KINDS, poison
-from rmm_monitor.producer import make_producer
+from rmm_monitor.dev.poison import KINDS, poison
+from rmm_monitor.dev.producer import make_producer
 
 from conftest import run_cli
 from relsupport import AS_OF, PERIOD, clean_run, kpis_http, read_topic, records, stream_events, unique_count

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rmm_monitor.producer import make_producer
-from rmm_monitor.store import Store
+from rmm_monitor.dev.producer import make_producer
+from rmm_monitor.store.event_store import Store
 
 from conftest import run_cli
 from relsupport import clean_run, committed_offsets, kpis_http, metric, records, stream_events

@@ -28,8 +28,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import clock
-from .contract import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_reason
+from rmm_monitor.core import clock
+from rmm_monitor.contract.events import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_reason
 
 SCHEMA_VERSION = 2
 
@@ -227,7 +227,7 @@ class Store:
             if self._relation_kind("events") == "BASE TABLE":
                 self._migrate_from_v1()
             self.con.execute(_DDL).fetchall()
-            from .alerts import ensure_schema as _alerting_schema  # issue 5: alert and review-case tables
+            from rmm_monitor.alerting.records import ensure_schema as _alerting_schema  # issue 5: alert and review-case tables
             _alerting_schema(self.con)
             self.con.execute("INSERT OR REPLACE INTO store_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
                              ).fetchall()

@@ -40,9 +40,9 @@ from typing import Any, Iterable, Iterator, Optional
 
 import duckdb
 
-from . import clock
+from rmm_monitor.core import clock
 from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
-from .periods import Period, iso, parse_period
+from rmm_monitor.core.periods import Period, iso, parse_period
 from .wilson import Z, wilson_bounds
 
 UNIT_COLUMNS = ("product", "site_id", "anchor_at", "outcome", "unit_id", "patient_ref", "hcp_id", "ae_id",

@@ -16,10 +16,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import __version__
-from .catalog import catalog_hash
+from rmm_monitor import __version__
+from rmm_monitor.kpi.catalog import catalog_hash
 from .charts import kpi_chart, status_overview
-from .periods import iso
+from rmm_monitor.core.periods import iso
 
 # The aRMMs of the CAR-T guideline, in the order regulators read them, and the catalog `armm` values under each.
 SECTIONS = [

@@ -28,10 +28,10 @@ from typing import Callable, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
-from .catalog import Kpi, catalog_hash, load_catalog
-from .export_data import UNIT_SCHEMA, canonical_json
-from .periods import Period, iso, parse_period, previous_quarter
+from rmm_monitor import __version__
+from rmm_monitor.kpi.catalog import Kpi, catalog_hash, load_catalog
+from .sources import UNIT_SCHEMA, canonical_json
+from rmm_monitor.core.periods import Period, iso, parse_period, previous_quarter
 
 KPI_COLUMNS = ("kpi", "period", "product", "site_id", "numerator", "denominator", "value", "ci_low", "ci_high",
                "threshold", "direction", "min_n", "status", "pending", "stats")
@@ -181,7 +181,7 @@ def sha256(path: Path) -> str:
 
 
 def write_manifest(snap: Snapshot, out: Path) -> dict:
-    from .dq import load_suites
+    from rmm_monitor.quality.suites import load_suites
 
     dq_failed = [f"{r['suite']}.{r['expectation']}" for r in snap.dq if not r["success"]]
     manifest = {
@@ -204,7 +204,7 @@ def write_manifest(snap: Snapshot, out: Path) -> dict:
 
 
 def export(source, quarter: str, out_dir: Path, as_of: datetime, progress: Callable[[str], None]) -> dict:
-    from .export_xlsx import write_xlsx
+    from .xlsx import write_xlsx
     from .report import Charts, write_reports
 
     out_dir.mkdir(parents=True, exist_ok=True)

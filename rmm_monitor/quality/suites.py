@@ -23,8 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
-from . import clock
-from .periods import parse_period
+from rmm_monitor.core import clock
+from rmm_monitor.core.periods import parse_period
 
 # `scoped` holds the rows a suite checks; `known` is what references are resolved against.
 _FRAME_PREFIX = """

@@ -13,9 +13,9 @@ from typing import Optional
 import duckdb
 import pyarrow as pa
 
-from .catalog import Kpi
-from .kpis import UNIT_COLUMNS, Engine, _used_params, adverse_outcomes
-from .periods import Period, iso
+from rmm_monitor.kpi.catalog import Kpi
+from rmm_monitor.kpi.engine import UNIT_COLUMNS, Engine, _used_params, adverse_outcomes
+from rmm_monitor.core.periods import Period, iso
 
 _OUTCOMES = ["success", "failure", "pending"]
 UNIT_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string())] + [(c, pa.string()) for c in UNIT_COLUMNS])
@@ -210,7 +210,7 @@ def _dq_of_file(path: str, timezone: str, as_of: datetime, period: str) -> list[
 def _dq_on(con, timezone: str, as_of: datetime, period: str) -> list[dict]:
     """The suites over a connection of their own, one suite's frame in memory at a time (the events frame of a
     quarter is millions of rows)."""
-    from . import dq
+    from rmm_monitor.quality import suites as dq
 
     con.execute(f"SET TimeZone = '{timezone}'")  # a new connection starts in the default zone, not the store's
     rows: list[dict] = []

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
-from .contract import Reject, validate_batch
-from .store import Store
+from rmm_monitor.contract.events import Reject, validate_batch
+from .event_store import Store
 
 
 @dataclass

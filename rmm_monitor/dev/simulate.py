@@ -36,8 +36,8 @@ from operator import itemgetter
 from random import Random
 from typing import Iterable, Optional
 
-from . import clock
-from .contract import TOPIC_OF_TYPE
+from rmm_monitor.core import clock
+from rmm_monitor.contract.events import TOPIC_OF_TYPE
 
 __all__ = ["generate", "to_jsonl", "topic_of", "WEAK_SITES", "STRONG_SITES", "PRODUCTS", "PROGRAMME_SITE_ID",
            "SITES"]

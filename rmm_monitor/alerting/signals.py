@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Optional
 
-from . import alerts as A
-from .catalog import Kpi, load_config
-from .store import transaction
+from rmm_monitor.alerting import records as A
+from rmm_monitor.kpi.catalog import Kpi, load_config
+from rmm_monitor.store.event_store import transaction
 
 KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY = ("kpi_breach", "ae_cluster_by_step", "safety_information_updated",
                                                 "data_quality")

@@ -18,7 +18,7 @@ def _print_json(obj) -> None:
 
 # --- rmm broker ----------------------------------------------------------------------------------------------
 def cmd_broker(args) -> int:
-    from .broker import Broker
+    from rmm_monitor.dev.broker import Broker
 
     def stop(signum, frame):
         raise SystemExit(0)
@@ -39,7 +39,7 @@ def cmd_broker(args) -> int:
 def cmd_worker(args) -> int:
     from rmm_monitor.streams.app import run_worker
 
-    from .settings import Settings
+    from rmm_monitor.core.settings import Settings
 
     overrides = {k: v for k, v in {"RMM_DB": args.db, "RMM_KAFKA_BOOTSTRAP": args.bootstrap,
                                    "RMM_WEB_PORT": str(args.port) if args.port else None}.items() if v}
@@ -54,8 +54,8 @@ def rejected_path(db: str) -> Path:
 
 
 def cmd_replay(args) -> int:
-    from .ingest import process_batch
-    from .store import Store, StoreError
+    from rmm_monitor.store.batches import process_batch
+    from rmm_monitor.store.event_store import Store, StoreError
 
     totals = {"accepted": 0, "rejected": 0, "duplicates": 0}
     try:
@@ -119,15 +119,15 @@ def _worker_url_for(db: str) -> Optional[str]:
 
 
 def cmd_kpis(args) -> int:
-    from .periods import iso, parse_time
+    from rmm_monitor.core.periods import iso, parse_time
 
     as_of = parse_time(args.as_of) if args.as_of else None
     params = {"as_of": iso(as_of), "period": args.period, "product": args.product}
     url = args.url
     engine = store = None
     if not url:
-        from .kpis import Engine
-        from .store import Store, StoreLocked, StoreError
+        from rmm_monitor.kpi.engine import Engine
+        from rmm_monitor.store.event_store import Store, StoreLocked, StoreError
 
         if not args.db or not os.path.exists(args.db):
             print(f"rmm kpis: no database at {args.db!r} (give --db PATH or --url WORKER)", file=sys.stderr)
@@ -212,8 +212,8 @@ def _show_units(units: list[dict], as_json: bool) -> int:
 
 # --- rmm simulate --------------------------------------------------------------------------------------------
 def cmd_simulate(args) -> int:
-    from . import simulate
-    from .periods import parse_time
+    from rmm_monitor.dev import simulate
+    from rmm_monitor.core.periods import parse_time
 
     end = parse_time(args.end) if args.end else None
     events = simulate.generate(seed=args.seed, patients=args.patients, end=end, days=args.days,
@@ -222,7 +222,7 @@ def cmd_simulate(args) -> int:
         simulate.to_jsonl(events, args.out)
         _print_json({"events": len(events), "out": args.out})
     if args.to_kafka:
-        from .producer import produce_events
+        from rmm_monitor.dev.producer import produce_events
 
         sent = produce_events(events, args.bootstrap or os.environ.get("RMM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
                               rate=args.rate)
@@ -235,7 +235,7 @@ def cmd_simulate(args) -> int:
 
 # --- rmm demo ------------------------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from rmm_monitor.dev.demo import run_demo
 
     return run_demo(duration=args.duration, workdir=args.dir, patients=args.patients, rate=args.rate,
                     port=args.port, export=not args.no_export)
@@ -299,10 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-export", action="store_true", help="skip the quarterly export on exit")
     d.set_defaults(func=cmd_demo)
 
-    from .export_cli import add_parsers as add_export_parsers  # issue 7: `rmm export`, `rmm dq` (light imports)
+    from .export import add_parsers as add_export_parsers  # issue 7: `rmm export`, `rmm dq` (light imports)
     add_export_parsers(sub)
 
-    from .alerts_cli import add_parsers as add_alerting_parsers  # issue 5: rmm alerts / rmm reviews
+    from .alerts import add_parsers as add_alerting_parsers  # issue 5: rmm alerts / rmm reviews
     add_alerting_parsers(sub)
     return p
 

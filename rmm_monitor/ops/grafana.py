@@ -1,6 +1,6 @@
 """Grafana dashboards as code, generated from the KPI catalog (metrics/*.yml) and the worker's metric names.
 
-`python -m rmm_monitor.dashboards [--out DIR]` (or `make dashboards`) writes dashboards/grafana/dashboards/*.json; a test
+`python -m rmm_monitor.ops.grafana [--out DIR]` (or `make dashboards`) writes dashboards/grafana/dashboards/*.json; a test
 regenerates them and fails if the committed files differ, so a new KPI gets its panels without hand-editing
 JSON. Plain dicts rather than a builder library: Grafana's JSON model is the contract, and keeping it visible
 makes the lint and the real-Prometheus check in tests/ read the same structure Grafana imports.
@@ -13,7 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .catalog import Kpi, load_catalog
+from rmm_monitor.kpi.catalog import Kpi, load_catalog
 
 # Fixed, so provisioned dashboards keep working whatever Grafana instance loads them (STYLE.md).
 DATASOURCE_UID = "rmm-prometheus"

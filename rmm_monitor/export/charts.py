@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # headless: the export runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .wilson import wilson_bounds  # noqa: E402
+from rmm_monitor.kpi.wilson import wilson_bounds  # noqa: E402
 
 COLOURS = ["#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6"]
 STATUS_COLOURS = {"ok": "#548235", "warning": "#bf9000", "breach": "#c00000", "insufficient_data": "#a6a6a6"}

@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Optional
 
-from rmm_monitor import clock, dq
-from rmm_monitor.export_data import extras
-from rmm_monitor.periods import iso, parse_time
+from rmm_monitor.core import clock
+from rmm_monitor.quality import suites as dq
+from rmm_monitor.export.sources import extras
+from rmm_monitor.core.periods import iso, parse_time
 
 log = logging.getLogger("rmm.dq")
 

@@ -45,7 +45,7 @@ def _request(url: str, method: str, path: str, params: Optional[dict] = None, bo
 
 def _direct(db: str, fn: Callable, write: bool):
     """No worker: run fn(con) on the file itself (one transaction for a change)."""
-    from .store import Store
+    from rmm_monitor.store.event_store import Store
 
     with Store(db, read_only=not write) as store:
         if not write:
@@ -59,7 +59,7 @@ def _target(args) -> tuple[Optional[str], Optional[str]]:
         return args.url, None
     if not args.db:
         raise SystemExit("rmm: give --db PATH or --url WORKER")
-    from .cli import _worker_url_for
+    from .main import _worker_url_for
 
     url = _worker_url_for(args.db)
     if url:
@@ -70,8 +70,8 @@ def _target(args) -> tuple[Optional[str], Optional[str]]:
 
 
 def _run(args, path: str, params: Optional[dict], body: Optional[dict], direct: Callable) -> int:
-    from . import alerts as A
-    from .store import StoreError
+    from rmm_monitor.alerting import records as A
+    from rmm_monitor.store.event_store import StoreError
 
     url, db = _target(args)
     try:
@@ -110,7 +110,7 @@ def _body(args) -> dict:
 
 
 def cmd_alerts(args) -> int:
-    from . import alerts as A
+    from rmm_monitor.alerting import records as A
 
     if args.action == "list":
         return _run(args, "/api/alerts", {"state": args.state, "signal": args.signal}, None,
@@ -125,7 +125,7 @@ def cmd_alerts(args) -> int:
 
 
 def cmd_reviews(args) -> int:
-    from . import alerts as A
+    from rmm_monitor.alerting import records as A
 
     if args.action == "list":
         return _run(args, "/api/reviews", {"state": args.state}, None, lambda con: A.list_cases(con, args.state))

@@ -7,7 +7,7 @@ import os
 import sys
 from datetime import datetime
 
-from . import clock
+from rmm_monitor.core import clock
 from pathlib import Path
 
 
@@ -42,8 +42,8 @@ class _Opened:
 
 
 def _open(args, prog: str, writable: bool = False):
-    from .cli import WorkerClient, _worker_url_for
-    from .store import Store, StoreError, StoreLocked
+    from .main import WorkerClient, _worker_url_for
+    from rmm_monitor.store.event_store import Store, StoreError, StoreLocked
 
     if args.url:
         return _Opened(url=args.url), WorkerClient(args.url)
@@ -61,7 +61,7 @@ def _open(args, prog: str, writable: bool = False):
 
 
 def _as_of(args) -> datetime:
-    from .periods import parse_time
+    from rmm_monitor.core.periods import parse_time
 
     if args.as_of:
         return parse_time(args.as_of)
@@ -69,8 +69,8 @@ def _as_of(args) -> datetime:
 
 
 def cmd_export(args) -> int:
-    from .export import Progress, export
-    from .export_data import LocalSource, RemoteSource
+    from rmm_monitor.export.evaluation import Progress, export
+    from rmm_monitor.export.sources import LocalSource, RemoteSource
 
     as_of = _as_of(args)
     opened, client = _open(args, "export")
@@ -92,8 +92,8 @@ def cmd_dq(args) -> int:
     """Exit 1 when a critical expectation fails, so a scheduler can act on it."""
     import time
 
-    from . import dq
-    from .periods import iso
+    from rmm_monitor.quality import suites as dq
+    from rmm_monitor.core.periods import iso
 
     as_of = _as_of(args)
     opened, client = _open(args, "dq", writable=True)

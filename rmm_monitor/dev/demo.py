@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 from urllib.request import urlopen
 
-from . import clock
+from rmm_monitor.core import clock
 from .broker import Broker, die_with_parent, free_port
-from .periods import iso, quarter_of
+from rmm_monitor.core.periods import iso, quarter_of
 
 # A few invalid events in the stream, so the dead-letter path is visible in the demo too.
 POISON = [
@@ -141,7 +141,7 @@ class View:
 
     def close(self, rows: Optional[list[dict]]) -> None:
         """Non-terminal: the KPI table, once."""
-        from .cli import format_table
+        from rmm_monitor.cli.main import format_table
 
         if rows:
             self.say(format_table(rows))
@@ -278,7 +278,7 @@ class Demo:
             raise DemoFailed(f"worker exited with code {self.worker.returncode}; see {self.work}/worker.log")
 
     def stream(self, patients: int, rate: float) -> None:
-        from . import simulate
+        from rmm_monitor.dev import simulate
         from .producer import make_producer, produce_events
 
         events = simulate.generate(seed=7, patients=patients)

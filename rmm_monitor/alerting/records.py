@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional
 
 import duckdb
 
-from . import clock
+from rmm_monitor.core import clock
 
 ALERT_STATES = ("firing", "acknowledged", "resolved")
 CASE_STATES = ("open", "in_review", "closed")

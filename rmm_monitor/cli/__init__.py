@@ -1,0 +1,4 @@
+"""The `rmm` console script."""
+from .main import main
+
+__all__ = ["main"]
