@@ -12,7 +12,7 @@ from rmm_monitor.store.batches import check_batch, store_checked
 from rmm_monitor.store.event_store import Store
 from rmm_monitor.streams.ingest import Backlog, Flat
 
-from scenario import events
+from support.scenario import events
 
 AE = TopicPartition("rmm.ae", 0)
 INF = TopicPartition("rmm.infusion", 1)

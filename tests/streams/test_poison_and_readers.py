@@ -12,8 +12,8 @@ import pytest
 from rmm_monitor.dev.poison import KINDS, poison
 from rmm_monitor.dev.producer import make_producer
 
-from conftest import run_cli
-from relsupport import AS_OF, PERIOD, clean_run, kpis_http, read_topic, records, stream_events, unique_count
+from support.workers import run_cli
+from support.reliability import AS_OF, PERIOD, clean_run, kpis_http, read_topic, records, stream_events, unique_count
 
 N_POISON = 10_000
 

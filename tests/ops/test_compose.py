@@ -15,8 +15,9 @@ from rmm_monitor.ops import compose as compose_config
 from rmm_monitor.ops import grafana as dashboards
 from rmm_monitor.contract.events import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
 from rmm_monitor.core.settings import Settings
+from support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

@@ -3,7 +3,6 @@
 Whether each query returns data from a real Prometheus is tests/test_dashboards_live.py."""
 import json
 import re
-from pathlib import Path
 
 import yaml
 
@@ -11,8 +10,9 @@ from rmm_monitor.ops import grafana as dashboards
 from rmm_monitor.kpi.catalog import load_catalog
 from rmm_monitor.streams.alerting import AlertMetrics
 from rmm_monitor.streams.telemetry import WorkerMetrics
+from support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 GRAFANA = ROOT / "dashboards" / "grafana"
 # Grafana and PromQL words that look like metric names in an expr but are not.
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "count", "max", "min", "avg", "histogram_quantile", "time", "vector", "bool",

@@ -22,7 +22,7 @@ from rmm_monitor.kpi.engine import Engine
 from rmm_monitor.alerting.signals import breach_targets
 from rmm_monitor.store.event_store import Store
 
-from conftest import NOW
+from support.workers import NOW
 
 WEAK_SITE = "GZ-03"   # simulate.WEAK_SITES: late or missing alert cards
 

@@ -24,7 +24,7 @@ from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.dev.simulate import generate
 from rmm_monitor.store.event_store import Store
 
-from conftest import http_text, run_cli
+from support.workers import http_text, run_cli
 
 # meant to keep the module on one xdist process (`make test` uses loadgroup); see `offline` for why it is not enough
 pytestmark = pytest.mark.xdist_group(name="export")

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from rmm_monitor.dev.broker import free_port
 
-from promserver import stop_process
+from support.promserver import stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import REPO
+
+ROOT = REPO
 SCRIPT = ROOT / "scripts" / "audit_deps.py"
 sys.path.insert(0, str(SCRIPT.parent))
 from audit_deps import osv_affects  # noqa: E402

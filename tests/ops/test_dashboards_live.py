@@ -11,7 +11,6 @@ import math
 import re
 import time
 import urllib.parse
-from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -22,15 +21,16 @@ from rmm_monitor.kpi.catalog import load_catalog
 from rmm_monitor.ops.grafana import by_armm
 from rmm_monitor.dev.producer import produce_events, produce_raw
 
-from browser import Browser
-from conftest import NOW, WorkerProc, http_json, http_text
-from promserver import PrometheusServer, _get_json
+from support.browser import Browser
+from support.workers import NOW, WorkerProc, http_json, http_text
+from support.promserver import PrometheusServer, _get_json
 from test_dashboards import all_panels, committed
+from support.paths import REPO
 
 # One process runs this module under pytest-xdist (`--dist loadgroup`), so the stack below starts once.
 pytestmark = pytest.mark.xdist_group("dashboards-live")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 SCREENSHOT = ROOT / "build" / "artifacts" / "dashboard-page.png"
 # Grafana's $__rate_interval is at least 4 scrape intervals; the test Prometheus scrapes every second.
 RATE_INTERVAL = "10s"

@@ -13,8 +13,8 @@ import pytest
 from rmm_monitor.dev.producer import make_producer
 from rmm_monitor.store.event_store import Store
 
-from conftest import run_cli
-from relsupport import clean_run, committed_offsets, kpis_http, metric, records, stream_events
+from support.workers import run_cli
+from support.reliability import clean_run, committed_offsets, kpis_http, metric, records, stream_events
 
 
 @pytest.fixture(scope="module")

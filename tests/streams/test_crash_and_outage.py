@@ -17,7 +17,7 @@ from rmm_monitor.dev.broker import Broker, ensure_topics
 from rmm_monitor.dev.producer import make_producer
 from rmm_monitor.store.event_store import Store
 
-from relsupport import clean_run, committed_offsets, end_offsets, kpis_http, metric, records, stream_events, unique_count
+from support.reliability import clean_run, committed_offsets, end_offsets, kpis_http, metric, records, stream_events, unique_count
 
 KILLS = 10
 OUTAGE_S = 62          # a minute without the broker, and the minute's reminder line

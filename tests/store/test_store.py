@@ -9,7 +9,7 @@ from rmm_monitor.kpi.engine import Engine
 from rmm_monitor.core.periods import parse_time
 from rmm_monitor.store.event_store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
 
-from conftest import NOW
+from support.workers import NOW
 
 AS_OF = parse_time("2026-11-01T00:00:00Z")
 # The schema-1 DDL as it shipped: every contract column, the store columns, the key on the table itself.

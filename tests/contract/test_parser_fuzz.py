@@ -16,8 +16,8 @@ from rmm_monitor.contract.events import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_T
 from rmm_monitor.store.batches import process_batch
 from rmm_monitor.store.event_store import TOPIC_TABLES, Store
 
-from conftest import NOW
-from scenario import events as scenario_events
+from support.workers import NOW
+from support.scenario import events as scenario_events
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                          HealthCheck.function_scoped_fixture])

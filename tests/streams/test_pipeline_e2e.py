@@ -12,8 +12,8 @@ from rmm_monitor.kpi.fixtures import mismatches
 from rmm_monitor.dev.producer import produce_events, produce_raw
 from rmm_monitor.store.event_store import Store
 
-from conftest import http_json, http_text, run_cli
-from scenario import AS_OF, EXPECTED, INVALID, PERIOD, events
+from support.workers import http_json, http_text, run_cli
+from support.scenario import AS_OF, EXPECTED, INVALID, PERIOD, events
 
 N_UNIQUE = len({e["event_id"] for e in events()})
 N_DUPLICATES = len(events()) - N_UNIQUE

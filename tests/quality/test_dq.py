@@ -14,7 +14,7 @@ from rmm_monitor.store.batches import process_batch
 from rmm_monitor.dev.simulate import generate, topic_of
 from rmm_monitor.store.event_store import Store
 
-from conftest import run_cli
+from support.workers import run_cli
 
 # meant to keep the module on one xdist process (`make test` uses loadgroup); its fixtures are cheap if it does not
 pytestmark = pytest.mark.xdist_group(name="dq")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,9 +14,10 @@ import yaml
 from rmm_monitor.ops import prometheus as alert_rules
 from rmm_monitor.alerting import channels as C
 
-from receivers import SmtpSink, WebhookReceiver
+from support.receivers import SmtpSink, WebhookReceiver
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
+
 DOC = C.payload("AL-000007:firing:email", "firing", {
     "alert_id": "AL-000007", "signal": "kpi_breach", "severity": "critical", "state": "firing",
     "title": "[BREACH] alert_card_issued 71% < 90% — CTX-19 site SH-03 — 2026Q3", "product": "CTX-19",

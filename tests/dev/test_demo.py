@@ -14,8 +14,8 @@ import pytest
 
 from rmm_monitor.kpi.catalog import load_catalog
 
-from conftest import run_cli
-from procs import Proc, children, wait_gone
+from support.workers import run_cli
+from support.procs import Proc, children, wait_gone
 
 STOP_WITHIN_S = 10.0
 

@@ -17,7 +17,7 @@ from rmm_monitor.store.batches import process_batch
 from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.store.event_store import Store
 
-from conftest import NOW, http_text, run_cli
+from support.workers import NOW, http_text, run_cli
 
 INJECTIONS = [
     "x'); DROP TABLE events; --",

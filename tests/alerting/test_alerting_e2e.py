@@ -26,9 +26,9 @@ from rmm_monitor.dev.broker import Broker
 from rmm_monitor.kpi.catalog import load_catalog
 from rmm_monitor.dev.producer import produce_events
 
-from conftest import WorkerProc, http_json, http_text, run_cli
-from promserver import AlertmanagerServer, PrometheusServer
-from receivers import SmtpSink, WebhookReceiver, expected_breaches, wait_until, weak_site_events
+from support.workers import WorkerProc, http_json, http_text, run_cli
+from support.promserver import AlertmanagerServer, PrometheusServer
+from support.receivers import SmtpSink, WebhookReceiver, expected_breaches, wait_until, weak_site_events
 
 TOKEN = "e2e-admin-token-7f3a"
 SECRET = "e2e-webhook-secret"
