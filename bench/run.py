@@ -235,7 +235,7 @@ def scenario(name: str, records: list[Record], partitions: int, workdir: Path, e
     """Ceiling and pipeline alternate over the same pre-produced events, `rounds` times (fresh consumer group
     and DuckDB file each time): a shared machine's load moves both, so the ratio is taken per round and the
     median reported."""
-    max_batch = Settings().max_batch
+    max_batch = Settings.from_env().max_batch
     ceils, pipes = [], []
     with Broker(partitions=partitions, log_path=workdir / f"broker-{name}.log") as broker:
         produce_rate = asyncio.run(produce(broker.bootstrap, records))
@@ -398,7 +398,7 @@ def scale_db(n: int) -> Path:
     """A DuckDB file with ~n simulated events, cached per size and quarter (the KPIs of 'the current quarter'
     need the programme to end now). Chunks of ~1 M events from different seeds; patient, lot and AE ids get a
     chunk suffix so chunks are different patients at the same sites."""
-    from rmm_monitor.store.event_store import SCHEMA_VERSION, Store
+    from rmm_monitor.store import SCHEMA_VERSION, Store
 
     CACHE.mkdir(parents=True, exist_ok=True)
     label = quarter_of(datetime.now(timezone.utc)).label
@@ -451,7 +451,7 @@ def rss_kib(pid: int) -> tuple[int, int]:
 def scale(n: int, workdir: Path) -> dict:
     import duckdb
 
-    from rmm_monitor.kpi.engine import Engine
+    from rmm_monitor.kpi import Engine
 
     t0 = time.perf_counter()
     src = scale_db(n)

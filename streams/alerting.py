@@ -7,31 +7,27 @@
 - Notifications are rows of the `alert_deliveries` outbox, written in the same transaction as the alert, so a
   channel that is down (or a crash) loses nothing; the dispatcher task retries each with exponential backoff.
   Channels are delivered concurrently, so a slow SMTP server does not delay the webhook or Kafka.
-- POST endpoints need `Authorization: Bearer $RMM_ADMIN_TOKEN` (constant-time compare; no token configured
-  means no writes). GET endpoints are open like /api/kpis and /api/units: they serve the same pseudonymous data,
-  and the worker binds to loopback by default.
+- The operator API over these records (list, show, acknowledge, resolve, start, close) is streams/api/alerts.py.
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Optional
 
-from faust.web import View
 from prometheus_client import Counter, Gauge
 
 from rmm_monitor.alerting import records as A
 from rmm_monitor.core import clock
+from rmm_monitor.core.settings import CHANNELS
 from rmm_monitor.alerting import channels as C
 from rmm_monitor.alerting import signals as S
-from rmm_monitor.kpi.catalog import load_catalog
-from rmm_monitor.contract.events import ALERTS_TOPIC
-from rmm_monitor.kpi.engine import Engine, adverse_outcomes
-from rmm_monitor.store.event_store import transaction
+from rmm_monitor.kpi import load_catalog
+from rmm_monitor.contract import ALERTS_TOPIC
+from rmm_monitor.kpi import Engine, adverse_outcomes
 
 log = logging.getLogger("rmm.alerting")
 _WAKE_TOPICS = ("rmm.ae", "rmm.training")   # AE clusters, safety information, material releases
@@ -41,11 +37,6 @@ EVAL_MIN_INTERVAL = 1.0
 
 def _now() -> datetime:
     return clock.now()
-
-
-def _in_transaction(con, fn, *args):
-    with transaction(con):
-        return fn(con, *args)
 
 
 class AlertMetrics:
@@ -58,7 +49,7 @@ class AlertMetrics:
         self.open = Gauge("rmm_alerts_open", "Alerts not resolved, by signal", ["signal"], registry=registry)
         self.cases_open = Gauge("rmm_review_cases_open", "Review cases not closed", registry=registry)
         self.eval_errors = Counter("rmm_alert_evaluation_errors", "Signal evaluations that failed", registry=registry)
-        for ch in C.CHANNELS:
+        for ch in CHANNELS:
             self.pending.labels(ch).set(0)
             for result in ("ok", "error"):
                 self.deliveries.labels(ch, result)
@@ -71,7 +62,7 @@ class Alerting:
     def __init__(self, worker):
         self.worker = worker
         self.stores = worker.stores
-        self.channels = C.ChannelSettings()
+        self.channels = worker.settings.channels
         self.enabled = self.channels.enabled
         self.rule = S.ClusterRule.from_config()
         self.catalog = load_catalog()
@@ -85,7 +76,6 @@ class Alerting:
         worker.ingestor.on_batch = self.on_batch
         worker.app.task(self._evaluate_loop)
         worker.app.task(self._dispatch_loop)
-        self._routes(worker.app)
 
     # --- hooks --------------------------------------------------------------------------------------------------
     async def on_batch(self, outcome) -> None:
@@ -139,7 +129,7 @@ class Alerting:
         signals = await self.stores.read(lambda con, ids: [A.get_alert(con, i)["signal"] for i in ids], fired)
         for sig in signals:
             self.metrics.fired.labels(sig).inc()
-        await self._update_gauges()
+        await self.update_gauges()
         if fired:
             self._deliver_now.set()
 
@@ -149,13 +139,13 @@ class Alerting:
                                                 site=row.get("site_id"), outcomes=adverse_outcomes(kpi))
         return units[:S.TOP_UNITS]
 
-    async def _update_gauges(self) -> None:
+    async def update_gauges(self) -> None:
         (open_alerts, open_cases), pending = await self.stores.read(
             lambda con: (A.open_counts(con), A.pending_by_channel(con)))
         for sig in S.SIGNALS:
             self.metrics.open.labels(sig).set(open_alerts.get(sig, 0))
         self.metrics.cases_open.set(open_cases)
-        for ch in C.CHANNELS:
+        for ch in CHANNELS:
             self.metrics.pending.labels(ch).set(pending.get(ch, 0))
 
     # --- delivery -----------------------------------------------------------------------------------------------
@@ -183,7 +173,7 @@ class Alerting:
         for d in due:
             by_channel.setdefault(d["channel"], []).append(d)
         await asyncio.gather(*(self._deliver_all(ch, ds) for ch, ds in by_channel.items()))
-        await self._update_gauges()
+        await self.update_gauges()
 
     async def _deliver_all(self, channel: str, deliveries: list[dict]) -> None:
         for d in deliveries:
@@ -219,92 +209,7 @@ class Alerting:
         else:
             raise C.DeliveryError(f"unknown channel {channel!r}")
 
-    # --- operator API -------------------------------------------------------------------------------------------
-    def authorized(self, request) -> bool:
-        token = self.worker.settings.admin_token
-        header = request.headers.get("Authorization", "")
-        if not token or not header.startswith("Bearer "):
-            return False
-        return hmac.compare_digest(header[len("Bearer "):].encode(), token.encode())
-
-    def _routes(self, app) -> None:
-        alerting = self
-
-        async def body_of(request) -> dict:
-            try:
-                body = await request.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict) or not str(body.get("actor") or "").strip():
-                raise ValueError("JSON body with a non-empty 'actor' is required")
-            return body
-
-        async def transition(view, request, fn) -> Any:
-            if not alerting.authorized(request):
-                return view.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
-            try:
-                body = await body_of(request)
-                result = await alerting.stores.write(_in_transaction, alerting.stores.store.con, fn, body)
-            except A.NotFound as exc:
-                return view.json({"error": str(exc.args[0])}, status=404)
-            except A.TransitionError as exc:
-                return view.json({"error": str(exc)}, status=409)
-            except ValueError as exc:
-                return view.json({"error": str(exc)}, status=400)
-            await alerting._update_gauges()
-            alerting._deliver_now.set()
-            return view.json(result)
-
-        async def read(view, fn, *args) -> Any:
-            try:
-                return view.json(await alerting.stores.read(fn, *args))
-            except A.NotFound as exc:
-                return view.json({"error": str(exc.args[0])}, status=404)
-
-        ch = self.enabled
-
-        class AlertList(View):
-            async def get(self, request):
-                q = request.query
-                return await read(self, A.list_alerts, q.get("state"), q.get("signal"))
-
-        class AlertOne(View):
-            async def get(self, request, alert_id):
-                return await read(self, A.get_alert, alert_id)
-
-        class AlertAck(View):
-            async def post(self, request, alert_id):
-                return await transition(self, request, lambda con, b: A.acknowledge(
-                    con, alert_id, b["actor"], b.get("comment")))
-
-        class AlertResolve(View):
-            async def post(self, request, alert_id):
-                return await transition(self, request, lambda con, b: A.resolve(
-                    con, alert_id, b["actor"], b.get("comment"), ch))
-
-        class CaseList(View):
-            async def get(self, request):
-                return await read(self, A.list_cases, request.query.get("state"))
-
-        class CaseOne(View):
-            async def get(self, request, case_id):
-                return await read(self, A.get_case, case_id)
-
-        class CaseStart(View):
-            async def post(self, request, case_id):
-                return await transition(self, request, lambda con, b: A.start_review(
-                    con, case_id, b["actor"], b.get("comment")))
-
-        class CaseClose(View):
-            async def post(self, request, case_id):
-                def close(con, b):
-                    version = b.get("material_version")
-                    return A.close_case(con, case_id, b["actor"], str(b.get("outcome")),
-                                        int(version) if version is not None else None, b.get("comment"), ch)
-                return await transition(self, request, close)
-
-        for path, view in (("/api/alerts", AlertList), ("/api/alerts/{alert_id}", AlertOne),
-                           ("/api/alerts/{alert_id}/ack", AlertAck), ("/api/alerts/{alert_id}/resolve", AlertResolve),
-                           ("/api/reviews", CaseList), ("/api/reviews/{case_id}", CaseOne),
-                           ("/api/reviews/{case_id}/start", CaseStart), ("/api/reviews/{case_id}/close", CaseClose)):
-            app.page(path, name="rmm-" + path.strip("/").replace("/", "-").replace("{", "").replace("}", ""))(view)
+    async def changed(self) -> None:
+        """An operator changed an alert or a case: refresh the gauges and deliver what it queued, now."""
+        await self.update_gauges()
+        self._deliver_now.set()

@@ -1,7 +1,9 @@
-"""The worker: a faust-streaming app that owns the DuckDB store.
+"""The worker: a faust-streaming app that owns the DuckDB store; the composition root of the stream processor.
 
-faust runs the process: the web server (/metrics and the HTTP API), the KPI refresh timer, the producer for
-rmm.deadletter and rmm.alerts, and the ingest task (streams/ingest.py) that owns the batch consumer.
+faust runs the process: the web server (/metrics and the HTTP API of streams/api/), the KPI refresh timer, the
+producer for rmm.deadletter and rmm.alerts, the ingest task (streams/ingest.py) that owns the batch consumer, the
+alerting task (streams/alerting.py), the data-quality task (streams/quality_task.py), and the broker watch
+(streams/outage.py).
 """
 from __future__ import annotations
 
@@ -12,19 +14,18 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Optional
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from rmm_monitor import __version__
 from rmm_monitor.core import clock
-from rmm_monitor.contract.events import ALERTS_TOPIC
-from rmm_monitor.kpi.engine import Engine
-from rmm_monitor.core.periods import iso, parse_time
-from rmm_monitor.core.settings import Settings
+from rmm_monitor.contract import ALERTS_TOPIC
+from rmm_monitor.kpi import Engine
+from rmm_monitor.core.periods import iso
+from rmm_monitor.core.settings import Settings, current
 
-from . import dashboard_page
+from . import api, dashboard_page
+from .alerting import Alerting
 from .ingest import BatchIngestor, StoreThreads, tune_gc
 from .quality_task import DqTask
 from .outage import BrokerWatch, ClientLogThrottle, StopDeadline, install_throttle
@@ -70,7 +71,7 @@ class Worker:
     """Wires the faust app to the store, the ingest task and the HTTP API."""
 
     def __init__(self, settings: Optional[Settings] = None):
-        self.settings = s = settings or Settings()
+        self.settings = s = settings or current()
         self.metrics = WorkerMetrics()
         self.stores = StoreThreads(s.db, s.duckdb_memory_limit)
         self.kpi_rows: list[dict] = []
@@ -86,11 +87,14 @@ class Worker:
         self.log_throttle = ClientLogThrottle()
         self.broker_watch = BrokerWatch(s.bootstrap, self.log_throttle)
         self.alerts_topic = self.app.topic(ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
-        dashboard_page.register(self.app)  # before _routes: faust's own index also claims "/"
-        self._routes()
-        self.dq = DqTask(self)  # issue 7: periodic GX run, /api/dq, /api/export/extras
-        from .alerting import Alerting  # issue 5: signals, outbox delivery, /api/alerts and /api/reviews
-        self.alerting = Alerting(self)
+        self.dq = DqTask(self)            # the periodic data-quality run
+        self.alerting = Alerting(self)    # signal evaluation and the notification outbox
+        # the page first: faust's own index also claims "/", and aiohttp serves the first route that matches
+        dashboard_page.register(self.app)
+        api.kpis.register(self.app, self)
+        api.alerts.register(self.app, self.alerting)
+        api.quality.register(self.app, self.dq)
+        api.export.register(self.app, self.stores)
         self.app.agent(self.alerts_topic, name="alert-fanout")(self._alert_fanout)
         self.app.early_tasks.append(self._ingest)
         self.app.early_tasks.append(self.broker_watch.run)
@@ -149,51 +153,6 @@ class Worker:
         count = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
         return rows, count
 
-    # --- the HTTP API ----------------------------------------------------------------------------------------
-    def _routes(self) -> None:
-        app = self.app
-
-        @app.page("/metrics")
-        async def metrics(web, request):
-            return web.bytes(self.metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-        @app.page("/healthz")
-        async def healthz(web, request):
-            return web.json({"ok": self.stores.store is not None, "version": __version__})
-
-        @app.page("/api/status")
-        async def status(web, request):
-            return web.json(self.status())
-
-        @app.page("/api/kpis")
-        async def kpis(web, request):
-            q = request.query
-            return await self._query(web, lambda con, as_of: Engine(con).compute(
-                as_of=as_of, period=q.get("period"), by=q.get("by", "product"), product=q.get("product"),
-                kpi_ids=q.getall("kpi") if "kpi" in q else None), q)
-
-        @app.page("/api/units")
-        async def units(web, request):
-            q = request.query
-            outcomes = q.getall("outcome") if "outcome" in q else None
-            return await self._query(web, lambda con, as_of: Engine(con).units(
-                q["kpi"], as_of=as_of, period=q.get("period"), product=q.get("product"), site=q.get("site"),
-                outcomes=outcomes), q)
-
-        @app.page("/api/trend")
-        async def trend(web, request):
-            q = request.query
-            return await self._query(web, lambda con, as_of: Engine(con).trend(
-                as_of=as_of, period=q.get("period"), product=q.get("product")), q)
-
-    async def _query(self, web, fn, q) -> Any:
-        try:
-            as_of = parse_time(q["as_of"]) if q.get("as_of") else None
-            result = await self.stores.read(fn, as_of)
-        except (KeyError, ValueError) as exc:
-            return web.json({"error": str(exc)}, status=400)
-        return web.json(result)
-
     def status(self) -> dict:
         m = self.metrics
         return {"ingested": int(m.total(m.ingested)), "rejected": int(m.total(m.rejected)),
@@ -237,7 +196,7 @@ class _FaustWorker(faust.Worker):
 
 def run_worker(settings: Optional[Settings] = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
-    settings = settings or Settings()
+    settings = settings or current()
     # faust's datadir lives beside the DB and faust creates it first; without this check an unusable DB path
     # surfaces as a bare NotADirectoryError/PermissionError from faust instead of a store error naming the DB.
     try:

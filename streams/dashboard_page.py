@@ -11,7 +11,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 
-from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.kpi import load_catalog
 
 # faust mounts its own index blueprint at "/"; our route is added first, and aiohttp serves the first match.
 PATH = "/"

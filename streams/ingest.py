@@ -31,17 +31,15 @@ from typing import Any, Awaitable, Callable, Optional
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from rmm_monitor.contract.events import DEADLETTER_TOPIC, TOPICS, reason_code
-from rmm_monitor.store.batches import BatchOutcome, CheckedBatch, check_batch, merge_checked, store_checked
+from rmm_monitor.contract import DEADLETTER_TOPIC, TOPICS, reason_code
+from rmm_monitor.store import BatchOutcome, CheckedBatch, check_batch, merge_checked, store_checked
 from rmm_monitor.core.settings import Settings
-from rmm_monitor.store.event_store import Store, StoreWriteError
+from rmm_monitor.store import Store, StoreError, TerminalStoreError, TransientStoreError
 
 from .telemetry import WorkerMetrics
 
 log = logging.getLogger("rmm.ingest")
 
-# Crash tests set RMM_FAILPOINT=after_store to die between the DuckDB commit and the offset commit.
-FAILPOINT = os.environ.get("RMM_FAILPOINT", "")
 WRITE_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between attempts; then the worker stops, offsets uncommitted
 CONSUMER_STOP_S = 3.0  # longest wait for the consumer to leave its group on stop
 IDLE_CHECKPOINT_S = 2.0  # fold the WAL into the file once the stream has been quiet this long
@@ -275,7 +273,7 @@ class BatchIngestor:
                     in_flight = self._start(*item)
                 continue
             outcome = await in_flight.stored                            # 1. store (N), done
-            if FAILPOINT == "after_store":                              # crash tests: stored, nothing acknowledged
+            if self.settings.failpoint == "after_store":                # crash tests: stored, nothing acknowledged
                 os._exit(137)
             waiting = backlog.take()
             following = self._start(*waiting) if waiting else None      # store (N+1) starts now
@@ -320,10 +318,17 @@ class BatchIngestor:
             await self.on_batch(outcome)
 
     async def _store(self, checked: CheckedBatch, attempt_now: "asyncio.Future[BatchOutcome]") -> BatchOutcome:
+        """A transient failure (full disk, memory, a conflict) is retried with backoff, offsets uncommitted; a
+        terminal one (a SQL or schema error) stops the worker at once: waiting would not make the statement right."""
         for attempt, pause in enumerate((*WRITE_RETRIES, None), start=1):
             try:
                 return await attempt_now
-            except StoreWriteError as exc:
+            except TerminalStoreError as exc:
+                self.metrics.store_errors.inc()
+                log.critical("store write failed and cannot succeed by retrying (a SQL or schema error); stopping "
+                             "with the batch's offsets uncommitted: %s", exc)
+                raise
+            except TransientStoreError as exc:
                 self.metrics.store_errors.inc()
                 if pause is None:
                     raise
@@ -340,7 +345,7 @@ class BatchIngestor:
         self._wal_dirty = False
         try:
             await self.stores.write(self.stores.store.checkpoint)
-        except StoreWriteError as exc:  # e.g. a long KPI read still open; the next quiet moment tries again
+        except StoreError as exc:  # e.g. a long KPI read still open; the next quiet moment tries again
             self._wal_dirty = True
             log.info("idle checkpoint deferred: %s", exc)
 

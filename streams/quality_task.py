@@ -3,23 +3,19 @@
 Frames are read on the store's reader thread (an MVCC snapshot; ingest keeps writing), GX runs on a thread of
 its own (it is imported there on first use: the import alone takes seconds), and the results go to
 `dq_results` in one small write between ingest batches and to `rmm_dq_expectation_success` on /metrics.
-The same machinery answers /api/dq (an as-of run for `rmm dq` and the export while the worker owns the DB)
-and /api/export/extras (event counts, alerts and review cases as of a time, for the export).
+The same machinery answers /api/dq (an as-of run for `rmm dq` and the export while the worker owns the DB;
+streams/api/quality.py).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Optional
 
-from rmm_monitor.core import clock
 from rmm_monitor.quality import suites as dq
-from rmm_monitor.export.sources import extras
-from rmm_monitor.core.periods import iso, parse_time
 
 log = logging.getLogger("rmm.dq")
 
@@ -27,15 +23,14 @@ log = logging.getLogger("rmm.dq")
 class DqTask:
     def __init__(self, worker, interval: Optional[float] = None, first_delay: Optional[float] = None):
         self.worker = worker
-        self.interval = interval if interval is not None else float(os.environ.get("RMM_DQ_SECONDS", "300"))
+        self.interval = interval if interval is not None else worker.settings.dq_seconds
         # let ingest catch up after start before the first (GX-importing) run
-        self.first_delay = first_delay if first_delay is not None else float(os.environ.get("RMM_DQ_FIRST_DELAY", "60"))
+        self.first_delay = first_delay if first_delay is not None else worker.settings.dq_first_delay
         self._gx = ThreadPoolExecutor(1, thread_name_prefix="gx")
         self._lock = asyncio.Lock()
         self.last: list[dict] = []
         self.runs = 0
         worker.app.task(self._loop)
-        self._routes()
 
     async def _loop(self) -> None:
         if self.interval <= 0:
@@ -74,25 +69,3 @@ class DqTask:
             log.warning("data quality: %d critical expectation(s) failing: %s", len(bad),
                         ", ".join(f"{r['suite']}.{r['expectation']}" for r in bad))
         return rows
-
-    def _routes(self) -> None:
-        app = self.worker.app
-
-        @app.page("/api/dq")
-        async def dq_page(web, request):
-            q = request.query
-            try:
-                as_of = parse_time(q["as_of"]) if q.get("as_of") else None
-                rows = await self.evaluate(as_of, q.get("period"))
-            except (KeyError, ValueError) as exc:
-                return web.json({"error": str(exc)}, status=400)
-            return web.json([{**r, "run_at": iso(r["run_at"])} for r in rows])
-
-        @app.page("/api/export/extras")
-        async def extras_page(web, request):
-            q = request.query
-            try:
-                as_of = parse_time(q["as_of"]) if q.get("as_of") else clock.now()
-            except ValueError as exc:
-                return web.json({"error": str(exc)}, status=400)
-            return web.json(await self.worker.stores.read(extras, as_of))

@@ -11,7 +11,7 @@ from typing import Iterable, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from rmm_monitor.kpi.engine import STATUS_CODES
+from rmm_monitor.kpi import STATUS_CODES
 
 
 class KpiCollector:

@@ -17,7 +17,8 @@ On Kafka the record key is the alert id (so one alert's notifications stay in or
 The webhook POSTs the same bytes with `X-RMM-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>` and
 `X-RMM-Delivery: <delivery_id>` (receivers deduplicate on it: delivery is at-least-once).
 
-Configuration is from the environment only (secrets never from files in the repo):
+Configuration is from the environment only (secrets never from files in the repo), read by core/settings.py into
+`ChannelSettings`:
 RMM_SMTP_HOST, RMM_SMTP_PORT (25), RMM_SMTP_STARTTLS (0/1), RMM_SMTP_CA_FILE (trust anchor for STARTTLS; the
 system store otherwise), RMM_SMTP_USER, RMM_SMTP_PASSWORD, RMM_ALERT_EMAIL_FROM, RMM_ALERT_EMAIL_TO (comma list);
 RMM_WEBHOOK_URL, RMM_WEBHOOK_SECRET; RMM_ALERT_KAFKA (1 = publish to rmm.alerts, default on);
@@ -28,52 +29,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import smtplib
 import ssl
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Optional
+
+from rmm_monitor.core.errors import RmmError
+from rmm_monitor.core.fmt import pct as _pct
+from rmm_monitor.core.settings import ChannelSettings
 
 SCHEMA = "rmm.alert/v1"
 SIGNATURE_HEADER = "X-RMM-Signature-256"
 DELIVERY_HEADER = "X-RMM-Delivery"
-CHANNELS = ("kafka", "email", "webhook")
 
 
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
-
-
-@dataclass(frozen=True)
-class ChannelSettings:
-    smtp_host: str = field(default_factory=lambda: _env("RMM_SMTP_HOST"))
-    smtp_port: int = field(default_factory=lambda: int(_env("RMM_SMTP_PORT", "25")))
-    smtp_starttls: bool = field(default_factory=lambda: _env("RMM_SMTP_STARTTLS", "0") in ("1", "true", "yes"))
-    smtp_ca_file: str = field(default_factory=lambda: _env("RMM_SMTP_CA_FILE"))
-    smtp_user: str = field(default_factory=lambda: _env("RMM_SMTP_USER"))
-    smtp_password: str = field(default_factory=lambda: _env("RMM_SMTP_PASSWORD"), repr=False)
-    email_from: str = field(default_factory=lambda: _env("RMM_ALERT_EMAIL_FROM", "rmm-monitor@localhost"))
-    email_to: tuple[str, ...] = field(default_factory=lambda: tuple(
-        a.strip() for a in _env("RMM_ALERT_EMAIL_TO").split(",") if a.strip()))
-    webhook_url: str = field(default_factory=lambda: _env("RMM_WEBHOOK_URL"))
-    webhook_secret: str = field(default_factory=lambda: _env("RMM_WEBHOOK_SECRET"), repr=False)
-    kafka: bool = field(default_factory=lambda: _env("RMM_ALERT_KAFKA", "1") not in ("0", "false", "no"))
-    retry_base: float = field(default_factory=lambda: float(_env("RMM_ALERT_RETRY_BASE", "1")))
-    retry_max: float = field(default_factory=lambda: float(_env("RMM_ALERT_RETRY_MAX", "300")))
-    timeout: float = 10.0
-
-    @property
-    def enabled(self) -> tuple[str, ...]:
-        on = {"kafka": self.kafka, "email": bool(self.smtp_host and self.email_to), "webhook": bool(self.webhook_url)}
-        return tuple(c for c in CHANNELS if on[c])
-
-    def backoff(self, attempts: int) -> float:
-        """Seconds before the next attempt after `attempts` failures: base * 2^(n-1), capped."""
-        return min(self.retry_max, self.retry_base * 2 ** max(0, attempts - 1))
-
-
-class DeliveryError(Exception):
+class DeliveryError(RmmError):
     """A channel refused or could not be reached; the outbox retries."""
 
 
@@ -93,10 +63,6 @@ def encode(doc: dict) -> bytes:
 
 def subject(doc: dict) -> str:
     return doc["title"] if doc["notification"] == "firing" else f"[RESOLVED] {doc['title']}"
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def email_body(doc: dict) -> str:

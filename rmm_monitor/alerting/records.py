@@ -14,83 +14,30 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Optional
 
-import duckdb
 
 from rmm_monitor.core import clock
+from rmm_monitor.core.errors import RmmError
 
 ALERT_STATES = ("firing", "acknowledged", "resolved")
 CASE_STATES = ("open", "in_review", "closed")
 CASE_OUTCOMES = ("material_updated", "no_change")
 SYSTEM = "system"
 
-DDL = """
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id VARCHAR PRIMARY KEY, signal VARCHAR NOT NULL, product VARCHAR NOT NULL, site_id VARCHAR NOT NULL,
-    section VARCHAR NOT NULL, kpi VARCHAR NOT NULL, severity VARCHAR NOT NULL, period VARCHAR,
-    title VARCHAR NOT NULL, details JSON, case_id VARCHAR, triggered_at TIMESTAMPTZ NOT NULL,
-    fired_at TIMESTAMPTZ NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_history (
-    alert_id VARCHAR NOT NULL, seq BIGINT NOT NULL, state VARCHAR NOT NULL, actor VARCHAR NOT NULL,
-    changed_at TIMESTAMPTZ NOT NULL, comment VARCHAR, PRIMARY KEY (alert_id, seq)
-);
-CREATE TABLE IF NOT EXISTS alert_evidence (
-    alert_id VARCHAR NOT NULL, signal VARCHAR NOT NULL, event_id VARCHAR NOT NULL, added_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (signal, event_id)
-);
-CREATE TABLE IF NOT EXISTS review_cases (
-    case_id VARCHAR PRIMARY KEY, product VARCHAR NOT NULL, section VARCHAR NOT NULL,
-    triggered_at TIMESTAMPTZ NOT NULL, opened_at TIMESTAMPTZ NOT NULL
-);
-CREATE TABLE IF NOT EXISTS review_case_history (
-    case_id VARCHAR NOT NULL, seq BIGINT NOT NULL, state VARCHAR NOT NULL, outcome VARCHAR,
-    material_version INTEGER, actor VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL, comment VARCHAR,
-    PRIMARY KEY (case_id, seq)
-);
-CREATE TABLE IF NOT EXISTS review_case_alerts (
-    case_id VARCHAR NOT NULL, alert_id VARCHAR NOT NULL, linked_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (case_id, alert_id)
-);
-CREATE TABLE IF NOT EXISTS review_case_units (
-    case_id VARCHAR NOT NULL, alert_id VARCHAR NOT NULL, kpi VARCHAR, unit_id VARCHAR, patient_ref VARCHAR,
-    hcp_id VARCHAR, ae_id VARCHAR, lot_id VARCHAR, site_id VARCHAR, detail VARCHAR
-);
-CREATE TABLE IF NOT EXISTS alert_deliveries (
-    delivery_id VARCHAR PRIMARY KEY, alert_id VARCHAR NOT NULL, notification VARCHAR NOT NULL,
-    channel VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL, delivered_at TIMESTAMPTZ,
-    attempts INTEGER NOT NULL, next_attempt_at TIMESTAMPTZ NOT NULL, last_error VARCHAR
-);
-CREATE OR REPLACE VIEW alert_state AS
-    SELECT a.*, h.state, h.actor AS state_actor, h.changed_at AS state_at
-    FROM alerts a JOIN (SELECT alert_id, arg_max(state, seq) AS state, arg_max(actor, seq) AS actor,
-                               arg_max(changed_at, seq) AS changed_at FROM alert_history GROUP BY alert_id) h USING (alert_id);
-CREATE OR REPLACE VIEW case_state AS
-    SELECT c.*, h.state, h.outcome, h.material_version, h.actor AS state_actor, h.changed_at AS state_at
-    FROM review_cases c JOIN (SELECT case_id, arg_max(state, seq) AS state, arg_max(outcome, seq) AS outcome,
-                                     arg_max(material_version, seq) AS material_version,
-                                     arg_max(actor, seq) AS actor, arg_max(changed_at, seq) AS changed_at
-                              FROM review_case_history GROUP BY case_id) h USING (case_id);
-"""
 
 # An alert or case that is not finished: dedup and linking look only at these.
 _OPEN_ALERT = "state <> 'resolved'"
 _OPEN_CASE = "state <> 'closed'"
 
 
-class TransitionError(ValueError):
+class TransitionError(RmmError, ValueError):
     """A transition the lifecycle does not allow (e.g. acknowledging a resolved alert)."""
 
 
-class NotFound(KeyError):
-    pass
+class NotFound(RmmError, KeyError):
+    """No alert or review case with that id."""
 
-
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(DDL).fetchall()
-
-
-def utcnow() -> datetime:
-    return clock.now()
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -155,7 +102,7 @@ def add_evidence(con, alert_id: str, signal: str, event_ids: Iterable[str], at: 
 def fire(con, new: NewAlert, channels: Iterable[str], now: Optional[datetime] = None) -> Optional[str]:
     """Create the alert unless one is open for its key (then attach evidence and return None). Links it to the
     open review case of its (product, section), opening one if none is open, and queues its notifications."""
-    now = now or utcnow()
+    now = now or clock.now()
     existing = open_alert_for(con, new.key)
     if existing is not None:
         add_evidence(con, existing, new.signal, new.evidence, now)
@@ -199,7 +146,7 @@ def queue(con, alert_id: str, notification: str, channels: Iterable[str], now: d
 
 
 # --- transitions ------------------------------------------------------------------------------------------------
-def _alert_state(con, alert_id: str) -> str:
+def alert_state(con, alert_id: str) -> str:
     rows = con.execute("SELECT state FROM alert_state WHERE alert_id = ?", [alert_id]).fetchall()
     if not rows:
         raise NotFound(f"no alert {alert_id!r}")
@@ -208,17 +155,17 @@ def _alert_state(con, alert_id: str) -> str:
 
 def acknowledge(con, alert_id: str, actor: str, comment: Optional[str] = None, now: Optional[datetime] = None
                 ) -> dict:
-    state = _alert_state(con, alert_id)
+    state = alert_state(con, alert_id)
     if state != "firing":
         raise TransitionError(f"alert {alert_id} is {state}; only a firing alert can be acknowledged")
-    _history(con, "alert_history", "alert_id", alert_id, "acknowledged", actor, now or utcnow(), comment)
+    _history(con, "alert_history", "alert_id", alert_id, "acknowledged", actor, now or clock.now(), comment)
     return get_alert(con, alert_id)
 
 
 def resolve(con, alert_id: str, actor: str, comment: Optional[str] = None, channels: Iterable[str] = (),
             now: Optional[datetime] = None) -> dict:
-    now = now or utcnow()
-    state = _alert_state(con, alert_id)
+    now = now or clock.now()
+    state = alert_state(con, alert_id)
     if state == "resolved":
         raise TransitionError(f"alert {alert_id} is already resolved")
     _history(con, "alert_history", "alert_id", alert_id, "resolved", actor, now, comment)
@@ -226,7 +173,7 @@ def resolve(con, alert_id: str, actor: str, comment: Optional[str] = None, chann
     return get_alert(con, alert_id)
 
 
-def _case_state(con, case_id: str) -> str:
+def case_state(con, case_id: str) -> str:
     rows = con.execute("SELECT state FROM case_state WHERE case_id = ?", [case_id]).fetchall()
     if not rows:
         raise NotFound(f"no review case {case_id!r}")
@@ -235,10 +182,10 @@ def _case_state(con, case_id: str) -> str:
 
 def start_review(con, case_id: str, actor: str, comment: Optional[str] = None, now: Optional[datetime] = None
                  ) -> dict:
-    state = _case_state(con, case_id)
+    state = case_state(con, case_id)
     if state != "open":
         raise TransitionError(f"review case {case_id} is {state}; only an open case can be started")
-    _history(con, "review_case_history", "case_id", case_id, "in_review", actor, now or utcnow(), comment)
+    _history(con, "review_case_history", "case_id", case_id, "in_review", actor, now or clock.now(), comment)
     return get_case(con, case_id)
 
 
@@ -246,14 +193,14 @@ def close_case(con, case_id: str, actor: str, outcome: str, material_version: Op
                comment: Optional[str] = None, channels: Iterable[str] = (), now: Optional[datetime] = None) -> dict:
     """Close a case: `material_updated` needs the version, `no_change` needs a reason (the comment). Alerts of
     event signals linked to it resolve with it (their cause is closed); KPI alerts resolve when the KPI recovers."""
-    now = now or utcnow()
+    now = now or clock.now()
     if outcome not in CASE_OUTCOMES:
         raise TransitionError(f"outcome must be one of {CASE_OUTCOMES}")
     if outcome == "material_updated" and material_version is None:
         raise TransitionError("material_updated needs the material version")
     if outcome == "no_change" and not (comment or "").strip():
         raise TransitionError("no_change needs a reason")
-    state = _case_state(con, case_id)
+    state = case_state(con, case_id)
     if state == "closed":
         raise TransitionError(f"review case {case_id} is already closed")
     _history(con, "review_case_history", "case_id", case_id, "closed", actor, now, comment,

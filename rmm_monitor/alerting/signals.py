@@ -11,7 +11,7 @@ fires it, and the same events evaluated twice fire nothing new:
   `dosing`) within any window_days, per product, on event time. Events already attributed to an alert of this
   signal never count again, so a closed cluster does not re-fire on its own history.
 - safety_information_updated: one alert (and case) per listed section.
-- data_quality: a failing critical expectation in `dq_results` (issue 7's table), when that table exists.
+- data_quality: a failing critical expectation in `dq_results` (the quality part's table).
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 from typing import Iterable, Optional
 
 from rmm_monitor.alerting import records as A
-from rmm_monitor.kpi.catalog import Kpi, load_config
-from rmm_monitor.store.event_store import transaction
+from rmm_monitor.core.fmt import pct
+from rmm_monitor.kpi import Kpi, load_config
+from rmm_monitor.store import transaction
 
 KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY = ("kpi_breach", "ae_cluster_by_step", "safety_information_updated",
                                                 "data_quality")
@@ -43,14 +44,10 @@ class ClusterRule:
         return cls(int(spec.get("min_events", cls.min_events)), float(spec.get("window_days", cls.window_days)))
 
 
-def pct(v: Optional[float]) -> str:
-    return "n/a" if v is None else f"{100 * v:.0f}%"
-
-
 def breach_title(row: dict) -> str:
     op = "<" if row["direction"] == "higher_is_better" else ">"
     where = f"site {row['site_id']}" if row.get("site_id") else "all sites"
-    return (f"[BREACH] {row['kpi']} {pct(row['value'])} {op} {pct(row['threshold'])} — {row['product']} {where} "
+    return (f"[BREACH] {row['kpi']} {pct(row['value'], 0)} {op} {pct(row['threshold'], 0)} — {row['product']} {where} "
             f"— {row['period']}")
 
 
@@ -155,16 +152,9 @@ def safety_alerts(con) -> list[A.NewAlert]:
     return out
 
 
-# --- data_quality (issue 7's dq_results, when present) ----------------------------------------------------------
-def has_table(con, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-                            ).fetchall()[0][0])
-
-
+# --- data_quality (the quality part's dq_results) ----------------------------------------------------------------
 def dq_state(con) -> dict[tuple, dict]:
     """Latest run of each suite: failing critical expectations, keyed like alerts."""
-    if not has_table(con, "dq_results"):
-        return {}
     rows = con.execute("""
         WITH latest AS (SELECT suite, max(run_at) AS run_at FROM dq_results GROUP BY suite)
         SELECT r.suite, r.expectation, r.observed, r.run_at FROM dq_results r JOIN latest USING (suite, run_at)
@@ -220,7 +210,7 @@ def plan_events(con, rule: ClusterRule) -> EventPlan:
     dq = dq_state(con)
     open_dq = A.open_alert_keys(con, DATA_QUALITY)
     candidates += [dq_alert(k, d) for k, d in dq.items() if k not in open_dq]
-    resolve_dq = [alert_id for key, alert_id in open_dq.items() if key not in dq] if has_table(con, "dq_results") else []
+    resolve_dq = [alert_id for key, alert_id in open_dq.items() if key not in dq]
     return EventPlan(tuple(candidates), tuple((a, tuple(ids)) for a, ids in attach.items() if ids),
                      tuple(resolve_dq), tuple(tuple(r) for r in releases_closing_cases(con)))
 
@@ -234,18 +224,18 @@ def apply_event_plan(con, plan: EventPlan, channels: tuple[str, ...], now: datet
         return {"fired": fired, "resolved": resolved, "closed": closed}
     with transaction(con):
         for alert_id, event_ids in plan.attach:
-            if A._alert_state(con, alert_id) != "resolved":
+            if A.alert_state(con, alert_id) != "resolved":
                 A.add_evidence(con, alert_id, AE_CLUSTER, event_ids, now)
         for na in plan.new:
             alert_id = A.fire(con, na, channels, now)
             if alert_id:
                 fired.append(alert_id)
         for alert_id in plan.resolve_dq:
-            if A._alert_state(con, alert_id) != "resolved":
+            if A.alert_state(con, alert_id) != "resolved":
                 A.resolve(con, alert_id, A.SYSTEM, "expectation passes again", channels, now)
                 resolved.append(alert_id)
         for case_id, version, material_id, released_at in plan.close:
-            if A._case_state(con, case_id) != "closed":
+            if A.case_state(con, case_id) != "closed":
                 A.close_case(con, case_id, A.SYSTEM, "material_updated", int(version),
                              f"material updated: {material_id} v{version} released {released_at.isoformat()}",
                              channels, now)
@@ -269,13 +259,13 @@ def apply_kpi_plan(con, catalog: Iterable[Kpi], new: list[tuple[dict, list[dict]
             if alert_id:
                 fired.append(alert_id)
         for alert_id, row in recovered:
-            if A._alert_state(con, alert_id) == "resolved":
+            if A.alert_state(con, alert_id) == "resolved":
                 continue
             period = con.execute("SELECT period FROM alerts WHERE alert_id = ?", [alert_id]).fetchall()[0][0]
             if row["status"] == "insufficient_data" and row["period"] == period:
                 continue  # fewer units known is not a recovery; a new quarter is (the breach belongs to the old one)
             A.resolve(con, alert_id, A.SYSTEM,
-                      f"KPI recovered: {row['kpi']} {pct(row['value'])} is {row['status']} in {row['period']}",
+                      f"KPI recovered: {row['kpi']} {pct(row['value'], 0)} is {row['status']} in {row['period']}",
                       channels, now)
             resolved.append(alert_id)
     return {"fired": fired, "resolved": resolved}

@@ -1,4 +1,4 @@
 """The `rmm` console script."""
-from .main import main
+from .app import main
 
 __all__ = ["main"]

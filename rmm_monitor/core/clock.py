@@ -14,11 +14,13 @@ stay on the machine's own clocks, which Prometheus compares with its own.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Optional
+
+from . import settings
+from .errors import ConfigError
 
 ENV = "RMM_CLOCK"
 _OFFSET = re.compile(r"[+-]?\d+(\.\d*)?")
@@ -31,7 +33,7 @@ _configured = False
 def _parse_instant(text: str) -> datetime:
     t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if t.tzinfo is None:
-        raise ValueError(f"{ENV}={text!r} has no UTC offset; write e.g. 2026-11-25T12:00:00Z")
+        raise ConfigError(f"{ENV}={text!r} has no UTC offset; write e.g. 2026-11-25T12:00:00Z")
     return t.astimezone(timezone.utc)
 
 
@@ -55,7 +57,7 @@ def offset_to(instant: datetime) -> str:
 def now() -> datetime:
     """The current instant, timezone-aware UTC."""
     if not _configured:
-        configure(os.environ.get(ENV))
+        configure(settings.current().clock)
     if _start is not None:
         instant, started = _start
         return instant + timedelta(seconds=time.monotonic() - started)

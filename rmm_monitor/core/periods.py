@@ -6,15 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Period:
     label: str
     start: Optional[datetime]  # inclusive; None = unbounded
     end: Optional[datetime]    # exclusive
-
-    def contains(self, t: datetime) -> bool:
-        return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
 
 
 def _utc(y: int, m: int) -> datetime:
@@ -43,7 +42,7 @@ def parse_period(label: Optional[str], as_of: datetime) -> Period:
     if m := re.fullmatch(r"(\d{4})", label):
         y = int(m.group(1))
         return Period(label, _utc(y, 1), _utc(y + 1, 1))
-    raise ValueError(f"unknown period {label!r}: use 2026Q3, 2026, 2026-07 or all")
+    raise ConfigError(f"unknown period {label!r}: use 2026Q3, 2026, 2026-07 or all")
 
 
 def previous_quarter(label: str) -> str:
@@ -56,9 +55,12 @@ def parse_time(text: str) -> datetime:
     text = text.strip()
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-    t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an RFC 3339 time; write e.g. 2026-10-01T00:00:00Z") from None
     if t.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset; write e.g. 2026-10-01T00:00:00Z")
+        raise ConfigError(f"{text!r} has no UTC offset; write e.g. 2026-10-01T00:00:00Z")
     return t.astimezone(timezone.utc)
 
 

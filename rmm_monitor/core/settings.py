@@ -1,42 +1,104 @@
-"""Runtime settings from the environment (RMM_*). Secrets (tokens, SMTP passwords) are read only from here."""
+"""Runtime settings: the one place the environment is read.
+
+Every `RMM_*` variable is parsed here, once per process, into a frozen `Settings` (with the alert channels'
+`ChannelSettings` inside it). The composition roots build it and hand it down: the CLI (`Settings.from_env()`,
+then its flags as overrides with `replace`, never by writing `os.environ`), the worker (from the CLI), the tests
+(their own instances). Library code that has no caller to hand it settings (the catalog's directory, the
+clock) reads `current()`, the process's settings, which a composition root sets with `use()`.
+
+Secrets (the admin token, the SMTP password, the webhook secret) come only from here, never from files in the
+repository or the command line, and are kept out of `repr`.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+CHANNELS = ("kafka", "email", "webhook")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+def _flag(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _addresses(text: str) -> tuple[str, ...]:
+    return tuple(a.strip() for a in text.split(",") if a.strip())
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """Where the QPPV's notifications go (alerting/channels.py)."""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_ca_file: str = ""
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    email_from: str = "rmm-monitor@localhost"
+    email_to: tuple[str, ...] = ()
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    kafka: bool = True
+    retry_base: float = 1.0
+    retry_max: float = 300.0
+    timeout: float = 10.0
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        on = {"kafka": self.kafka, "email": bool(self.smtp_host and self.email_to), "webhook": bool(self.webhook_url)}
+        return tuple(c for c in CHANNELS if on[c])
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next attempt after `attempts` failures: base * 2^(n-1), capped."""
+        return min(self.retry_max, self.retry_base * 2 ** max(0, attempts - 1))
 
 
 @dataclass(frozen=True)
 class Settings:
-    bootstrap: str = field(default_factory=lambda: _env("RMM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    db: str = field(default_factory=lambda: _env("RMM_DB", "rmm.duckdb"))
-    web_host: str = field(default_factory=lambda: _env("RMM_WEB_HOST", "127.0.0.1"))
-    web_port: int = field(default_factory=lambda: int(_env("RMM_WEB_PORT", "6066")))
-    group_id: str = field(default_factory=lambda: _env("RMM_GROUP_ID", "rmm-ingest"))
-    app_id: str = field(default_factory=lambda: _env("RMM_APP_ID", "rmm-monitor"))
-    refresh_seconds: float = field(default_factory=lambda: float(_env("RMM_REFRESH_SECONDS", "5")))
-    # at most this share of the reader thread's time goes to KPI refreshes (a slow refresh spaces out the next)
-    refresh_share: float = field(default_factory=lambda: float(_env("RMM_REFRESH_SHARE", "0.5")))
-    max_batch: int = field(default_factory=lambda: int(_env("RMM_MAX_BATCH", "50000")))  # a batch costs ~0.1 s of fixed DuckDB work
-    fetch_wait_ms: int = field(default_factory=lambda: int(_env("RMM_FETCH_WAIT_MS", "200")))
-    # records per getmany call: each call's record parsing and msgspec check run on the event loop, which must be
-    # free to hand the store thread its next batch (the backlog still merges calls into max_batch-sized batches)
-    fetch_max_records: int = field(default_factory=lambda: int(_env("RMM_FETCH_MAX_RECORDS", "5000")))
-    log_level: str = field(default_factory=lambda: _env("RMM_LOG_LEVEL", "warn"))
+    # Kafka and the worker
+    bootstrap: str = "127.0.0.1:9092"
+    db: str = "rmm.duckdb"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    group_id: str = "rmm-ingest"
+    app_id: str = "rmm-monitor"
+    log_level: str = "warn"
+    # Faster group joins than faust's defaults (its first join takes ~30 s otherwise).
+    session_timeout: float = 10.0
+    # a stop (SIGTERM) ends the process within this many seconds, broker or no broker (streams/outage.py)
+    stop_grace: float = 7.0
+    # ingest: a batch costs ~0.1 s of fixed DuckDB work, so batches are big; records per getmany call are fewer,
+    # because each call's parsing and msgspec check run on the event loop, which must stay free to hand the store
+    # thread its next batch (the backlog merges calls into max_batch-sized batches)
+    max_batch: int = 50_000
+    fetch_wait_ms: int = 200
+    fetch_max_records: int = 5_000
+    # crash tests set "after_store" to die between the DuckDB commit and the offset commit
+    failpoint: str = ""
+    # KPI refresh: every refresh_seconds, at most refresh_share of the reader thread's time
+    refresh_seconds: float = 5.0
+    refresh_share: float = 0.5
     # DuckDB's buffer pool only (it spills to a temp directory beyond it); the worker's RSS is this plus ~200 MiB of
     # Python. Measured at 10 M stored events (per-type store, current-quarter refresh every second, busy 2-core
     # machine): 2GB -> RSS 807 MiB (peak 956); 384MB -> 481 (583); 256MB -> 434 (455), refresh not measurably
-    # slower; ingest into that store at 256MB: 25 k-event batches in 0.7-1.1 s, peak RSS 427 MiB. Migrating a
-    # schema-1 file lifts the limit for that one step (store.py).
-    duckdb_memory_limit: str = field(default_factory=lambda: _env("RMM_DUCKDB_MEMORY_LIMIT", "256MB"))
-    admin_token: str = field(default_factory=lambda: _env("RMM_ADMIN_TOKEN", ""), repr=False)
-    # a stop (SIGTERM) ends the process within this many seconds, broker or no broker (streams/outage.py)
-    stop_grace: float = field(default_factory=lambda: float(_env("RMM_STOP_GRACE", "7")))
-    # Faster group joins than faust's defaults (STACK-NOTES.md: ~30 s first join otherwise).
-    session_timeout: float = field(default_factory=lambda: float(_env("RMM_SESSION_TIMEOUT", "10")))
+    # slower; ingest into that store at 256MB: 25 k-event batches in 0.7-1.1 s, peak RSS 427 MiB.
+    duckdb_memory_limit: str = "256MB"
+    # data quality: the worker's periodic Great Expectations run (0 = off), the first one after start-up
+    dq_seconds: float = 300.0
+    dq_first_delay: float = 60.0
+    # the catalog and the suites: the packaged ones unless a deployment points elsewhere; RMM_CONFIG overlays
+    # per-product values (reference rates, minimum stock) on the catalog's own config.toml
+    catalog_dir: str = ""
+    config_path: str = ""
+    expectations_dir: str = ""
+    # the monitor's clock (core/clock.py): empty = the wall clock
+    clock: str = ""
+    # operators: the bearer token of the API's changes, and who a CLI change is attributed to
+    admin_token: str = field(default="", repr=False)
+    actor: str = ""
+    channels: ChannelSettings = ChannelSettings()
 
     @property
     def web_url(self) -> str:
@@ -46,3 +108,57 @@ class Settings:
     def sidecar(self) -> str:
         """The file beside the DB that tells CLI readers where the worker that owns it answers."""
         return self.db + ".worker.json"
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        values = {name: parse(env[var]) for name, (var, parse) in _SETTINGS_ENV.items() if env.get(var) is not None}
+        channels = {name: parse(env[var]) for name, (var, parse) in _CHANNELS_ENV.items() if env.get(var) is not None}
+        return cls(**values, channels=ChannelSettings(**channels))
+
+    def replace(self, **overrides: Any) -> "Settings":
+        """These settings with some values replaced; a None override (a CLI flag not given) changes nothing."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_Parse = Callable[[str], Any]
+# setting -> (environment variable, parser). The only list of the monitor's variables.
+_SETTINGS_ENV: dict[str, tuple[str, _Parse]] = {
+    "bootstrap": ("RMM_KAFKA_BOOTSTRAP", str), "db": ("RMM_DB", str), "web_host": ("RMM_WEB_HOST", str),
+    "web_port": ("RMM_WEB_PORT", int), "group_id": ("RMM_GROUP_ID", str), "app_id": ("RMM_APP_ID", str),
+    "log_level": ("RMM_LOG_LEVEL", str), "session_timeout": ("RMM_SESSION_TIMEOUT", float),
+    "stop_grace": ("RMM_STOP_GRACE", float), "max_batch": ("RMM_MAX_BATCH", int),
+    "fetch_wait_ms": ("RMM_FETCH_WAIT_MS", int), "fetch_max_records": ("RMM_FETCH_MAX_RECORDS", int),
+    "failpoint": ("RMM_FAILPOINT", str), "refresh_seconds": ("RMM_REFRESH_SECONDS", float),
+    "refresh_share": ("RMM_REFRESH_SHARE", float), "duckdb_memory_limit": ("RMM_DUCKDB_MEMORY_LIMIT", str),
+    "dq_seconds": ("RMM_DQ_SECONDS", float), "dq_first_delay": ("RMM_DQ_FIRST_DELAY", float),
+    "catalog_dir": ("RMM_CATALOG_DIR", str), "config_path": ("RMM_CONFIG", str),
+    "expectations_dir": ("RMM_EXPECTATIONS_DIR", str), "clock": ("RMM_CLOCK", str),
+    "admin_token": ("RMM_ADMIN_TOKEN", str), "actor": ("RMM_ACTOR", str),
+}
+_CHANNELS_ENV: dict[str, tuple[str, _Parse]] = {
+    "smtp_host": ("RMM_SMTP_HOST", str), "smtp_port": ("RMM_SMTP_PORT", int),
+    "smtp_starttls": ("RMM_SMTP_STARTTLS", _flag), "smtp_ca_file": ("RMM_SMTP_CA_FILE", str),
+    "smtp_user": ("RMM_SMTP_USER", str), "smtp_password": ("RMM_SMTP_PASSWORD", str),
+    "email_from": ("RMM_ALERT_EMAIL_FROM", str), "email_to": ("RMM_ALERT_EMAIL_TO", _addresses),
+    "webhook_url": ("RMM_WEBHOOK_URL", str), "webhook_secret": ("RMM_WEBHOOK_SECRET", str),
+    "kafka": ("RMM_ALERT_KAFKA", lambda t: t.strip().lower() not in ("0", "false", "no", "off")),
+    "retry_base": ("RMM_ALERT_RETRY_BASE", float), "retry_max": ("RMM_ALERT_RETRY_MAX", float),
+}
+
+_current: Optional[Settings] = None
+
+
+def current() -> Settings:
+    """The process's settings: those a composition root chose with `use`, else the environment's, read once."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def use(settings: Settings) -> Settings:
+    """Make `settings` the process's own (the CLI and the worker call this once, at start)."""
+    global _current
+    _current = settings
+    return settings

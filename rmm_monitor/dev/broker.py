@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from rmm_monitor.contract.events import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
+from rmm_monitor.contract import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
 
 ALL_TOPICS = (*TOPICS, DEADLETTER_TOPIC, ALERTS_TOPIC)
 

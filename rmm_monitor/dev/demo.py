@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, TextIO
 from urllib.request import urlopen
 
 from rmm_monitor.core import clock
+from rmm_monitor.core.fmt import pct
 from .broker import Broker, die_with_parent, free_port
 from rmm_monitor.core.periods import iso, quarter_of
 
@@ -103,10 +104,6 @@ class Signals:
 
 
 # --- output ---------------------------------------------------------------------------------------------------
-def _pct(v: Optional[float]) -> str:
-    return "—" if v is None else f"{100 * v:.1f}%"
-
-
 class View:
     """What the person running the demo sees on stderr. Writes that fail (a closed terminal, a closed pipe) are
     dropped: losing the view must not stop the clean-up."""
@@ -141,7 +138,7 @@ class View:
 
     def close(self, rows: Optional[list[dict]]) -> None:
         """Non-terminal: the KPI table, once."""
-        from rmm_monitor.cli.main import format_table
+        from rmm_monitor.kpi import format_table
 
         if rows:
             self.say(format_table(rows))
@@ -186,7 +183,7 @@ class LiveView(View):
             table.add_column(p, justify="right")
         cells: dict[str, dict[str, Text]] = {}
         for r in self.rows:
-            text = Text(f"{_pct(r['value'])} {r['numerator']}/{r['denominator']}",
+            text = Text(f"{pct(r['value'], missing='—')} {r['numerator']}/{r['denominator']}",
                         style=self.COLOURS.get(r["status"], ""))
             cells.setdefault(r["kpi"], {})[r["product"]] = text
         for kpi, by_product in cells.items():

@@ -9,7 +9,7 @@ import json
 from random import Random
 from typing import Iterator
 
-from rmm_monitor.contract.events import MAX_EVENT_BYTES
+from rmm_monitor.contract import MAX_EVENT_BYTES
 
 _BASE = {"schema_version": 1, "product": "CTX-19", "site_id": "SH-01", "occurred_at": "2026-07-01T10:00:00Z",
          "recorded_at": "2026-07-01T10:05:00Z", "source": "poison"}

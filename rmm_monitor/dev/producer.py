@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Callable, Iterable, Optional
 
-from rmm_monitor.contract.events import TOPIC_OF_TYPE
+from rmm_monitor.contract import TOPIC_OF_TYPE
 
 
 def event_key(event: dict) -> bytes:

@@ -37,7 +37,8 @@ from random import Random
 from typing import Iterable, Optional
 
 from rmm_monitor.core import clock
-from rmm_monitor.contract.events import TOPIC_OF_TYPE
+from rmm_monitor.core.errors import ConfigError
+from rmm_monitor.contract import TOPIC_OF_TYPE
 
 __all__ = ["generate", "to_jsonl", "topic_of", "WEAK_SITES", "STRONG_SITES", "PRODUCTS", "PROGRAMME_SITE_ID",
            "SITES"]
@@ -187,7 +188,7 @@ def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, da
     change a few KPI units).
     """
     if patients < 0 or days <= 0:
-        raise ValueError("patients must be >= 0 and days > 0")
+        raise ConfigError("patients must be >= 0 and days > 0")
     sim = _Sim(seed, _utc_seconds(end), days, late_rate)
     rng = sim.rng
     r = rng.random

@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rmm_monitor import __version__
-from rmm_monitor.kpi.catalog import Kpi, catalog_hash, load_catalog
+from rmm_monitor.core.errors import ConfigError
+from rmm_monitor.kpi import Kpi, catalog_hash, load_catalog
 from .sources import UNIT_SCHEMA, canonical_json
 from rmm_monitor.core.periods import Period, iso, parse_period, previous_quarter
 
@@ -92,7 +93,7 @@ def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None
     before the data-quality suites (still running beside them) are; their rows are filled in after."""
     per = parse_period(quarter, as_of)
     if per.start is None or not per.label[4:5] == "Q":
-        raise ValueError(f"--quarter wants a quarter like 2026Q3, not {quarter!r}")
+        raise ConfigError(f"--quarter wants a quarter like 2026Q3, not {quarter!r}")
     catalog = load_catalog()
     prev = parse_period(previous_quarter(per.label), as_of)
     months = trend_months(per)

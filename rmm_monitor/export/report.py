@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from rmm_monitor import __version__
-from rmm_monitor.kpi.catalog import catalog_hash
+from rmm_monitor.core.fmt import pct as _pct
+from rmm_monitor.kpi import catalog_hash
 from .charts import kpi_chart, status_overview
 from rmm_monitor.core.periods import iso
 
@@ -57,16 +58,9 @@ class Block:
     image: bytes = b""
 
 
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
 def _ci(r) -> str:
     return "" if r["ci_low"] is None else f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}%"
 
-
-def _months(snap) -> list[str]:
-    return months_of(snap.quarter)
 
 
 def months_of(quarter) -> list[str]:

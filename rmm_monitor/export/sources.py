@@ -8,32 +8,16 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional
 
 import duckdb
 import pyarrow as pa
 
-from rmm_monitor.kpi.catalog import Kpi
-from rmm_monitor.kpi.engine import UNIT_COLUMNS, Engine, _used_params, adverse_outcomes
+from rmm_monitor.kpi import Kpi
+from rmm_monitor.kpi.engine import UNIT_COLUMNS, Engine, used_params, adverse_outcomes
 from rmm_monitor.core.periods import Period, iso
 
 _OUTCOMES = ["success", "failure", "pending"]
 UNIT_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string())] + [(c, pa.string()) for c in UNIT_COLUMNS])
-
-
-def _table_exists(con, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-                            ).fetchall()[0][0])
-
-
-def _change_time(con, table: str) -> Optional[str]:
-    """The transition-time column of an audit-trail table (the alerting schema is young; look it up)."""
-    cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-                                      "AND data_type LIKE 'TIMESTAMP%' ORDER BY ordinal_position", [table]).fetchall()]
-    for name in ("changed_at", "at"):
-        if name in cols:
-            return name
-    return cols[0] if cols else None
 
 
 def _jsonable(rows: list[dict]) -> list[dict]:
@@ -48,23 +32,17 @@ def _query(con, sql: str, params: list) -> list[dict]:
 
 def extras(con, as_of: datetime) -> dict:
     """Event counts per topic known at `as_of`, and the alerts and review cases with every transition made at or
-    before `as_of` (so a re-run with the same as-of sees the same audit trail). Alert tables come from the
-    alerting module (issue 5); a store without them gives empty lists."""
+    before `as_of` (so a re-run with the same as-of sees the same audit trail)."""
     counts = dict(con.execute("SELECT topic, count(*) FROM events WHERE known_at <= ? GROUP BY topic ORDER BY topic",
                               [as_of]).fetchall())
-    alerts: list[dict] = []
-    cases: list[dict] = []
-    a_time, c_time = _change_time(con, "alert_history"), _change_time(con, "review_case_history")
-    if _table_exists(con, "alerts") and a_time:
-        alerts = _query(con, f"""
-            SELECT a.* EXCLUDE (details), h.* EXCLUDE (alert_id), h.{a_time} AS at
-            FROM alerts a JOIN alert_history h USING (alert_id)
-            WHERE a.fired_at <= ? AND h.{a_time} <= ? ORDER BY a.alert_id, h.seq""", [as_of, as_of])
-    if _table_exists(con, "review_cases") and c_time:
-        cases = _query(con, f"""
-            SELECT c.*, h.* EXCLUDE (case_id), h.{c_time} AS at
-            FROM review_cases c JOIN review_case_history h USING (case_id)
-            WHERE c.opened_at <= ? AND h.{c_time} <= ? ORDER BY c.case_id, h.seq""", [as_of, as_of])
+    alerts = _query(con, """
+        SELECT a.* EXCLUDE (details), h.* EXCLUDE (alert_id), h.changed_at AS at
+        FROM alerts a JOIN alert_history h USING (alert_id)
+        WHERE a.fired_at <= ? AND h.changed_at <= ? ORDER BY a.alert_id, h.seq""", [as_of, as_of])
+    cases = _query(con, """
+        SELECT c.*, h.* EXCLUDE (case_id), h.changed_at AS at
+        FROM review_cases c JOIN review_case_history h USING (case_id)
+        WHERE c.opened_at <= ? AND h.changed_at <= ? ORDER BY c.case_id, h.seq""", [as_of, as_of])
     return {"counts_by_topic": counts, "alerts": alerts, "cases": cases}
 
 
@@ -104,10 +82,10 @@ class _WindowEngine(Engine):
     table: str = _WINDOW_TABLE
     known: tuple = ()  # products_and_sites(as_of): one answer for the whole export
 
-    def _units_sql(self, kpi: Kpi, *_) -> str:
+    def units_sql(self, kpi: Kpi, *_) -> str:
         return f"WITH units AS (SELECT * FROM {self.table})"
 
-    def _models_of(self, kpi: Kpi) -> list:
+    def models_of(self, kpi: Kpi) -> list:
         return []  # the units are already derived: no shared model to build for them
 
     def products_and_sites(self, as_of: datetime) -> tuple[list[str], list[tuple[str, str]]]:
@@ -137,11 +115,11 @@ class LocalSource:
         """`window` covers the quarter, the previous quarter and the trend months; the catalog SQL prunes its
         units to it (pruning is exact for the anchors inside the bounds, KPIS engine contract)."""
         known = self._products_and_sites(as_of)
-        sql = (self.engine._units_sql(kpi, self._models(kpi, as_of, window)) +
+        sql = (self.engine.units_sql(kpi, self._models(kpi, as_of, window)) +
                " SELECT * FROM units WHERE anchor_at >= $w_start AND anchor_at < $w_end")
         params = {"as_of": as_of, "anchor_from": window.start, "anchor_to": window.end, "w_start": window.start,
-                  "w_end": window.end, **self.engine._param_values(kpi, known[0])}
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_WINDOW_TABLE} AS {sql}", _used_params(sql, params))
+                  "w_end": window.end, **self.engine.param_values(kpi, known[0])}
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_WINDOW_TABLE} AS {sql}", used_params(sql, params))
         try:
             engine = _WindowEngine(self.con, catalog=(kpi,), config=self.engine.config, known=known)
             return KpiFigures(rows=engine.compute(as_of, quarter.label, by="site"),
@@ -156,10 +134,10 @@ class LocalSource:
         Engine.compute builds them once per snapshot): inlined, the per-AE model alone was derived anew for each
         of its three KPIs, ~2 s each at 10 M events. Every KPI of the export has the same as-of and window."""
         built = {}
-        for name, sql in self.engine._buildable_models([kpi]).items():
+        for name, sql in self.engine.buildable_models([kpi]).items():
             key = (name, as_of, window.start, window.end)
             if key not in self._built:
-                self._built[key] = self.engine._build_model(
+                self._built[key] = self.engine.build_model(
                     name, sql, {"as_of": as_of, "anchor_from": window.start, "anchor_to": window.end})
             built[name] = self._built[key]
         return built

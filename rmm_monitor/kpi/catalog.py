@@ -7,7 +7,6 @@ tocilizumab stock) comes from the TOML config, never from SQL.
 from __future__ import annotations
 
 import hashlib
-import os
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,12 +16,15 @@ from typing import Any, Optional
 
 import yaml
 
+from rmm_monitor.core import settings
+from rmm_monitor.core.errors import ConfigError
+
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 REQUIRED_KEYS = ("id", "title", "description", "armm", "unit", "anchor", "direction", "threshold", "min_n",
                  "review_section")
 
 
-class CatalogError(Exception):
+class CatalogError(ConfigError):
     """A catalog file is missing, malformed or inconsistent."""
 
 
@@ -99,14 +101,14 @@ def load_config(path: Optional[str] = None) -> Config:
     default = catalog_dir() / "config.toml"
     if default.exists():
         data = _read_toml(default)
-    path = path or os.environ.get("RMM_CONFIG")
+    path = path or settings.current().config_path
     if path:
         data = _merge(data, _read_toml(Path(path)))
     return Config(data)
 
 
 def catalog_dir() -> Path:
-    override = os.environ.get("RMM_CATALOG_DIR")
+    override = settings.current().catalog_dir
     return Path(override) if override else Path(str(resources.files("rmm_monitor.metrics")))
 
 

@@ -41,6 +41,7 @@ from typing import Any, Iterable, Iterator, Optional
 import duckdb
 
 from rmm_monitor.core import clock
+from rmm_monitor.core.errors import ConfigError
 from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
 from rmm_monitor.core.periods import Period, iso, parse_period
 from .wilson import Z, wilson_bounds
@@ -88,14 +89,10 @@ def _r(x: Any) -> Any:
     return x
 
 
-def utcnow() -> datetime:
-    return clock.now()
-
-
 _STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|--[^\n]*")
 
 
-def _used_params(sql: str, values: dict[str, Any]) -> dict[str, Any]:
+def used_params(sql: str, values: dict[str, Any]) -> dict[str, Any]:
     """DuckDB refuses unused named parameters: pass only the ones the statement names (outside comments: a KPI
     whose shared model is a prebuilt table may still mention the model's parameters in its comments)."""
     code = _STRING_OR_COMMENT.sub(lambda m: m.group(0) if m.group(0).startswith("'") else "", sql)
@@ -122,10 +119,10 @@ class Engine:
         for k in self.catalog:
             if k.id == kpi_id:
                 return k
-        raise KeyError(f"unknown KPI {kpi_id!r}; known: {', '.join(k.id for k in self.catalog)}")
+        raise ConfigError(f"unknown KPI {kpi_id!r}; known: {', '.join(k.id for k in self.catalog)}")
 
     def _fetch(self, sql: str, params: dict[str, Any]) -> list[tuple]:
-        return self.con.execute(sql, _used_params(sql, params)).fetchall()
+        return self.con.execute(sql, used_params(sql, params)).fetchall()
 
     def products_and_sites(self, as_of: datetime) -> tuple[list[str], list[tuple[str, str]]]:
         pairs = self._fetch("SELECT DISTINCT product, site_id FROM events WHERE known_at <= $as_of "
@@ -135,28 +132,28 @@ class Engine:
     _KNOWN = "known_events AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of)"
 
     @staticmethod
-    def _models_of(kpi: Kpi) -> list[tuple[str, str]]:
+    def models_of(kpi: Kpi) -> list[tuple[str, str]]:
         return [(name, sql) for name, sql in load_shared_models() if re.search(rf"\b{name}\b", kpi.sql)]
 
-    def _units_sql(self, kpi: Kpi, built: Optional[dict[str, str]] = None) -> str:
+    def units_sql(self, kpi: Kpi, built: Optional[dict[str, str]] = None) -> str:
         """`built`: shared model name -> the TEMP table holding it for this snapshot (see `_snapshot`)."""
         built = built or {}
         param_cols = "".join(f", unnest($param_{name}) AS {name}" for name in kpi.params)
         shared = "".join(f"{name} AS (SELECT * FROM temp.main.{built[name]}), " if name in built
-                         else f"{name} AS ({sql}), " for name, sql in self._models_of(kpi))
+                         else f"{name} AS ({sql}), " for name, sql in self.models_of(kpi))
         return (f"WITH {self._KNOWN}, "
                 f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
                 f"{shared}units AS ({kpi.sql})")
 
-    def _buildable_models(self, kpis: Iterable[Kpi]) -> dict[str, str]:
+    def buildable_models(self, kpis: Iterable[Kpi]) -> dict[str, str]:
         """The shared models these KPIs read that can be built once for all of them: those not naming `params`."""
-        return {name: sql for k in kpis for name, sql in self._models_of(k) if not re.search(r"\bparams\b", sql)}
+        return {name: sql for k in kpis for name, sql in self.models_of(k) if not re.search(r"\bparams\b", sql)}
 
-    def _build_model(self, name: str, sql: str, params: dict[str, Any]) -> str:
+    def build_model(self, name: str, sql: str, params: dict[str, Any]) -> str:
         """A shared model as a TEMP table over the events known at $as_of; returns the table's name."""
         table = f"rmm_{name}_{uuid.uuid4().hex[:12]}"
         build = f"CREATE TEMP TABLE {table} AS WITH {self._KNOWN} {sql}"
-        self.con.execute(build, _used_params(build, params)).fetchall()
+        self.con.execute(build, used_params(build, params)).fetchall()
         return table
 
     @contextmanager
@@ -174,8 +171,8 @@ class Engine:
             own = False
         built: dict[str, str] = {}
         try:
-            for name, sql in self._buildable_models(kpis).items():
-                built[name] = self._build_model(name, sql, {"as_of": as_of, **self._period_params(per)})
+            for name, sql in self.buildable_models(kpis).items():
+                built[name] = self.build_model(name, sql, {"as_of": as_of, **self.period_params(per)})
             yield built
         except BaseException:
             if own:
@@ -190,13 +187,13 @@ class Engine:
             if own:
                 self.con.execute("COMMIT").fetchall()
 
-    def _param_values(self, kpi: Kpi, products: list[str]) -> dict[str, Any]:
+    def param_values(self, kpi: Kpi, products: list[str]) -> dict[str, Any]:
         values: dict[str, Any] = {"param_products": products}
         for name in kpi.params:
             values[f"param_{name}"] = [kpi.params_for(p, self.config)[name] for p in products]
         return values
 
-    def _period_params(self, period: Period) -> dict[str, Any]:
+    def period_params(self, period: Period) -> dict[str, Any]:
         bounds = (period.start, period.end) if self.prune_anchors else (None, None)
         return {"p_start": period.start, "p_end": period.end, "anchor_from": bounds[0], "anchor_to": bounds[1]}
 
@@ -214,8 +211,8 @@ class Engine:
                 product: Optional[str] = None, kpi_ids: Optional[Iterable[str]] = None) -> list[dict]:
         """The rows of `rmm kpis --json` (KPIS.md): every KPI × product (× site with by='site')."""
         if by not in BY_CHOICES:
-            raise ValueError(f"--by must be one of {BY_CHOICES}")
-        as_of = as_of or utcnow()
+            raise ConfigError(f"--by must be one of {BY_CHOICES}")
+        as_of = as_of or clock.now()
         per = parse_period(period, as_of)
         wanted = set(kpi_ids) if kpi_ids else None
         selected = [k for k in self.catalog if wanted is None or k.id in wanted]
@@ -251,7 +248,7 @@ class Engine:
     def _aggregate(self, kpi: Kpi, as_of: datetime, per: Period, products: list[str],
                    built: Optional[dict[str, str]] = None) -> dict[tuple, dict]:
         stats_sql = "".join(f", {expr} AS \"{name}\"" for name, expr in kpi.stats.items())
-        sql = (self._units_sql(kpi, built) +
+        sql = (self.units_sql(kpi, built) +
                f", counted AS ({self._counted_units(kpi)})"
                f" SELECT product, site_id, grouping(product) AS gp, grouping(site_id) AS gs, "
                f"count(*) FILTER (WHERE outcome = 'success') AS numerator, "
@@ -259,8 +256,8 @@ class Engine:
                f"count(*) FILTER (WHERE outcome = 'pending') AS pending{stats_sql} "
                f"FROM counted WHERE {self._period_filter(per)} "
                f"GROUP BY GROUPING SETS ((), (product), (product, site_id))")
-        params = {"as_of": as_of, **self._period_params(per), **self._param_values(kpi, products)}
-        cur = self.con.execute(sql, _used_params(sql, params))
+        params = {"as_of": as_of, **self.period_params(per), **self.param_values(kpi, products)}
+        cur = self.con.execute(sql, used_params(sql, params))
         names = [d[0] for d in cur.description]
         out: dict[tuple, dict] = {}
         for rec in cur.fetchall():
@@ -299,18 +296,18 @@ class Engine:
         kpi = self.kpi(kpi_id)
         if outcomes is None:
             outcomes = (*adverse_outcomes(kpi), "pending")
-        as_of = as_of or utcnow()
+        as_of = as_of or clock.now()
         per = parse_period(period, as_of)
         products, _ = self.products_and_sites(as_of)
         cols = ", ".join(UNIT_COLUMNS)
-        sql = (self._units_sql(kpi) +
+        sql = (self.units_sql(kpi) +
                f" SELECT {cols} FROM units WHERE {self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))"
                f" AND ($product IS NULL OR product = $product) AND ($site IS NULL OR site_id = $site)"
                f" ORDER BY CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
                f" ELSE 2 END, anchor_at, unit_id")
-        params = {"as_of": as_of, **self._period_params(per), "outcomes": list(outcomes),
+        params = {"as_of": as_of, **self.period_params(per), "outcomes": list(outcomes),
                   "adverse": list(adverse_outcomes(kpi)),
-                  "product": product, "site": site, **self._param_values(kpi, products)}
+                  "product": product, "site": site, **self.param_values(kpi, products)}
         result = []
         for rec in self._fetch(sql, params):
             row = dict(zip(UNIT_COLUMNS, rec))
@@ -322,7 +319,7 @@ class Engine:
     def trend(self, as_of: Optional[datetime] = None, period: Optional[str] = None,
               product: Optional[str] = None) -> list[dict]:
         """Monthly numerator/denominator/value per KPI and product, one query per KPI (not one per month)."""
-        as_of = as_of or utcnow()
+        as_of = as_of or clock.now()
         per = parse_period(period or str(as_of.year), as_of)
         rows = []
         with self._snapshot(self.catalog, as_of, per) as built:
@@ -331,14 +328,14 @@ class Engine:
                 products = [p for p in products if p == product]
             series = []
             for kpi in self.catalog:
-                sql = (self._units_sql(kpi, built) +
+                sql = (self.units_sql(kpi, built) +
                        f", counted AS ({self._counted_units(kpi, keep=('product',))})"
                        f" SELECT product, date_trunc('month', anchor_at) AS month, "
                        f"count(*) FILTER (WHERE outcome = 'success'), "
                        f"count(*) FILTER (WHERE outcome IN ('success', 'failure')), "
                        f"count(*) FILTER (WHERE outcome = 'pending') "
                        f"FROM counted WHERE {self._period_filter(per)} GROUP BY ALL ORDER BY product, month")
-                params = {"as_of": as_of, **self._period_params(per), **self._param_values(kpi, products)}
+                params = {"as_of": as_of, **self.period_params(per), **self.param_values(kpi, products)}
                 series.append((kpi, self._fetch(sql, params)))
         for kpi, fetched in series:
             for prod, month, num, den, pend in fetched:

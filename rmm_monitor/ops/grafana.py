@@ -13,7 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Optional
 
-from rmm_monitor.kpi.catalog import Kpi, load_catalog
+from rmm_monitor.kpi import Kpi, load_catalog
 
 # Fixed, so provisioned dashboards keep working whatever Grafana instance loads them (STYLE.md).
 DATASOURCE_UID = "rmm-prometheus"
@@ -240,7 +240,6 @@ def site_drilldown(catalog: tuple[Kpi, ...]) -> dict:
     status = {"matcher": {"id": "byName", "options": "Value #A"},
               "properties": [{"id": "mappings", "value": _status_mappings()},
                              {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}
-    titles = {k.id: k.title for k in catalog}
     table = {"type": "table", "title": "KPIs at $site ($product)", "datasource": DATASOURCE,
              "description": "Every catalog KPI for the selected centre, current quarter.",
              "targets": table_targets,

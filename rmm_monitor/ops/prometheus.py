@@ -20,7 +20,7 @@ from typing import Iterable, Optional
 
 import yaml
 
-from rmm_monitor.kpi.catalog import Kpi, load_catalog
+from rmm_monitor.kpi import Kpi, load_catalog
 
 RULES_FILE = "prometheus/rmm-alerts.rules.yml"
 TESTS_FILE = "prometheus/rmm-alerts.test.yml"

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
-from rmm_monitor.core import clock
+from rmm_monitor.core import clock, settings
 from rmm_monitor.core.periods import parse_period
 
 # `scoped` holds the rows a suite checks; `known` is what references are resolved against.
@@ -46,7 +46,7 @@ class Suite:
 
 
 def expectations_dir() -> Path:
-    override = os.environ.get("RMM_EXPECTATIONS_DIR")
+    override = settings.current().expectations_dir
     return Path(override) if override else Path(str(resources.files("rmm_monitor.expectations")))
 
 
@@ -194,16 +194,6 @@ def record(con, rows: list[dict]) -> None:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [(r["run_at"], r["suite"], r["expectation"], r["success"], r["observed"], r["critical"])
                      for r in rows])
-
-
-def latest(con) -> list[dict]:
-    """The rows of the most recent run in dq_results (empty if none, or no such table)."""
-    try:
-        cur = con.execute("SELECT run_at, suite, expectation, success, observed, critical FROM dq_results "
-                          "WHERE run_at = (SELECT max(run_at) FROM dq_results) ORDER BY suite, expectation")
-    except Exception:  # an old store without the table
-        return []
-    return [dict(zip(("run_at", "suite", "expectation", "success", "observed", "critical"), r)) for r in cur.fetchall()]
 
 
 def failing(rows: list[dict], critical_only: bool = False) -> list[dict]:

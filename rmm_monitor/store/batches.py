@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
-from rmm_monitor.contract.events import Reject, validate_batch
+from rmm_monitor.contract import Reject, validate_batch
 from .event_store import Store
 
 
@@ -53,7 +53,7 @@ def check_batch(values: list[bytes], topics: Optional[list[str]] = None) -> Chec
 def store_checked(store: Store, batch: CheckedBatch, ingested_at: Optional[datetime] = None) -> BatchOutcome:
     """Store the valid events of a checked batch in one transaction and return what happened.
 
-    Raises StoreWriteError if the write failed; then nothing of the batch is stored and the caller must not
+    Raises TransientStoreError or TerminalStoreError if the write failed; then nothing of the batch is stored and the caller must not
     commit its offsets.
     """
     outcome = BatchOutcome(size=len(batch.values), rejects=list(batch.rejects))

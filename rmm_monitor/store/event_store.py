@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
+from rmm_monitor.contract import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_reason
 from rmm_monitor.core import clock
-from rmm_monitor.contract.events import EVENT_TYPES, TIMESTAMP_FIELDS, TOPIC_OF_TYPE, TOPICS, sql_format_reason
+
+from .errors import StoreError, StoreLocked, TransientStoreError, classify
+from .schema import part_tables
+from .transaction import transaction
 
 SCHEMA_VERSION = 2
 
@@ -105,10 +108,6 @@ _DDL = ";\n".join([
     *(t.ddl() for t in TOPIC_TABLES.values()),
     "CREATE OR REPLACE VIEW events AS " + " UNION ALL ".join(t.view_branch() for t in TOPIC_TABLES.values()),
     "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
-    # Great Expectations results, one row per expectation per run (rmm_monitor/dq.py); a failing critical row is
-    # what the data_quality alert fires on.
-    "CREATE TABLE IF NOT EXISTS dq_results (run_at TIMESTAMPTZ NOT NULL, suite VARCHAR NOT NULL, "
-    "expectation VARCHAR NOT NULL, success BOOLEAN NOT NULL, observed VARCHAR, critical BOOLEAN NOT NULL)",
 ]) + ";"
 
 
@@ -152,19 +151,6 @@ def _ordinals(n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(np.arange(n, dtype=np.int64))])
 
 
-@contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Commit on success, roll back on any error (the alerting code shares it for its own tables)."""
-    con.execute("BEGIN TRANSACTION").fetchall()
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK").fetchall()
-        raise
-    else:
-        con.execute("COMMIT").fetchall()
-
-
 def _safe_size(text: str) -> str:
     """A size like '2GB' or '512MiB' (it goes into a SET statement, which takes no parameters)."""
     import re
@@ -173,28 +159,12 @@ def _safe_size(text: str) -> str:
     return text.strip()
 
 
-class StoreError(Exception):
-    """Base of the store's typed errors."""
-
-
-class StoreLocked(StoreError):
-    """Another process (the worker) holds the DuckDB file."""
-
-
-class StoreWriteError(StoreError):
-    """A batch could not be written (disk full, unwritable path, I/O error). Nothing of it was committed."""
-
-
 @dataclass(frozen=True)
 class InsertResult:
     inserted: int
     duplicates: int
     rejects: list[tuple[int, str]]  # (index in the batch, reason) of rows the format check refused
     inserted_by_topic: dict[str, int]
-
-
-def utcnow() -> datetime:
-    return clock.now()
 
 
 class Store:
@@ -210,9 +180,9 @@ class Store:
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreLocked(f"{self.path} is held by another process (is a worker running?)") from exc
-            raise StoreWriteError(f"cannot open {self.path}: {exc}") from exc
+            raise TransientStoreError(f"cannot open {self.path}: {exc}") from exc
         except (OSError, duckdb.Error) as exc:
-            raise StoreWriteError(f"cannot open {self.path}: {exc}") from exc
+            raise classify(exc, f"cannot open {self.path}") from exc
         self.con.execute("SET TimeZone = 'UTC'").fetchall()
         self.con.execute("SET enable_progress_bar = false").fetchall()  # it would print into logs and the CLI
         self.memory_limit = _safe_size(memory_limit) if memory_limit else None
@@ -227,8 +197,8 @@ class Store:
             if self._relation_kind("events") == "BASE TABLE":
                 self._migrate_from_v1()
             self.con.execute(_DDL).fetchall()
-            from rmm_monitor.alerting.records import ensure_schema as _alerting_schema  # issue 5: alert and review-case tables
-            _alerting_schema(self.con)
+            for _part, ddl in part_tables():  # the other parts' tables (alerting, quality)
+                self.con.execute(ddl).fetchall()
             self.con.execute("INSERT OR REPLACE INTO store_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
                              ).fetchall()
         self._next_seq = self.con.execute("SELECT coalesce(max(seq), 0) + 1 FROM event_keys").fetchall()[0][0] \
@@ -272,20 +242,20 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def transaction(self):
-        return transaction(self.con)
+    def transaction(self, what: str = "transaction"):
+        return transaction(self.con, what)
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (the worker calls it when it has caught up)."""
         try:
             self.con.execute("CHECKPOINT").fetchall()
         except duckdb.Error as exc:
-            raise StoreWriteError(f"checkpoint failed: {exc}") from exc
+            raise classify(exc, "checkpoint failed") from exc
 
     def insert_batch(self, raws: list[bytes], ingested_at: Optional[datetime] = None) -> InsertResult:
         """Store a batch of events that passed `validate_batch` (the contract's first stage), in one transaction.
         Returns what was inserted, the duplicates, and the events the format check refused as (index in `raws`,
-        reason). Raises StoreWriteError if nothing was committed.
+        reason). Raises TransientStoreError (retry it) or TerminalStoreError (stop) when nothing was committed.
 
         Steps: 1. stage the raw JSON as a temp table (DuckDB parses it, vectorised) with each row's format check
         (regular expressions, real instants); 2. drop the rows the check refuses and all but the first copy of an
@@ -294,7 +264,7 @@ class Store:
         """
         if not raws:
             return InsertResult(0, 0, [], {})
-        ingested_at = ingested_at or utcnow()
+        ingested_at = ingested_at or clock.now()
         base, hi = self._next_seq, self._next_seq + len(raws)
         raw = pa.table({"j": _json_column(raws), "ord": _ordinals(len(raws))})
         con = self.con
@@ -315,7 +285,7 @@ class Store:
                             ).fetchall()
                 per_type = dict(con.execute("SELECT event_type, count(*) FROM batch GROUP BY ALL").fetchall())
             per_type = dict(per_type or {})
-            with self.transaction():
+            with self.transaction(f"batch of {len(raws)} events"):
                 con.execute("INSERT OR IGNORE INTO event_keys SELECT event_id, $seq_base + ord FROM batch",
                             {"seq_base": base}).fetchall()                               # 3. ledger
                 # this batch's ledger rows have seq in [base, hi): a zone-map range scan, not a history scan
@@ -335,7 +305,7 @@ class Store:
             if not all_new:
                 con.execute("DROP TABLE batch_new").fetchall()
         except duckdb.Error as exc:
-            raise StoreWriteError(f"batch of {len(raws)} events not stored: {exc}") from exc
+            raise classify(exc, f"batch of {len(raws)} events not stored") from exc
         self._next_seq = hi
         by_topic: dict[str, int] = defaultdict(int)
         for t, n in per_type.items():

@@ -8,9 +8,9 @@ import pytest
 
 from rmm_monitor.alerting import records as A
 from rmm_monitor.alerting import signals as S
-from rmm_monitor.kpi.catalog import load_catalog
-from rmm_monitor.store.batches import process_batch
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.kpi import load_catalog
+from rmm_monitor.store import process_batch
+from rmm_monitor.store import Store
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 CH = ("kafka", "webhook")

@@ -23,7 +23,7 @@ from rmm_monitor.core import clock
 from rmm_monitor.alerting import channels as C
 from rmm_monitor.alerting import signals as S
 from rmm_monitor.dev.broker import Broker
-from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.kpi import load_catalog
 from rmm_monitor.dev.producer import produce_events
 
 from support.workers import WorkerProc, http_json, http_text, run_cli

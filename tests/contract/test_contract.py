@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from rmm_monitor.contract.events import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
-from rmm_monitor.store.batches import process_batch
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.contract import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
+from rmm_monitor.store import process_batch
+from rmm_monitor.store import Store
 
 BASE = {"event_id": "e1", "event_type": "infusion_administered", "schema_version": 1,
         "occurred_at": "2026-07-03T14:05:00+08:00", "product": "CTX-19", "site_id": "SH-01",

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from rmm_monitor.dev import simulate
-from rmm_monitor.contract.events import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
-from rmm_monitor.store.batches import process_batch
-from rmm_monitor.store.event_store import TOPIC_TABLES, Store
+from rmm_monitor.contract import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
+from rmm_monitor.store import process_batch
+from rmm_monitor.store import TOPIC_TABLES, Store
 
 from support.workers import NOW
 from support.scenario import events as scenario_events

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.kpi import load_catalog
 
 from support.workers import run_cli
 from support.procs import Proc, children, wait_gone

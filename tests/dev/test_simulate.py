@@ -11,7 +11,7 @@ from statistics import median
 import pytest
 
 from rmm_monitor.core import clock
-from rmm_monitor.contract.events import TOPIC_OF_TYPE, validate_one
+from rmm_monitor.contract import TOPIC_OF_TYPE, validate_one
 from rmm_monitor.dev.simulate import PRODUCTS, PROGRAMME_SITE_ID, STRONG_SITES, WEAK_SITES, generate, to_jsonl, topic_of
 
 END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)

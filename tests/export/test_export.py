@@ -18,11 +18,11 @@ import pytest
 from openpyxl import load_workbook
 from PIL import Image
 
-from rmm_monitor.kpi.catalog import catalog_hash, load_catalog
-from rmm_monitor.store.batches import process_batch
+from rmm_monitor.kpi import catalog_hash, load_catalog
+from rmm_monitor.store import process_batch
 from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.dev.simulate import generate
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import Store
 
 from support.workers import http_text, run_cli
 
@@ -225,8 +225,8 @@ def test_alerts_and_review_cases_appear_with_their_audit_trail_as_of_t(offline, 
     import shutil
 
     from rmm_monitor.alerting import records as alerts
-    from rmm_monitor.export.evaluation import Progress, gather
-    from rmm_monitor.export.sources import LocalSource
+    from rmm_monitor.export import Progress, gather
+    from rmm_monitor.export import LocalSource
     from rmm_monitor.export.xlsx import write_xlsx
     from rmm_monitor.core.periods import parse_time
 
@@ -261,7 +261,7 @@ def test_each_kpi_is_computed_once_for_every_period_it_shows(offline):
     run of each KPI's SQL over a window; each must equal what the engine answers for that period alone."""
     from rmm_monitor.export.evaluation import trend_months
     from rmm_monitor.export.sources import LocalSource, units_table
-    from rmm_monitor.kpi.engine import Engine
+    from rmm_monitor.kpi import Engine
     from rmm_monitor.core.periods import Period, parse_period, parse_time, previous_quarter
 
     as_of = parse_time(AS_OF)
@@ -306,8 +306,8 @@ def test_units_parquet_is_written_row_group_by_row_group_with_the_same_bytes(tmp
 
 
 def test_charts_drawn_in_worker_processes_are_the_charts_drawn_inline(offline):
-    from rmm_monitor.export.evaluation import Progress, gather
-    from rmm_monitor.export.sources import LocalSource
+    from rmm_monitor.export import Progress, gather
+    from rmm_monitor.export import LocalSource
     from rmm_monitor.core.periods import parse_time
     from rmm_monitor.export.report import Charts, build
 
@@ -340,7 +340,7 @@ def test_data_quality_is_the_same_in_a_process_of_its_own_and_on_a_cursor(offlin
     process may open it) gets them on a cursor of the same connection. Same rows either way."""
     import shutil
 
-    from rmm_monitor.export.sources import LocalSource
+    from rmm_monitor.export import LocalSource
     from rmm_monitor.core.periods import parse_time
 
     def without_run_time(rows):

@@ -5,12 +5,12 @@ compared key by key. A catalog test that no longer matches fails here with the K
 """
 import pytest
 
-from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.kpi import load_catalog
 from rmm_monitor.kpi.fixtures import encode, events_from_given, find_row, mismatches
-from rmm_monitor.store.batches import process_batch
-from rmm_monitor.kpi.engine import Engine
+from rmm_monitor.store import process_batch
+from rmm_monitor.kpi import Engine
 from rmm_monitor.core.periods import parse_time
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import Store
 
 CASES = [(kpi, case) for kpi in load_catalog() for case in kpi.tests]
 
@@ -57,7 +57,7 @@ def test_topic_filters_match_the_event_types():
     import re
 
     from rmm_monitor.kpi.catalog import catalog_dir
-    from rmm_monitor.contract.events import TOPIC_OF_TYPE
+    from rmm_monitor.contract import TOPIC_OF_TYPE
 
     root = catalog_dir()
     for path in [*root.glob("*.sql"), *root.glob("shared/*.sql")]:

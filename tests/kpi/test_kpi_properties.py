@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from rmm_monitor.dev import simulate
 from rmm_monitor.kpi.fixtures import encode
-from rmm_monitor.store.batches import process_batch
-from rmm_monitor.kpi.engine import Engine, adverse_outcomes
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import process_batch
+from rmm_monitor.kpi import Engine, adverse_outcomes
+from rmm_monitor.store import Store
 
 END = datetime(2026, 10, 20, tzinfo=timezone.utc)
 AS_OF = END + timedelta(days=1)

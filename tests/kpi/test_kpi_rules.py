@@ -3,8 +3,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rmm_monitor.kpi.catalog import load_catalog
-from rmm_monitor.kpi.engine import status_of, wilson
+from rmm_monitor.kpi import load_catalog
+from rmm_monitor.kpi import status_of, wilson
 from rmm_monitor.core.periods import parse_period, parse_time, previous_quarter, quarter_of
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from rmm_monitor.ops import compose as compose_config
 from rmm_monitor.ops import grafana as dashboards
-from rmm_monitor.contract.events import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
+from rmm_monitor.contract import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
 from rmm_monitor.core.settings import Settings
 from support.paths import REPO
 
@@ -81,7 +81,7 @@ def test_worker_environment_matches_settings_and_the_other_services(monkeypatch)
 
     for key, value in worker_env.items():  # read the compose values through the real parsing code
         monkeypatch.setenv(key, re.sub(r"\$\{[^}]*\}", "x", value))
-    settings = Settings()
+    settings = Settings.from_env()
     assert settings.web_host == "0.0.0.0", "inside a container the worker must listen beyond loopback"
     port = settings.web_port
     assert f"{port}:{port}" in SERVICES["worker"]["ports"]
@@ -107,7 +107,7 @@ def test_prometheus_scrapes_the_worker_and_passes_promtool(tmp_path):
     config_file = host_file("prometheus", config_in_container)
     config = yaml.safe_load(config_file.read_text())
     [job] = [j for j in config["scrape_configs"] if j["job_name"] == dashboards.WORKER_JOB]
-    assert job["static_configs"][0]["targets"] == [f"worker:{Settings().web_port}"] == \
+    assert job["static_configs"][0]["targets"] == [f"worker:{Settings.from_env().web_port}"] == \
         [f"worker:{env('worker')['RMM_WEB_PORT']}"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     assert "9093:9093" in SERVICES["alertmanager"]["ports"] and "9090:9090" in SERVICES["prometheus"]["ports"]

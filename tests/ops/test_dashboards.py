@@ -7,7 +7,7 @@ import re
 import yaml
 
 from rmm_monitor.ops import grafana as dashboards
-from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.kpi import load_catalog
 from rmm_monitor.streams.alerting import AlertMetrics
 from rmm_monitor.streams.telemetry import WorkerMetrics
 from support.paths import REPO

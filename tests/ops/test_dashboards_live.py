@@ -17,7 +17,7 @@ import pytest
 
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.broker import Broker
-from rmm_monitor.kpi.catalog import load_catalog
+from rmm_monitor.kpi import load_catalog
 from rmm_monitor.ops.grafana import by_armm
 from rmm_monitor.dev.producer import produce_events, produce_raw
 

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 import pytest
 
 from rmm_monitor.quality import suites as dq
-from rmm_monitor.contract.events import validate_one
-from rmm_monitor.store.batches import process_batch
+from rmm_monitor.contract import validate_one
+from rmm_monitor.store import process_batch
 from rmm_monitor.dev.simulate import generate, topic_of
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import Store
 
 from support.workers import run_cli
 

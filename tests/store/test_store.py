@@ -4,10 +4,10 @@ import duckdb
 
 from rmm_monitor.dev import simulate
 from rmm_monitor.kpi.fixtures import encode
-from rmm_monitor.store.batches import process_batch
-from rmm_monitor.kpi.engine import Engine
+from rmm_monitor.store import process_batch
+from rmm_monitor.kpi import Engine
 from rmm_monitor.core.periods import parse_time
-from rmm_monitor.store.event_store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
+from rmm_monitor.store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
 
 from support.workers import NOW
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rmm_monitor.dev.producer import make_producer
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import Store
 
 from support.workers import run_cli
 from support.reliability import clean_run, committed_offsets, kpis_http, metric, records, stream_events

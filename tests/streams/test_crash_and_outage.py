@@ -15,7 +15,7 @@ import pytest
 
 from rmm_monitor.dev.broker import Broker, ensure_topics
 from rmm_monitor.dev.producer import make_producer
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import Store
 
 from support.reliability import clean_run, committed_offsets, end_offsets, kpis_http, metric, records, stream_events, unique_count
 

@@ -8,8 +8,8 @@ import json
 
 from aiokafka import TopicPartition
 
-from rmm_monitor.store.batches import check_batch, store_checked
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import check_batch, store_checked
+from rmm_monitor.store import Store
 from rmm_monitor.streams.ingest import Backlog, Flat
 
 from support.scenario import events

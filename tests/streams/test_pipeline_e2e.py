@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from rmm_monitor.kpi.fixtures import mismatches
 from rmm_monitor.dev.producer import produce_events, produce_raw
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import Store
 
 from support.workers import http_json, http_text, run_cli
 from support.scenario import AS_OF, EXPECTED, INVALID, PERIOD, events

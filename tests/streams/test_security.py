@@ -12,10 +12,10 @@ from urllib.parse import quote
 import pytest
 
 from rmm_monitor.dev import simulate
-from rmm_monitor.contract.events import MAX_EVENT_BYTES, validate_batch, validate_one
-from rmm_monitor.store.batches import process_batch
+from rmm_monitor.contract import MAX_EVENT_BYTES, validate_batch, validate_one
+from rmm_monitor.store import process_batch
 from rmm_monitor.dev.producer import produce_events
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import Store
 
 from support.workers import NOW, http_text, run_cli
 

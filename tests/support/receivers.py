@@ -17,10 +17,10 @@ from aiosmtpd.smtp import AuthResult
 
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.broker import free_port
-from rmm_monitor.store.batches import process_batch
-from rmm_monitor.kpi.engine import Engine
+from rmm_monitor.store import process_batch
+from rmm_monitor.kpi import Engine
 from rmm_monitor.alerting.signals import breach_targets
-from rmm_monitor.store.event_store import Store
+from rmm_monitor.store import Store
 
 from support.workers import NOW
 

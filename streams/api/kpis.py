@@ -1,0 +1,59 @@
+"""/metrics, /healthz, /api/status and the KPI reads: /api/kpis, /api/units (the units behind a KPI, as
+`rmm kpis --explain`), /api/trend. Every read runs on the store's reader thread; `as_of` reproduces a past
+answer; a bad parameter is a 400 with the reason."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from rmm_monitor import __version__
+from rmm_monitor.core.periods import parse_time
+from rmm_monitor.kpi import Engine
+
+
+async def query(stores, web, fn: Callable, q) -> Any:
+    """`fn(con, as_of)` on the reader thread, as the JSON answer; a missing or bad parameter is a 400."""
+    try:
+        as_of = parse_time(q["as_of"]) if q.get("as_of") else None
+        result = await stores.read(fn, as_of)
+    except (KeyError, ValueError) as exc:
+        return web.json({"error": str(exc)}, status=400)
+    return web.json(result)
+
+
+def register(app, worker) -> None:
+    stores = worker.stores
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        return web.bytes(worker.metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"ok": stores.store is not None, "version": __version__})
+
+    @app.page("/api/status")
+    async def status(web, request):
+        return web.json(worker.status())
+
+    @app.page("/api/kpis")
+    async def kpis(web, request):
+        q = request.query
+        return await query(stores, web, lambda con, as_of: Engine(con).compute(
+            as_of=as_of, period=q.get("period"), by=q.get("by", "product"), product=q.get("product"),
+            kpi_ids=q.getall("kpi") if "kpi" in q else None), q)
+
+    @app.page("/api/units")
+    async def units(web, request):
+        q = request.query
+        outcomes = q.getall("outcome") if "outcome" in q else None
+        return await query(stores, web, lambda con, as_of: Engine(con).units(
+            q["kpi"], as_of=as_of, period=q.get("period"), product=q.get("product"), site=q.get("site"),
+            outcomes=outcomes), q)
+
+    @app.page("/api/trend")
+    async def trend(web, request):
+        q = request.query
+        return await query(stores, web, lambda con, as_of: Engine(con).trend(
+            as_of=as_of, period=q.get("period"), product=q.get("product")), q)
