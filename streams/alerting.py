@@ -9,6 +9,7 @@
   Channels are delivered concurrently, so a slow SMTP server does not delay the webhook or Kafka.
 - The operator API over these records (list, show, acknowledge, resolve, start, close) is streams/api/alerts.py.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,17 +21,16 @@ from typing import Optional
 
 from prometheus_client import Counter, Gauge
 
+from rmm_monitor.alerting import channels as C
 from rmm_monitor.alerting import records as A
+from rmm_monitor.alerting import signals as S
+from rmm_monitor.contract import ALERTS_TOPIC
 from rmm_monitor.core import clock
 from rmm_monitor.core.settings import CHANNELS
-from rmm_monitor.alerting import channels as C
-from rmm_monitor.alerting import signals as S
-from rmm_monitor.kpi import load_catalog
-from rmm_monitor.contract import ALERTS_TOPIC
-from rmm_monitor.kpi import Engine, adverse_outcomes
+from rmm_monitor.kpi import Engine, adverse_outcomes, load_catalog
 
 log = logging.getLogger("rmm.alerting")
-_WAKE_TOPICS = ("rmm.ae", "rmm.training")   # AE clusters, safety information, material releases
+_WAKE_TOPICS = ("rmm.ae", "rmm.training")  # AE clusters, safety information, material releases
 DISPATCH_IDLE = 0.5
 EVAL_MIN_INTERVAL = 1.0
 
@@ -41,10 +41,15 @@ def _now() -> datetime:
 
 class AlertMetrics:
     def __init__(self, registry):
-        self.deliveries = Counter("rmm_alert_deliveries", "Notification delivery attempts by channel and result",
-                                  ["channel", "result"], registry=registry)
-        self.pending = Gauge("rmm_alert_delivery_pending", "Notifications not yet delivered (retrying)",
-                             ["channel"], registry=registry)
+        self.deliveries = Counter(
+            "rmm_alert_deliveries",
+            "Notification delivery attempts by channel and result",
+            ["channel", "result"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "rmm_alert_delivery_pending", "Notifications not yet delivered (retrying)", ["channel"], registry=registry
+        )
         self.fired = Counter("rmm_alerts_fired", "Alerts fired, by signal", ["signal"], registry=registry)
         self.open = Gauge("rmm_alerts_open", "Alerts not resolved, by signal", ["signal"], registry=registry)
         self.cases_open = Gauge("rmm_review_cases_open", "Review cases not closed", registry=registry)
@@ -117,8 +122,9 @@ class Alerting:
             new, recovered = S.plan_kpi_breaches(rows, self.catalog, open_keys)
             if new or recovered:
                 plan = [(row, await self.stores.read(self._failing_units, row)) for row in new]
-                result = await self.stores.write(S.apply_kpi_plan, self.stores.store.con, self.catalog, plan,
-                                                 recovered, self.enabled, now)
+                result = await self.stores.write(
+                    S.apply_kpi_plan, self.stores.store.con, self.catalog, plan, recovered, self.enabled, now
+                )
                 fired += result["fired"]
         plan = await self.stores.read(S.plan_events, self.rule)
         if plan:
@@ -135,13 +141,19 @@ class Alerting:
 
     def _failing_units(self, con, row: dict) -> list[dict]:
         kpi = Engine(con, self.catalog).kpi(row["kpi"])
-        units = Engine(con, self.catalog).units(kpi.id, period=row["period"], product=row["product"],
-                                                site=row.get("site_id"), outcomes=adverse_outcomes(kpi))
-        return units[:S.TOP_UNITS]
+        units = Engine(con, self.catalog).units(
+            kpi.id,
+            period=row["period"],
+            product=row["product"],
+            site=row.get("site_id"),
+            outcomes=adverse_outcomes(kpi),
+        )
+        return units[: S.TOP_UNITS]
 
     async def update_gauges(self) -> None:
         (open_alerts, open_cases), pending = await self.stores.read(
-            lambda con: (A.open_counts(con), A.pending_by_channel(con)))
+            lambda con: (A.open_counts(con), A.pending_by_channel(con))
+        )
         for sig in S.SIGNALS:
             self.metrics.open.labels(sig).set(open_alerts.get(sig, 0))
         self.metrics.cases_open.set(open_cases)
@@ -183,10 +195,20 @@ class Alerting:
             except Exception as exc:  # every failure is retried; the reason is kept on the outbox row
                 self.metrics.deliveries.labels(channel, "error").inc()
                 pause = self.channels.backoff(d["attempts"] + 1)
-                log.warning("delivery %s failed (attempt %d, next in %.0fs): %s", d["delivery_id"],
-                            d["attempts"] + 1, pause, exc)
-                await self.stores.write(A.mark_failed, self.stores.store.con, d["delivery_id"], str(exc)[:500],
-                                        _now() + timedelta(seconds=pause))
+                log.warning(
+                    "delivery %s failed (attempt %d, next in %.0fs): %s",
+                    d["delivery_id"],
+                    d["attempts"] + 1,
+                    pause,
+                    exc,
+                )
+                await self.stores.write(
+                    A.mark_failed,
+                    self.stores.store.con,
+                    d["delivery_id"],
+                    str(exc)[:500],
+                    _now() + timedelta(seconds=pause),
+                )
                 if channel != "kafka":
                     break  # the receiver is down: do not hammer it with the rest of this round
                 continue
@@ -197,13 +219,15 @@ class Alerting:
         s = self.channels
         if channel == "kafka":
             ack = await asyncio.wait_for(
-                self.worker._send(ALERTS_TOPIC, doc["alert_id"].encode(), C.encode(doc), []), s.timeout)
+                self.worker._send(ALERTS_TOPIC, doc["alert_id"].encode(), C.encode(doc), []), s.timeout
+            )
             await asyncio.wait_for(ack, s.timeout)
         elif channel == "email":
             await asyncio.get_running_loop().run_in_executor(self._smtp, C.send_email, doc, s)
         elif channel == "webhook":
             if self._http is None:
                 import aiohttp
+
                 self._http = aiohttp.ClientSession()
             await C.send_webhook(self._http, doc, s)
         else:

@@ -5,6 +5,7 @@ producer for rmm.deadletter and rmm.alerts, the ingest task (streams/ingest.py) 
 alerting task (streams/alerting.py), the data-quality task (streams/quality_task.py), and the broker watch
 (streams/outage.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,17 +19,17 @@ from typing import Optional
 
 import faust
 
-from rmm_monitor.core import clock
 from rmm_monitor.contract import ALERTS_TOPIC
-from rmm_monitor.kpi import Engine
+from rmm_monitor.core import clock
 from rmm_monitor.core.periods import iso
 from rmm_monitor.core.settings import Settings, current
+from rmm_monitor.kpi import Engine
 
 from . import api, dashboard_page
 from .alerting import Alerting
 from .ingest import BatchIngestor, StoreThreads, tune_gc
-from .quality_task import DqTask
 from .outage import BrokerWatch, ClientLogThrottle, StopDeadline, install_throttle
+from .quality_task import DqTask
 from .telemetry import WorkerMetrics
 
 log = logging.getLogger("rmm.worker")
@@ -78,17 +79,28 @@ class Worker:
         self.stored_count = 0
         self.pacer = RefreshPacer(s.refresh_share)
         self.app = _App(
-            s.app_id, broker=f"kafka://{s.bootstrap}", web_host=s.web_host, web_port=s.web_port,
-            web_bind=s.web_host, datadir=os.path.join(os.path.dirname(os.path.abspath(s.db)), ".faust-" + s.app_id),
-            autodiscover=False, topic_allow_declare=False, topic_disable_leader=True,
-            broker_rebalance_timeout=4, broker_session_timeout=6, broker_heartbeat_interval=1,
-            producer_acks=-1, web_enabled=True, store="memory://")
+            s.app_id,
+            broker=f"kafka://{s.bootstrap}",
+            web_host=s.web_host,
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            datadir=os.path.join(os.path.dirname(os.path.abspath(s.db)), ".faust-" + s.app_id),
+            autodiscover=False,
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            broker_rebalance_timeout=4,
+            broker_session_timeout=6,
+            broker_heartbeat_interval=1,
+            producer_acks=-1,
+            web_enabled=True,
+            store="memory://",
+        )
         self.ingestor = BatchIngestor(s, self.stores, self.metrics, self._send)
         self.log_throttle = ClientLogThrottle()
         self.broker_watch = BrokerWatch(s.bootstrap, self.log_throttle)
         self.alerts_topic = self.app.topic(ALERTS_TOPIC, value_serializer="raw", key_serializer="raw")
-        self.dq = DqTask(self)            # the periodic data-quality run
-        self.alerting = Alerting(self)    # signal evaluation and the notification outbox
+        self.dq = DqTask(self)  # the periodic data-quality run
+        self.alerting = Alerting(self)  # signal evaluation and the notification outbox
         # the page first: faust's own index also claims "/", and aiohttp serves the first route that matches
         dashboard_page.register(self.app)
         api.kpis.register(self.app, self)
@@ -155,17 +167,30 @@ class Worker:
 
     def status(self) -> dict:
         m = self.metrics
-        return {"ingested": int(m.total(m.ingested)), "rejected": int(m.total(m.rejected)),
-                "duplicates": int(m.total(m.duplicates)), "batches": int(m.total(m.batches)),
-                "stored": self.stored_count, "db": os.path.abspath(self.settings.db),
-                "bootstrap": self.settings.bootstrap, "web": self.settings.web_url,
-                "broker_up": self.broker_watch.up, "now": iso(clock.now()),
-                "clock": "controlled" if clock.is_controlled() else "wall"}
+        return {
+            "ingested": int(m.total(m.ingested)),
+            "rejected": int(m.total(m.rejected)),
+            "duplicates": int(m.total(m.duplicates)),
+            "batches": int(m.total(m.batches)),
+            "stored": self.stored_count,
+            "db": os.path.abspath(self.settings.db),
+            "bootstrap": self.settings.bootstrap,
+            "web": self.settings.web_url,
+            "broker_up": self.broker_watch.up,
+            "now": iso(clock.now()),
+            "clock": "controlled" if clock.is_controlled() else "wall",
+        }
 
     def _write_sidecar(self) -> None:
         with open(self.settings.sidecar, "w") as fh:
-            json.dump({"url": self.settings.web_url, "pid": os.getpid(),
-                       "started_at": datetime.now(timezone.utc).isoformat()}, fh)
+            json.dump(
+                {
+                    "url": self.settings.web_url,
+                    "pid": os.getpid(),
+                    "started_at": datetime.now(timezone.utc).isoformat(),
+                },
+                fh,
+            )
 
     def remove_sidecar(self) -> None:
         try:
@@ -205,8 +230,9 @@ def run_worker(settings: Optional[Settings] = None) -> int:
         print(f"rmm worker: cannot open {settings.db}: {exc}", file=sys.stderr)
         return 2
     worker = Worker(settings)
-    fw = _FaustWorker(worker, loglevel=worker.settings.log_level, quiet=True, override_logging=True,
-                      redirect_stdouts=False)
+    fw = _FaustWorker(
+        worker, loglevel=worker.settings.log_level, quiet=True, override_logging=True, redirect_stdouts=False
+    )
     try:
         fw.execute_from_commandline()
     except SystemExit as exc:

@@ -5,6 +5,7 @@ own API (/api/kpis, /api/trend, /api/status, and /api/alerts where the alerting 
 itself. The tiles come from the same KPI catalog as the Grafana dashboards, embedded in the page, so a KPI
 added to metrics/ gets its tile without touching the page.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,19 @@ PATH = "/"
 
 
 def catalog_json() -> str:
-    items = [{"id": k.id, "title": k.title, "armm": k.armm, "threshold": k.threshold, "direction": k.direction,
-              "min_n": k.min_n, "headline": k.headline, "description": k.description} for k in load_catalog()]
+    items = [
+        {
+            "id": k.id,
+            "title": k.title,
+            "armm": k.armm,
+            "threshold": k.threshold,
+            "direction": k.direction,
+            "min_n": k.min_n,
+            "headline": k.headline,
+            "description": k.description,
+        }
+        for k in load_catalog()
+    ]
     # "</" would end the <script> element early if a description ever contained it.
     return json.dumps(items, ensure_ascii=False).replace("</", "<\\/")
 

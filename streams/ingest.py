@@ -11,10 +11,11 @@ is lost and nothing is counted twice. Batches overlap only where that cannot bre
 while one batch is stored is fetched and checked meanwhile, then stored next as one batch (see Backlog), while the
 previous batch is dead-lettered and committed. Stores run one at a time and commits in batch order, each after
 its own batch's store. Why not faust agents: faust's per-event stream machinery caps at ~0.08x of the raw client
-here (STACK-NOTES.md); this loop runs at ~0.65-0.85x of the raw-client rate (by run), at the store thread's
+here (bench/README.md); this loop runs at ~0.65-0.85x of the raw-client rate (by run), at the store thread's
 pace (bench/). Everything on the event loop holds the GIL, so it is kept short: the store thread waits for it
 each time a DuckDB statement returns.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,9 +33,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from rmm_monitor.contract import DEADLETTER_TOPIC, TOPICS, reason_code
-from rmm_monitor.store import BatchOutcome, CheckedBatch, check_batch, merge_checked, store_checked
 from rmm_monitor.core.settings import Settings
-from rmm_monitor.store import Store, StoreError, TerminalStoreError, TransientStoreError
+from rmm_monitor.store import (
+    BatchOutcome,
+    CheckedBatch,
+    Store,
+    StoreError,
+    TerminalStoreError,
+    TransientStoreError,
+    check_batch,
+    merge_checked,
+    store_checked,
+)
 
 from .telemetry import WorkerMetrics
 
@@ -179,6 +189,7 @@ class Backlog:
 @dataclass
 class InFlight:
     """A batch whose store step is running on the writer thread."""
+
     flat: Flat
     started: float
     stored: "asyncio.Future[BatchOutcome]"
@@ -188,8 +199,14 @@ Send = Callable[[str, Optional[bytes], bytes, list], Awaitable[Awaitable]]
 
 
 class BatchIngestor:
-    def __init__(self, settings: Settings, stores: StoreThreads, metrics: WorkerMetrics, send: Send,
-                 on_batch: Optional[Callable[[BatchOutcome], Awaitable[None]]] = None):
+    def __init__(
+        self,
+        settings: Settings,
+        stores: StoreThreads,
+        metrics: WorkerMetrics,
+        send: Send,
+        on_batch: Optional[Callable[[BatchOutcome], Awaitable[None]]] = None,
+    ):
         self.settings = settings
         self.stores = stores
         self.metrics = metrics
@@ -205,14 +222,23 @@ class BatchIngestor:
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
         return AIOKafkaConsumer(
-            *TOPICS, bootstrap_servers=s.bootstrap, group_id=s.group_id, client_id="rmm-ingest",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.fetch_max_records,
-            session_timeout_ms=int(s.session_timeout * 1000), heartbeat_interval_ms=1000,
-            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20, retry_backoff_ms=200,
+            *TOPICS,
+            bootstrap_servers=s.bootstrap,
+            group_id=s.group_id,
+            client_id="rmm-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.fetch_max_records,
+            session_timeout_ms=int(s.session_timeout * 1000),
+            heartbeat_interval_ms=1000,
+            max_partition_fetch_bytes=8 << 20,
+            fetch_max_bytes=64 << 20,
+            retry_backoff_ms=200,
             # tansu answers an offset commit after the fetch it is holding open, and answers a long-poll late when
             # records arrive during it: one event's fetch took 113 ms (median) at the default 500 ms wait, 16 ms
             # at 100 and 5.6 ms at 50, for 6 % of a core idle (broker + client) against 4 % at 100
-            fetch_max_wait_ms=50)
+            fetch_max_wait_ms=50,
+        )
 
     async def run(self) -> None:
         while True:
@@ -272,13 +298,13 @@ class BatchIngestor:
                 else:
                     in_flight = self._start(*item)
                 continue
-            outcome = await in_flight.stored                            # 1. store (N), done
-            if self.settings.failpoint == "after_store":                # crash tests: stored, nothing acknowledged
+            outcome = await in_flight.stored  # 1. store (N), done
+            if self.settings.failpoint == "after_store":  # crash tests: stored, nothing acknowledged
                 os._exit(137)
             waiting = backlog.take()
-            following = self._start(*waiting) if waiting else None      # store (N+1) starts now
+            following = self._start(*waiting) if waiting else None  # store (N+1) starts now
             if acking is not None:
-                await acking                                            # commits stay in batch order
+                await acking  # commits stay in batch order
             acking = asyncio.ensure_future(self._acknowledge(in_flight, outcome))  # 2. reject, 3. commit (N)
             in_flight = following
 
@@ -325,8 +351,11 @@ class BatchIngestor:
                 return await attempt_now
             except TerminalStoreError as exc:
                 self.metrics.store_errors.inc()
-                log.critical("store write failed and cannot succeed by retrying (a SQL or schema error); stopping "
-                             "with the batch's offsets uncommitted: %s", exc)
+                log.critical(
+                    "store write failed and cannot succeed by retrying (a SQL or schema error); stopping "
+                    "with the batch's offsets uncommitted: %s",
+                    exc,
+                )
                 raise
             except TransientStoreError as exc:
                 self.metrics.store_errors.inc()
@@ -357,9 +386,13 @@ class BatchIngestor:
         for reject in outcome.rejects:
             i = reject.index
             partition, offset = flat.where(i)
-            headers = [("rmm.reason", reject.reason.encode()), ("rmm.topic", flat.topics[i].encode()),
-                       ("rmm.partition", str(partition).encode()), ("rmm.offset", str(offset).encode()),
-                       ("rmm.rejected_at", now.encode())]
+            headers = [
+                ("rmm.reason", reject.reason.encode()),
+                ("rmm.topic", flat.topics[i].encode()),
+                ("rmm.partition", str(partition).encode()),
+                ("rmm.offset", str(offset).encode()),
+                ("rmm.rejected_at", now.encode()),
+            ]
             acks.append(await self.send(DEADLETTER_TOPIC, flat.keys[i], flat.values[i], headers))
         await asyncio.gather(*acks)
 

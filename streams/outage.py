@@ -7,6 +7,7 @@ them saying more than the first. `ClientLogThrottle` lets one record per message
 counts the rest; `BrokerWatch` writes the outage's own three kinds of line from a TCP probe of the bootstrap
 servers, so the log tells an operator when it started, that it goes on, and when it ended.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,7 +35,7 @@ class ClientLogThrottle(logging.Filter):
         self.clock = clock
         self._last: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()   # faust's consumer runs in a thread of its own
+        self._lock = threading.Lock()  # faust's consumer runs in a thread of its own
         self.suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -76,14 +77,19 @@ def _endpoints(bootstrap: str) -> list[tuple[str, int]]:
 class BrokerWatch:
     """Probes the bootstrap servers (a TCP connect) every `interval` seconds and logs the outage's transitions."""
 
-    def __init__(self, bootstrap: str, throttle: Optional[ClientLogThrottle] = None, interval: float = 1.0,
-                 remind_every: float = 60.0):
+    def __init__(
+        self,
+        bootstrap: str,
+        throttle: Optional[ClientLogThrottle] = None,
+        interval: float = 1.0,
+        remind_every: float = 60.0,
+    ):
         self.bootstrap = bootstrap
         self.endpoints = _endpoints(bootstrap)
         self.throttle = throttle
         self.interval = interval
         self.remind_every = remind_every
-        self.up: Optional[bool] = None      # None until the first probe
+        self.up: Optional[bool] = None  # None until the first probe
         self.down_since: Optional[float] = None
         self._reminded_at = 0.0
         self._suppressed_at_down = 0
@@ -105,8 +111,12 @@ class BrokerWatch:
         """One probe's result: log a transition, or the minute's reminder while down."""
         if reachable:
             if self.up is False:
-                log.warning("broker %s reachable again after %.0f s (%d Kafka client errors not logged meanwhile)",
-                            self.bootstrap, now - self.down_since, self._suppressed_since_down())
+                log.warning(
+                    "broker %s reachable again after %.0f s (%d Kafka client errors not logged meanwhile)",
+                    self.bootstrap,
+                    now - self.down_since,
+                    self._suppressed_since_down(),
+                )
             self.up, self.down_since = True, None
             return
         if self.up is not False:
@@ -115,8 +125,12 @@ class BrokerWatch:
             log.error("broker %s unreachable; ingest waits, nothing is committed until it is back", self.bootstrap)
         elif now - self._reminded_at >= self.remind_every:
             self._reminded_at = now
-            log.error("broker %s still unreachable after %.0f s (%d Kafka client errors not logged)",
-                      self.bootstrap, now - self.down_since, self._suppressed_since_down())
+            log.error(
+                "broker %s still unreachable after %.0f s (%d Kafka client errors not logged)",
+                self.bootstrap,
+                now - self.down_since,
+                self._suppressed_since_down(),
+            )
 
     async def run(self) -> None:
         while True:
@@ -145,8 +159,11 @@ class StopDeadline:
 
     def _expire(self) -> None:
         time.sleep(self.grace)
-        log.warning("stop did not finish within %.0f s (broker unreachable?); exiting now. Uncommitted batches "
-                    "are fetched again on the next start and stored once.", self.grace)
+        log.warning(
+            "stop did not finish within %.0f s (broker unreachable?); exiting now. Uncommitted batches "
+            "are fetched again on the next start and stored once.",
+            self.grace,
+        )
         if self.on_expiry is not None:
             try:
                 self.on_expiry()

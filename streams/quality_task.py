@@ -6,6 +6,7 @@ its own (it is imported there on first use: the import alone takes seconds), and
 The same machinery answers /api/dq (an as-of run for `rmm dq` and the export while the worker owns the DB;
 streams/api/quality.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,6 +67,9 @@ class DqTask:
         self.runs += 1
         bad = dq.failing(rows, critical_only=True)
         if bad:
-            log.warning("data quality: %d critical expectation(s) failing: %s", len(bad),
-                        ", ".join(f"{r['suite']}.{r['expectation']}" for r in bad))
+            log.warning(
+                "data quality: %d critical expectation(s) failing: %s",
+                len(bad),
+                ", ".join(f"{r['suite']}.{r['expectation']}" for r in bad),
+            )
         return rows

@@ -1,4 +1,4 @@
--- Shared model: each patient's first infusion (patient = product + patient_ref; KPIS.md "First infusion" = its
+-- Shared model: each patient's first infusion (patient = product + patient_ref; docs/kpi-rules.md, "first infusion" = its
 -- earliest infusion_administered; ties: the first stored), limited to first infusions anchored in the period.
 -- A patient's first infusion lies in the period iff the patient has an infusion there and none before the
 -- period's start: an anti-join on the keys of earlier infusions, so no window runs over all history.

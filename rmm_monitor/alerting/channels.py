@@ -24,6 +24,7 @@ system store otherwise), RMM_SMTP_USER, RMM_SMTP_PASSWORD, RMM_ALERT_EMAIL_FROM,
 RMM_WEBHOOK_URL, RMM_WEBHOOK_SECRET; RMM_ALERT_KAFKA (1 = publish to rmm.alerts, default on);
 RMM_ALERT_RETRY_BASE (s, default 1) and RMM_ALERT_RETRY_MAX (s, default 300) for the exponential backoff.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,24 @@ class DeliveryError(RmmError):
 
 # --- the document -----------------------------------------------------------------------------------------------
 def payload(delivery_id: str, notification: str, alert: dict, case: Optional[dict]) -> dict:
-    keep = ("alert_id", "signal", "severity", "state", "title", "product", "site_id", "section", "kpi", "period",
-            "triggered_at", "fired_at", "state_at", "details", "units", "evidence")
+    keep = (
+        "alert_id",
+        "signal",
+        "severity",
+        "state",
+        "title",
+        "product",
+        "site_id",
+        "section",
+        "kpi",
+        "period",
+        "triggered_at",
+        "fired_at",
+        "state_at",
+        "details",
+        "units",
+        "evidence",
+    )
     doc = {"schema": SCHEMA, "delivery_id": delivery_id, "notification": notification}
     doc.update({k: alert.get(k) for k in keep})
     doc["case"] = None if case is None else {k: case.get(k) for k in ("case_id", "state", "section", "product")}
@@ -69,13 +86,17 @@ def email_body(doc: dict) -> str:
     d = doc.get("details") or {}
     lines = [doc["title"], "", f"Alert {doc['alert_id']} ({doc['signal']}, {doc['severity']}) is {doc['state']}."]
     if doc["signal"] == "kpi_breach":
-        lines += ["", f"KPI:          {doc['kpi']} — {d.get('kpi_title', '')}",
-                  f"Where:        product {doc['product']}, site {doc['site_id'] or 'all sites'}, period {doc['period']}",
-                  f"Numerator:    {d.get('numerator')}", f"Denominator:  {d.get('denominator')}",
-                  f"Value:        {_pct(d.get('value'))}",
-                  f"95% CI:       {_pct(d.get('ci_low'))} – {_pct(d.get('ci_high'))} (Wilson)",
-                  f"Threshold:    {_pct(d.get('threshold'))} ({d.get('direction')}, min n {d.get('min_n')})",
-                  f"Pending:      {d.get('pending')}"]
+        lines += [
+            "",
+            f"KPI:          {doc['kpi']} — {d.get('kpi_title', '')}",
+            f"Where:        product {doc['product']}, site {doc['site_id'] or 'all sites'}, period {doc['period']}",
+            f"Numerator:    {d.get('numerator')}",
+            f"Denominator:  {d.get('denominator')}",
+            f"Value:        {_pct(d.get('value'))}",
+            f"95% CI:       {_pct(d.get('ci_low'))} – {_pct(d.get('ci_high'))} (Wilson)",
+            f"Threshold:    {_pct(d.get('threshold'))} ({d.get('direction')}, min n {d.get('min_n')})",
+            f"Pending:      {d.get('pending')}",
+        ]
     else:
         lines += [""] + [f"{k}: {v}" for k, v in d.items()]
     units = doc.get("units") or []
@@ -86,9 +107,12 @@ def email_body(doc: dict) -> str:
             lines.append(f"  - {u.get('unit_id')} [{u.get('site_id') or ''}] {ids}: {u.get('detail')}")
     case = doc.get("case")
     if case:
-        lines += ["", f"Review case:  {case['case_id']} — section {case['section']!r} of the {case['product']} "
-                      f"educational materials, {case['state']}.",
-                  f"              rmm reviews start {case['case_id']}   /   rmm alerts ack {doc['alert_id']}"]
+        lines += [
+            "",
+            f"Review case:  {case['case_id']} — section {case['section']!r} of the {case['product']} "
+            f"educational materials, {case['state']}.",
+            f"              rmm reviews start {case['case_id']}   /   rmm alerts ack {doc['alert_id']}",
+        ]
     lines += ["", f"Triggered at {doc['triggered_at']} (event time); fired at {doc['fired_at']}."]
     return "\n".join(lines) + "\n"
 
@@ -137,8 +161,9 @@ async def send_webhook(session, doc: dict, s: ChannelSettings) -> None:
     if s.webhook_secret:
         headers[SIGNATURE_HEADER] = sign(s.webhook_secret, body)
     try:
-        async with session.post(s.webhook_url, data=body, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=s.timeout)) as resp:
+        async with session.post(
+            s.webhook_url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=s.timeout)
+        ) as resp:
             if resp.status >= 300:
                 raise DeliveryError(f"webhook answered {resp.status}")
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -1,4 +1,4 @@
-"""Signals that alert the QPPV and open reviews of the educational materials (KPIS.md, last section).
+"""Signals that alert the QPPV and open reviews of the educational materials (docs/kpi-rules.md, signals).
 
 Each evaluation looks at the store, not at the order events arrived in, so a late event that completes a cluster
 fires it, and the same events evaluated twice fire nothing new:
@@ -13,6 +13,7 @@ fires it, and the same events evaluated twice fire nothing new:
 - safety_information_updated: one alert (and case) per listed section.
 - data_quality: a failing critical expectation in `dq_results` (the quality part's table).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,10 +25,14 @@ from rmm_monitor.core.fmt import pct
 from rmm_monitor.kpi import Kpi, load_config
 from rmm_monitor.store import transaction
 
-KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY = ("kpi_breach", "ae_cluster_by_step", "safety_information_updated",
-                                                "data_quality")
+KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY = (
+    "kpi_breach",
+    "ae_cluster_by_step",
+    "safety_information_updated",
+    "data_quality",
+)
 SIGNALS = (KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY)
-PROGRAMME = ""          # site_id of alerts that are not about one site
+PROGRAMME = ""  # site_id of alerts that are not about one site
 TOP_UNITS = 10
 
 
@@ -47,24 +52,32 @@ class ClusterRule:
 def breach_title(row: dict) -> str:
     op = "<" if row["direction"] == "higher_is_better" else ">"
     where = f"site {row['site_id']}" if row.get("site_id") else "all sites"
-    return (f"[BREACH] {row['kpi']} {pct(row['value'], 0)} {op} {pct(row['threshold'], 0)} — {row['product']} {where} "
-            f"— {row['period']}")
+    return (
+        f"[BREACH] {row['kpi']} {pct(row['value'], 0)} {op} {pct(row['threshold'], 0)} — {row['product']} {where} "
+        f"— {row['period']}"
+    )
 
 
 # --- kpi_breach -------------------------------------------------------------------------------------------------
 def breach_targets(rows: list[dict]) -> list[dict]:
     """The rows that should page: breaching site rows, and programme rows with no breaching site row."""
     site_breach = {(r["kpi"], r["product"]) for r in rows if r["status"] == "breach" and r.get("site_id")}
-    return [r for r in rows if r["status"] == "breach" and r.get("product")
-            and (r.get("site_id") or (r["kpi"], r["product"]) not in site_breach)]
+    return [
+        r
+        for r in rows
+        if r["status"] == "breach"
+        and r.get("product")
+        and (r.get("site_id") or (r["kpi"], r["product"]) not in site_breach)
+    ]
 
 
 def kpi_key(row: dict, kpi: Kpi) -> tuple:
     return (KPI_BREACH, row["product"], row.get("site_id") or PROGRAMME, kpi.review_section, row["kpi"])
 
 
-def plan_kpi_breaches(rows: list[dict], catalog: Iterable[Kpi], open_keys: dict[tuple, str]
-                      ) -> tuple[list[dict], list[tuple[str, dict]]]:
+def plan_kpi_breaches(
+    rows: list[dict], catalog: Iterable[Kpi], open_keys: dict[tuple, str]
+) -> tuple[list[dict], list[tuple[str, dict]]]:
     """(rows that need a new alert, [(alert_id, row) of open alerts whose KPI left breach]). Pure, so the
     reader thread can plan and fetch failing units before the writer commits."""
     kpis = {k.id: k for k in catalog}
@@ -79,12 +92,36 @@ def plan_kpi_breaches(rows: list[dict], catalog: Iterable[Kpi], open_keys: dict[
 
 
 def breach_alert(row: dict, kpi: Kpi, units: list[dict], now: datetime) -> A.NewAlert:
-    details = {k: row.get(k) for k in ("numerator", "denominator", "value", "ci_low", "ci_high", "threshold",
-                                       "direction", "min_n", "status", "pending", "period")}
+    details = {
+        k: row.get(k)
+        for k in (
+            "numerator",
+            "denominator",
+            "value",
+            "ci_low",
+            "ci_high",
+            "threshold",
+            "direction",
+            "min_n",
+            "status",
+            "pending",
+            "period",
+        )
+    }
     details["kpi_title"] = kpi.title
-    return A.NewAlert(KPI_BREACH, row["product"], row.get("site_id") or PROGRAMME, kpi.review_section, row["kpi"],
-                      "critical", breach_title(row), now, row["period"], details,
-                      units=tuple({**u, "kpi": row["kpi"]} for u in units[:TOP_UNITS]))
+    return A.NewAlert(
+        KPI_BREACH,
+        row["product"],
+        row.get("site_id") or PROGRAMME,
+        kpi.review_section,
+        row["kpi"],
+        "critical",
+        breach_title(row),
+        now,
+        row["period"],
+        details,
+        units=tuple({**u, "kpi": row["kpi"]} for u in units[:TOP_UNITS]),
+    )
 
 
 # --- ae_cluster_by_step -----------------------------------------------------------------------------------------
@@ -119,15 +156,45 @@ def ae_clusters(con, rule: ClusterRule, open_keys: dict[tuple, str]) -> tuple[li
                 first = evs[j][3]
                 members = [e for e in evs[j:] if e[3] - first <= window]
                 sites = sorted({e[5] for e in members})
-                title = (f"[AE CLUSTER] {len(members)} AEs related to step {section} within {rule.window_days:g} "
-                         f"days — {product} sites {', '.join(sites)}")
-                units = tuple({"unit_id": e[6], "ae_id": e[6], "patient_ref": e[7], "site_id": e[5],
-                               "detail": f"{e[8]} grade {e[9]} at {e[3].isoformat()}"
-                                         + (" (medication error)" if e[10] else "")} for e in members)
-                details = {"events": len(members), "min_events": rule.min_events, "window_days": rule.window_days,
-                           "first_at": first.isoformat(), "last_at": members[-1][3].isoformat(), "sites": sites}
-                new.append(A.NewAlert(AE_CLUSTER, product, PROGRAMME, section, "", "critical", title, evs[i][3],
-                                      None, details, tuple(e[0] for e in members), units))
+                title = (
+                    f"[AE CLUSTER] {len(members)} AEs related to step {section} within {rule.window_days:g} "
+                    f"days — {product} sites {', '.join(sites)}"
+                )
+                units = tuple(
+                    {
+                        "unit_id": e[6],
+                        "ae_id": e[6],
+                        "patient_ref": e[7],
+                        "site_id": e[5],
+                        "detail": f"{e[8]} grade {e[9]} at {e[3].isoformat()}"
+                        + (" (medication error)" if e[10] else ""),
+                    }
+                    for e in members
+                )
+                details = {
+                    "events": len(members),
+                    "min_events": rule.min_events,
+                    "window_days": rule.window_days,
+                    "first_at": first.isoformat(),
+                    "last_at": members[-1][3].isoformat(),
+                    "sites": sites,
+                }
+                new.append(
+                    A.NewAlert(
+                        AE_CLUSTER,
+                        product,
+                        PROGRAMME,
+                        section,
+                        "",
+                        "critical",
+                        title,
+                        evs[i][3],
+                        None,
+                        details,
+                        tuple(e[0] for e in members),
+                        units,
+                    )
+                )
                 break
     return new, attach
 
@@ -146,9 +213,21 @@ ORDER BY e.occurred_at, e.seq
 def safety_alerts(con) -> list[A.NewAlert]:
     out = []
     for event_id, product, section, at, summary in con.execute(_SAFETY).fetchall():
-        out.append(A.NewAlert(SAFETY, product, PROGRAMME, section, "", "critical",
-                              f"[SAFETY] new safety information for section {section} — {product}", at, None,
-                              {"summary": summary, "occurred_at": at.isoformat()}, (event_id,)))
+        out.append(
+            A.NewAlert(
+                SAFETY,
+                product,
+                PROGRAMME,
+                section,
+                "",
+                "critical",
+                f"[SAFETY] new safety information for section {section} — {product}",
+                at,
+                None,
+                {"summary": summary, "occurred_at": at.isoformat()},
+                (event_id,),
+            )
+        )
     return out
 
 
@@ -159,15 +238,30 @@ def dq_state(con) -> dict[tuple, dict]:
         WITH latest AS (SELECT suite, max(run_at) AS run_at FROM dq_results GROUP BY suite)
         SELECT r.suite, r.expectation, r.observed, r.run_at FROM dq_results r JOIN latest USING (suite, run_at)
         WHERE r.critical AND NOT r.success ORDER BY r.suite, r.expectation""").fetchall()
-    return {(DATA_QUALITY, "*", PROGRAMME, "", f"{suite}:{exp}"):
-            {"suite": suite, "expectation": exp, "observed": str(observed), "run_at": run_at}
-            for suite, exp, observed, run_at in rows}
+    return {
+        (DATA_QUALITY, "*", PROGRAMME, "", f"{suite}:{exp}"): {
+            "suite": suite,
+            "expectation": exp,
+            "observed": str(observed),
+            "run_at": run_at,
+        }
+        for suite, exp, observed, run_at in rows
+    }
 
 
 def dq_alert(key: tuple, d: dict) -> A.NewAlert:
-    return A.NewAlert(DATA_QUALITY, key[1], key[2], key[3], key[4], "critical",
-                      f"[DATA QUALITY] {d['suite']}: {d['expectation']} failed", d["run_at"], None,
-                      {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()})
+    return A.NewAlert(
+        DATA_QUALITY,
+        key[1],
+        key[2],
+        key[3],
+        key[4],
+        "critical",
+        f"[DATA QUALITY] {d['suite']}: {d['expectation']} failed",
+        d["run_at"],
+        None,
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()},
+    )
 
 
 # --- material releases close review cases -----------------------------------------------------------------------
@@ -194,10 +288,11 @@ class EventPlan:
     """What an evaluation of the event signals found, read on the reader thread. Applying it is the only part
     that needs the writer, and usually there is nothing to apply: ingest no longer waits behind the reads (an
     evaluation's reads took ~65 ms of the writer per second of AE traffic at 30 k stored events)."""
+
     new: tuple[A.NewAlert, ...] = ()
-    attach: tuple[tuple[str, tuple[str, ...]], ...] = ()          # (open alert id, event ids to attribute)
-    resolve_dq: tuple[str, ...] = ()                              # alert ids whose expectation passes again
-    close: tuple[tuple[str, int, str, datetime], ...] = ()        # (case id, version, material id, released at)
+    attach: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (open alert id, event ids to attribute)
+    resolve_dq: tuple[str, ...] = ()  # alert ids whose expectation passes again
+    close: tuple[tuple[str, int, str, datetime], ...] = ()  # (case id, version, material id, released at)
 
     def __bool__(self) -> bool:
         return bool(self.new or self.attach or self.resolve_dq or self.close)
@@ -211,8 +306,12 @@ def plan_events(con, rule: ClusterRule) -> EventPlan:
     open_dq = A.open_alert_keys(con, DATA_QUALITY)
     candidates += [dq_alert(k, d) for k, d in dq.items() if k not in open_dq]
     resolve_dq = [alert_id for key, alert_id in open_dq.items() if key not in dq]
-    return EventPlan(tuple(candidates), tuple((a, tuple(ids)) for a, ids in attach.items() if ids),
-                     tuple(resolve_dq), tuple(tuple(r) for r in releases_closing_cases(con)))
+    return EventPlan(
+        tuple(candidates),
+        tuple((a, tuple(ids)) for a, ids in attach.items() if ids),
+        tuple(resolve_dq),
+        tuple(tuple(r) for r in releases_closing_cases(con)),
+    )
 
 
 def apply_event_plan(con, plan: EventPlan, channels: tuple[str, ...], now: datetime) -> dict:
@@ -236,9 +335,16 @@ def apply_event_plan(con, plan: EventPlan, channels: tuple[str, ...], now: datet
                 resolved.append(alert_id)
         for case_id, version, material_id, released_at in plan.close:
             if A.case_state(con, case_id) != "closed":
-                A.close_case(con, case_id, A.SYSTEM, "material_updated", int(version),
-                             f"material updated: {material_id} v{version} released {released_at.isoformat()}",
-                             channels, now)
+                A.close_case(
+                    con,
+                    case_id,
+                    A.SYSTEM,
+                    "material_updated",
+                    int(version),
+                    f"material updated: {material_id} v{version} released {released_at.isoformat()}",
+                    channels,
+                    now,
+                )
                 closed.append(case_id)
     return {"fired": fired, "resolved": resolved, "closed": closed}
 
@@ -248,8 +354,14 @@ def evaluate_events(con, rule: ClusterRule, channels: tuple[str, ...], now: date
     return apply_event_plan(con, plan_events(con, rule), channels, now)
 
 
-def apply_kpi_plan(con, catalog: Iterable[Kpi], new: list[tuple[dict, list[dict]]],
-                   recovered: list[tuple[str, dict]], channels: tuple[str, ...], now: datetime) -> dict:
+def apply_kpi_plan(
+    con,
+    catalog: Iterable[Kpi],
+    new: list[tuple[dict, list[dict]]],
+    recovered: list[tuple[str, dict]],
+    channels: tuple[str, ...],
+    now: datetime,
+) -> dict:
     """Commit a plan made on the reader: fire() re-checks the open key, so a plan that raced is harmless."""
     kpis = {k.id: k for k in catalog}
     fired, resolved = [], []
@@ -264,8 +376,13 @@ def apply_kpi_plan(con, catalog: Iterable[Kpi], new: list[tuple[dict, list[dict]
             period = con.execute("SELECT period FROM alerts WHERE alert_id = ?", [alert_id]).fetchall()[0][0]
             if row["status"] == "insufficient_data" and row["period"] == period:
                 continue  # fewer units known is not a recovery; a new quarter is (the breach belongs to the old one)
-            A.resolve(con, alert_id, A.SYSTEM,
-                      f"KPI recovered: {row['kpi']} {pct(row['value'], 0)} is {row['status']} in {row['period']}",
-                      channels, now)
+            A.resolve(
+                con,
+                alert_id,
+                A.SYSTEM,
+                f"KPI recovered: {row['kpi']} {pct(row['value'], 0)} is {row['status']} in {row['period']}",
+                channels,
+                now,
+            )
             resolved.append(alert_id)
     return {"fired": fired, "resolved": resolved}

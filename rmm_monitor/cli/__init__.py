@@ -1,4 +1,5 @@
 """The `rmm` console script."""
+
 from .app import main
 
 __all__ = ["main"]

@@ -1,4 +1,5 @@
 """`python -m rmm_monitor.cli`: how the demo and the tests start workers and commands as subprocesses."""
+
 import sys
 
 from .app import main

@@ -4,6 +4,7 @@ While a worker owns the DuckDB file these go through its HTTP API; changes need 
 (sent as a bearer token, never on the command line, where `ps` would show it). With no worker, the file is
 opened directly and a change is one transaction (cli/data.py decides which).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -17,8 +18,7 @@ from .data import open_data
 from .registry import command
 
 
-def _run(args, settings: Settings, path: str, params: Optional[dict], body: Optional[dict],
-         local: Callable) -> int:
+def _run(args, settings: Settings, path: str, params: Optional[dict], body: Optional[dict], local: Callable) -> int:
     with open_data(settings, args.db, args.url, writable=body is not None) as data:
         if data.client:
             result = data.client.post(path, body) if body is not None else data.client.get(path, params)
@@ -37,8 +37,10 @@ def _line(r: dict) -> str:
     if "alert_id" in r:
         return f"{r['alert_id']}  {r['state']:<12} {r['signal']:<27} {r['case_id'] or '-':<10} {r['title']}"
     version = f" v{r['material_version']}" if r["material_version"] else ""
-    return (f"{r['case_id']}  {r['state']:<9} {r['product']:<8} {r['section']:<26} "
-            f"{(r['outcome'] or '') + version:<20} alerts {', '.join(r['alerts'] or [])}")
+    return (
+        f"{r['case_id']}  {r['state']:<9} {r['product']:<8} {r['section']:<26} "
+        f"{(r['outcome'] or '') + version:<20} alerts {', '.join(r['alerts'] or [])}"
+    )
 
 
 def _body(args) -> dict:
@@ -52,8 +54,11 @@ def _common(settings: Settings, p, with_id: bool, change: bool) -> None:
     if with_id:
         p.add_argument("id")
     if change:
-        p.add_argument("--actor", default=settings.actor or getpass.getuser(),
-                       help="who makes the change (kept in the audit trail; RMM_ACTOR)")
+        p.add_argument(
+            "--actor",
+            default=settings.actor or getpass.getuser(),
+            help="who makes the change (kept in the audit trail; RMM_ACTOR)",
+        )
         p.add_argument("--comment")
 
 
@@ -73,15 +78,33 @@ def run_alerts(args, settings: Settings) -> int:
     from rmm_monitor.alerting import records as R
 
     if args.action == "list":
-        return _run(args, settings, "/api/alerts", {"state": args.state, "signal": args.signal}, None,
-                    lambda con: R.list_alerts(con, args.state, args.signal))
+        return _run(
+            args,
+            settings,
+            "/api/alerts",
+            {"state": args.state, "signal": args.signal},
+            None,
+            lambda con: R.list_alerts(con, args.state, args.signal),
+        )
     if args.action == "show":
         return _run(args, settings, f"/api/alerts/{args.id}", None, None, lambda con: R.get_alert(con, args.id))
     if args.action == "ack":
-        return _run(args, settings, f"/api/alerts/{args.id}/ack", None, _body(args),
-                    lambda con: R.acknowledge(con, args.id, args.actor, args.comment))
-    return _run(args, settings, f"/api/alerts/{args.id}/resolve", None, _body(args),
-                lambda con: R.resolve(con, args.id, args.actor, args.comment))
+        return _run(
+            args,
+            settings,
+            f"/api/alerts/{args.id}/ack",
+            None,
+            _body(args),
+            lambda con: R.acknowledge(con, args.id, args.actor, args.comment),
+        )
+    return _run(
+        args,
+        settings,
+        f"/api/alerts/{args.id}/resolve",
+        None,
+        _body(args),
+        lambda con: R.resolve(con, args.id, args.actor, args.comment),
+    )
 
 
 def _reviews_arguments(r, settings: Settings) -> None:
@@ -101,14 +124,27 @@ def run_reviews(args, settings: Settings) -> int:
     from rmm_monitor.alerting import records as R
 
     if args.action == "list":
-        return _run(args, settings, "/api/reviews", {"state": args.state}, None,
-                    lambda con: R.list_cases(con, args.state))
+        return _run(
+            args, settings, "/api/reviews", {"state": args.state}, None, lambda con: R.list_cases(con, args.state)
+        )
     if args.action == "show":
         return _run(args, settings, f"/api/reviews/{args.id}", None, None, lambda con: R.get_case(con, args.id))
     if args.action == "start":
-        return _run(args, settings, f"/api/reviews/{args.id}/start", None, _body(args),
-                    lambda con: R.start_review(con, args.id, args.actor, args.comment))
+        return _run(
+            args,
+            settings,
+            f"/api/reviews/{args.id}/start",
+            None,
+            _body(args),
+            lambda con: R.start_review(con, args.id, args.actor, args.comment),
+        )
     outcome = "material_updated" if args.material_version is not None else "no_change"
     body = {**_body(args), "outcome": outcome, "material_version": args.material_version}
-    return _run(args, settings, f"/api/reviews/{args.id}/close", None, body,
-                lambda con: R.close_case(con, args.id, args.actor, outcome, args.material_version, args.comment))
+    return _run(
+        args,
+        settings,
+        f"/api/reviews/{args.id}/close",
+        None,
+        body,
+        lambda con: R.close_case(con, args.id, args.actor, outcome, args.material_version, args.comment),
+    )

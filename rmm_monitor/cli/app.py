@@ -1,6 +1,7 @@
 """The `rmm` console script: one parser built from the commands that registered (one module each in this
 package), the settings read once from the environment, and the monitor's own errors as one line on stderr.
 Heavy modules are imported inside the commands, so `rmm --help` stays instant."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """`rmm broker`: the bundled Kafka-compatible broker (tansu) on loopback, until Ctrl-C or SIGTERM."""
+
 from __future__ import annotations
 
 import signal
@@ -19,6 +20,7 @@ def run(args, settings: Settings) -> int:
 
     def stop(signum, frame):
         raise SystemExit(0)
+
     signal.signal(signal.SIGTERM, stop)  # so `finally` stops tansu, which runs in its own session
     broker = Broker(port=args.port, partitions=args.partitions).start()
     print(broker.bootstrap, flush=True)

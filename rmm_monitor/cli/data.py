@@ -6,6 +6,7 @@
 3. The file is held: the worker named by the sidecar, if it answers. If it does not (killed, stuck, starting), or
    no sidecar names it, a clear error says so; never a traceback, never a stale address trusted first.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ class NoData(RmmError):
 @dataclass
 class Data:
     """A command's data: exactly one of a local store and a worker client."""
+
     store: Optional[Store] = None
     client: Optional[WorkerClient] = None
 
@@ -76,6 +78,8 @@ def open_data(settings: Settings, db: Optional[str], url: Optional[str], writabl
         raise NoData(f"{db} is held by another process that left no address beside it; give --url WORKER")
     client = WorkerClient(found["url"], settings.admin_token)
     if not client.answers():
-        raise NoData(f"{db} is held by the worker that {db}.worker.json names (pid {found.get('pid')}, "
-                     f"{found['url']}), and it does not answer: is it still starting, stuck, or stopping?")
+        raise NoData(
+            f"{db} is held by the worker that {db}.worker.json names (pid {found.get('pid')}, "
+            f"{found['url']}), and it does not answer: is it still starting, stuck, or stopping?"
+        )
     return Data(client=client)

@@ -1,4 +1,5 @@
 """`rmm demo`: the embedded default (rmm_monitor/dev/demo.py)."""
+
 from __future__ import annotations
 
 from rmm_monitor.core.settings import Settings
@@ -19,5 +20,11 @@ def _arguments(d, settings: Settings) -> None:
 def run(args, settings: Settings) -> int:
     from rmm_monitor.dev.demo import run_demo
 
-    return run_demo(duration=args.duration, workdir=args.dir, patients=args.patients, rate=args.rate,
-                    port=args.port, export=not args.no_export)
+    return run_demo(
+        duration=args.duration,
+        workdir=args.dir,
+        patients=args.patients,
+        rate=args.rate,
+        port=args.port,
+        export=not args.no_export,
+    )

@@ -1,5 +1,6 @@
 """`rmm export` (the quarterly effectiveness evaluation) and `rmm dq` (the data-quality suites), from the file or
 from the worker that owns it (cli/data.py). Light imports only: the work is imported inside the commands."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,17 @@ def run_export(args, settings: Settings) -> int:
     with open_data(settings, args.db, args.url) as data:
         source = RemoteSource(data.client) if data.client else LocalSource(data.store.con)
         manifest = export(source, args.quarter, Path(args.out), as_of, Progress(enabled=not args.quiet))
-    print(json.dumps({"out": str(args.out), "quarter": manifest["quarter"], "as_of": manifest["as_of"],
-                      "files": sorted(manifest["files"]) + ["manifest.json"],
-                      "data_quality_failed": manifest["data_quality"]["failed"]}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "quarter": manifest["quarter"],
+                "as_of": manifest["as_of"],
+                "files": sorted(manifest["files"]) + ["manifest.json"],
+                "data_quality_failed": manifest["data_quality"]["failed"],
+            }
+        )
+    )
     return 0
 
 
@@ -77,6 +86,9 @@ def run_dq(args, settings: Settings) -> int:
             mark = "ok  " if r["success"] else ("FAIL" if r["critical"] else "warn")
             print(f"{mark} {r['suite']:<22} {r['expectation']:<42} {r['observed']}")
         failed = [r for r in rows if not r["success"]]
-        print(f"{len(rows)} expectations, {len(failed)} failed "
-              f"({sum(1 for r in failed if r['critical'])} critical) in {elapsed:.1f} s", file=sys.stderr)
+        print(
+            f"{len(rows)} expectations, {len(failed)} failed "
+            f"({sum(1 for r in failed if r['critical'])} critical) in {elapsed:.1f} s",
+            file=sys.stderr,
+        )
     return 1 if suites.failing(rows, critical_only=True) else 0

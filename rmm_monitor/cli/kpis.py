@@ -1,5 +1,6 @@
 """`rmm kpis`: the KPI table, the units behind a KPI (`--explain`), the monthly trend; from the file, or from the
 worker that owns it (cli/data.py)."""
+
 from __future__ import annotations
 
 from rmm_monitor.core.fmt import pct
@@ -36,8 +37,9 @@ def run(args, settings: Settings) -> int:
         if data.client:
             client = data.client
             if args.explain:
-                result = client.get("/api/units", {**params, "kpi": args.explain, "site": args.site,
-                                                   "outcome": args.outcome})
+                result = client.get(
+                    "/api/units", {**params, "kpi": args.explain, "site": args.site, "outcome": args.outcome}
+                )
             elif args.trend:
                 result = client.get("/api/trend", params)
             else:
@@ -47,13 +49,20 @@ def run(args, settings: Settings) -> int:
 
             engine = Engine(data.store.con)
             if args.explain:
-                result = engine.units(args.explain, as_of=as_of, period=args.period, product=args.product,
-                                      site=args.site, outcomes=args.outcome)
+                result = engine.units(
+                    args.explain,
+                    as_of=as_of,
+                    period=args.period,
+                    product=args.product,
+                    site=args.site,
+                    outcomes=args.outcome,
+                )
             elif args.trend:
                 result = engine.trend(as_of=as_of, period=args.period, product=args.product)
             else:
-                result = engine.compute(as_of=as_of, period=args.period, by=args.by, product=args.product,
-                                        kpi_ids=args.kpi)
+                result = engine.compute(
+                    as_of=as_of, period=args.period, by=args.by, product=args.product, kpi_ids=args.kpi
+                )
     if args.json:
         print_json(result)
     elif args.explain:
@@ -62,8 +71,10 @@ def run(args, settings: Settings) -> int:
         print(f"{len(result)} units")
     elif args.trend:
         for r in result:
-            print(f"{r['kpi']:<36} {r['product']:<10} {r['month']}  {pct(r['value']):>6}  "
-                  f"{r['numerator']}/{r['denominator']}  {r['status']}")
+            print(
+                f"{r['kpi']:<36} {r['product']:<10} {r['month']}  {pct(r['value']):>6}  "
+                f"{r['numerator']}/{r['denominator']}  {r['status']}"
+            )
     else:
         print(format_table(result))
     return 0

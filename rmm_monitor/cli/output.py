@@ -1,4 +1,5 @@
 """What commands print: JSON on stdout for machines, one-line errors on stderr for people."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """`rmm replay FILE.jsonl --db PATH`: a JSON-lines file through the same validation and store as the worker, in
 batches; each refused line goes to `<db stem>.rejected.jsonl` with its line number and reason."""
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,7 @@ def run(args, settings: Settings) -> int:
     totals = {"accepted": 0, "rejected": 0, "duplicates": 0}
     store = Store(args.db)
     with store, open(args.file, "rb") as src, open(rejected_path(args.db), "w", encoding="utf-8") as rejects:
+
         def flush(lines: list[tuple[int, bytes]]) -> None:
             outcome = process_batch(store, [raw for _, raw in lines])
             totals["accepted"] += outcome.inserted
@@ -36,8 +38,9 @@ def run(args, settings: Settings) -> int:
             totals["rejected"] += len(outcome.rejects)
             for r in outcome.rejects:
                 line_no, raw = lines[r.index]
-                rejects.write(json.dumps({"line": line_no, "reason": r.reason,
-                                          "original": raw.decode("utf-8", "replace")}) + "\n")
+                rejects.write(
+                    json.dumps({"line": line_no, "reason": r.reason, "original": raw.decode("utf-8", "replace")}) + "\n"
+                )
 
         batch: list[tuple[int, bytes]] = []
         for line_no, line in enumerate(src, start=1):

@@ -1,4 +1,5 @@
 """`rmm simulate`: the realistic programme generator, to a JSON-lines file and/or to Kafka."""
+
 from __future__ import annotations
 
 from rmm_monitor.core.errors import ConfigError
@@ -17,8 +18,11 @@ def _arguments(s, settings: Settings) -> None:
     s.add_argument("--patients", type=int, default=200)
     s.add_argument("--days", type=int, default=270)
     s.add_argument("--end", help="programme end time (default now)")
-    s.add_argument("--dq-faults", action="store_true",
-                   help="seed the schema-valid data problems of simulate.DQ_FAULTS (for the DQ suites)")
+    s.add_argument(
+        "--dq-faults",
+        action="store_true",
+        help="seed the schema-valid data problems of simulate.DQ_FAULTS (for the DQ suites)",
+    )
 
 
 @command("simulate", "generate a realistic CAR-T programme's events", _arguments)
@@ -29,8 +33,9 @@ def run(args, settings: Settings) -> int:
     if not args.out and not args.to_kafka:
         raise ConfigError("give --out FILE.jsonl and/or --to-kafka")
     end = parse_time(args.end) if args.end else None
-    events = simulate.generate(seed=args.seed, patients=args.patients, end=end, days=args.days,
-                               dq_faults=args.dq_faults)
+    events = simulate.generate(
+        seed=args.seed, patients=args.patients, end=end, days=args.days, dq_faults=args.dq_faults
+    )
     if args.out:
         simulate.to_jsonl(events, args.out)
         print_json({"events": len(events), "out": args.out})

@@ -1,4 +1,5 @@
 """`rmm worker`: the stream processor (settings from RMM_*; the flags override them)."""
+
 from __future__ import annotations
 
 from rmm_monitor.core.settings import Settings, use

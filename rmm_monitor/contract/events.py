@@ -1,10 +1,11 @@
-"""Event contract v1 (DESIGN.md) as msgspec structs, and batch validation with machine-readable reasons.
+"""Event contract v1 (docs/contract.md) as msgspec structs, and batch validation with machine-readable reasons.
 
 Unknown fields are rejected (forbid_unknown_fields): that is how the monitor keeps names, national ids and
 other patient identity out of the store. Validation has two stages, both batch-wise: msgspec checks structure,
 types, enums and ranges while decoding; the store then checks the regular-expression formats and that each
 timestamp names a real instant (`sql_format_reason`), in one vectorised SQL pass over the batch.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,16 +23,24 @@ ALERTS_TOPIC = "rmm.alerts"
 # Format rules that are regular expressions are checked batch-wise in SQL by the store (vectorised), not per
 # event in Python: msgspec's pattern constraints run Python's `re` once per field per event and tripled the
 # validation cost. `validate_one` applies the same patterns with `re` for single events.
-TIMESTAMP_PATTERN = (r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)"
-                     r"(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
+TIMESTAMP_PATTERN = (
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)"
+    r"(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
 # Lengths (1-64, patient_ref 8-64) are msgspec constraints of the first stage, so the patterns carry no counted
 # repetition: RE2 unrolls `{0,63}` into 63 states, and compiling that cost ~2 ms per pattern per batch query.
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:/-]*"
 SECTION_PATTERN = r"[a-z0-9][a-z0-9_.-]*"
 PATTERNS: dict[str, str] = {
-    "product": ID_PATTERN, "site_id": ID_PATTERN, "hcp_id": ID_PATTERN, "material_id": ID_PATTERN,
-    "lot_id": ID_PATTERN, "ae_id": ID_PATTERN, "related_step": SECTION_PATTERN,
-    "patient_ref": r"[A-Za-z0-9_-]+", "country": r"[A-Z]{2}",
+    "product": ID_PATTERN,
+    "site_id": ID_PATTERN,
+    "hcp_id": ID_PATTERN,
+    "material_id": ID_PATTERN,
+    "lot_id": ID_PATTERN,
+    "ae_id": ID_PATTERN,
+    "related_step": SECTION_PATTERN,
+    "patient_ref": r"[A-Za-z0-9_-]+",
+    "country": r"[A-Z]{2}",
 }
 LIST_PATTERNS: dict[str, str] = {"sections": SECTION_PATTERN}
 TIMESTAMP_FIELDS = ("occurred_at", "recorded_at", "due_at")
@@ -137,8 +146,17 @@ class LtfuVisit(Envelope, tag="ltfu_visit"):
 class AeOnset(Envelope, tag="ae_onset"):
     ae_id: Id
     patient_ref: PatientRef
-    term: Literal["CRS", "ICANS", "infection", "cytopenia", "HLH", "TLS", "hypogammaglobulinaemia",
-                  "secondary_malignancy", "other"]
+    term: Literal[
+        "CRS",
+        "ICANS",
+        "infection",
+        "cytopenia",
+        "HLH",
+        "TLS",
+        "hypogammaglobulinaemia",
+        "secondary_malignancy",
+        "other",
+    ]
     grade: Grade
     serious: bool
     related_step: Optional[SectionId] = None
@@ -177,13 +195,24 @@ class SafetyInformationUpdated(Envelope, tag="safety_information_updated"):
 
 
 TOPIC_OF: dict[type, str] = {
-    SiteRegistered: "rmm.site", SiteCertificationChanged: "rmm.site", TocilizumabStockReported: "rmm.site",
-    MaterialVersionReleased: "rmm.training", HcpRegistered: "rmm.training", TrainingCompleted: "rmm.training",
+    SiteRegistered: "rmm.site",
+    SiteCertificationChanged: "rmm.site",
+    TocilizumabStockReported: "rmm.site",
+    MaterialVersionReleased: "rmm.training",
+    HcpRegistered: "rmm.training",
+    TrainingCompleted: "rmm.training",
     PatientEducationCompleted: "rmm.training",
-    ProductReceived: "rmm.infusion", ProductThawed: "rmm.infusion", InfusionAdministered: "rmm.infusion",
-    AlertCardIssued: "rmm.infusion", LtfuVisit: "rmm.infusion",
-    AeOnset: "rmm.ae", AeGradeChanged: "rmm.ae", TocilizumabAdministered: "rmm.ae", AeAwareness: "rmm.ae",
-    AeReported: "rmm.ae", SafetyInformationUpdated: "rmm.ae",
+    ProductReceived: "rmm.infusion",
+    ProductThawed: "rmm.infusion",
+    InfusionAdministered: "rmm.infusion",
+    AlertCardIssued: "rmm.infusion",
+    LtfuVisit: "rmm.infusion",
+    AeOnset: "rmm.ae",
+    AeGradeChanged: "rmm.ae",
+    TocilizumabAdministered: "rmm.ae",
+    AeAwareness: "rmm.ae",
+    AeReported: "rmm.ae",
+    SafetyInformationUpdated: "rmm.ae",
 }
 EVENT_TYPES: dict[str, type] = {cls.__struct_config__.tag: cls for cls in TOPIC_OF}
 TOPIC_OF_TYPE: dict[str, str] = {tag: TOPIC_OF[cls] for tag, cls in EVENT_TYPES.items()}
@@ -307,13 +336,17 @@ def sql_format_reason(typed: dict[str, str]) -> str:
     is the one stored."""
     cases = []
     for f in TIMESTAMP_FIELDS:
-        cases.append(f"WHEN {f} IS NOT NULL AND (NOT regexp_full_match({f}, '{TIMESTAMP_PATTERN}') "
-                     f"OR {typed[f]} IS NULL) THEN 'bad_timestamp:{f}'")
+        cases.append(
+            f"WHEN {f} IS NOT NULL AND (NOT regexp_full_match({f}, '{TIMESTAMP_PATTERN}') "
+            f"OR {typed[f]} IS NULL) THEN 'bad_timestamp:{f}'"
+        )
     for f, pattern in PATTERNS.items():
         cases.append(f"WHEN {f} IS NOT NULL AND NOT regexp_full_match({f}, '{pattern}') THEN 'bad_value:{f}'")
     for f, pattern in LIST_PATTERNS.items():
-        cases.append(f"WHEN {f} IS NOT NULL AND NOT list_bool_and(list_transform({f}, lambda x: "
-                     f"regexp_full_match(x, '{pattern}'))) THEN 'bad_value:{f}'")
+        cases.append(
+            f"WHEN {f} IS NOT NULL AND NOT list_bool_and(list_transform({f}, lambda x: "
+            f"regexp_full_match(x, '{pattern}'))) THEN 'bad_value:{f}'"
+        )
     return f"CASE {' '.join(cases)} END"
 
 

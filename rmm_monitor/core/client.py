@@ -3,6 +3,7 @@
 Reads are plain GETs of JSON. A change is a POST with the operator's bearer token, which comes from the settings
 (the environment), never from the command line where `ps` would show it.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,11 +34,15 @@ class WorkerClient:
         except ApiError:
             return False
 
-    def _call(self, method: str, path: str, params: Optional[dict], body: Optional[dict],
-              timeout: Optional[float]) -> Any:
+    def _call(
+        self, method: str, path: str, params: Optional[dict], body: Optional[dict], timeout: Optional[float]
+    ) -> Any:
         query = urlencode([(k, v) for k, v in (params or {}).items() if v is not None], doseq=True)
-        req = Request(f"{self.url}{path}" + (f"?{query}" if query else ""), method=method,
-                      data=json.dumps(body).encode() if body is not None else None)
+        req = Request(
+            f"{self.url}{path}" + (f"?{query}" if query else ""),
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+        )
         if body is not None:
             req.add_header("Content-Type", "application/json")
             if self.token:

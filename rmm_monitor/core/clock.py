@@ -12,6 +12,7 @@ incident, so that "the current quarter" is the one of a chosen day whatever day 
 Only business time goes through here. Durations, and what Prometheus reads (`*_timestamp_seconds`, batch ages),
 stay on the machine's own clocks, which Prometheus compares with its own.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,8 @@ from .errors import ConfigError
 ENV = "RMM_CLOCK"
 _OFFSET = re.compile(r"[+-]?\d+(\.\d*)?")
 
-_start: Optional[tuple[datetime, float]] = None   # (instant, monotonic() at that instant)
-_offset = 0.0                                     # seconds added to the wall clock
+_start: Optional[tuple[datetime, float]] = None  # (instant, monotonic() at that instant)
+_offset = 0.0  # seconds added to the wall clock
 _configured = False
 
 

@@ -1,6 +1,7 @@
 """The root of the monitor's own errors. Every part raises subclasses of `RmmError` for what it refuses or cannot
 do (a locked store, an unknown KPI, a transition the lifecycle forbids), so a caller can tell the monitor's
 reasons from bugs, and the CLI turns them into one line and an exit code instead of a traceback."""
+
 from __future__ import annotations
 
 

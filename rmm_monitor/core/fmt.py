@@ -1,5 +1,6 @@
 """How the monitor writes a proportion for people (tables, titles, e-mails, reports): one rule, so a KPI reads the
 same in the CLI, the alert and the PDF."""
+
 from __future__ import annotations
 
 from typing import Optional

@@ -1,4 +1,5 @@
 """Reporting periods (UTC calendar quarters, years, months) and RFC 3339 time parsing for the CLI."""
+
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ from .errors import ConfigError
 class Period:
     label: str
     start: Optional[datetime]  # inclusive; None = unbounded
-    end: Optional[datetime]    # exclusive
+    end: Optional[datetime]  # exclusive
 
 
 def _utc(y: int, m: int) -> datetime:

@@ -9,6 +9,7 @@ clock) reads `current()`, the process's settings, which a composition root sets 
 Secrets (the admin token, the SMTP password, the webhook secret) come only from here, never from files in the
 repository or the command line, and are kept out of `repr`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +31,7 @@ def _addresses(text: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ChannelSettings:
     """Where the QPPV's notifications go (alerting/channels.py)."""
+
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_starttls: bool = False
@@ -124,26 +126,45 @@ class Settings:
 _Parse = Callable[[str], Any]
 # setting -> (environment variable, parser). The only list of the monitor's variables.
 _SETTINGS_ENV: dict[str, tuple[str, _Parse]] = {
-    "bootstrap": ("RMM_KAFKA_BOOTSTRAP", str), "db": ("RMM_DB", str), "web_host": ("RMM_WEB_HOST", str),
-    "web_port": ("RMM_WEB_PORT", int), "group_id": ("RMM_GROUP_ID", str), "app_id": ("RMM_APP_ID", str),
-    "log_level": ("RMM_LOG_LEVEL", str), "session_timeout": ("RMM_SESSION_TIMEOUT", float),
-    "stop_grace": ("RMM_STOP_GRACE", float), "max_batch": ("RMM_MAX_BATCH", int),
-    "fetch_wait_ms": ("RMM_FETCH_WAIT_MS", int), "fetch_max_records": ("RMM_FETCH_MAX_RECORDS", int),
-    "failpoint": ("RMM_FAILPOINT", str), "refresh_seconds": ("RMM_REFRESH_SECONDS", float),
-    "refresh_share": ("RMM_REFRESH_SHARE", float), "duckdb_memory_limit": ("RMM_DUCKDB_MEMORY_LIMIT", str),
-    "dq_seconds": ("RMM_DQ_SECONDS", float), "dq_first_delay": ("RMM_DQ_FIRST_DELAY", float),
-    "catalog_dir": ("RMM_CATALOG_DIR", str), "config_path": ("RMM_CONFIG", str),
-    "expectations_dir": ("RMM_EXPECTATIONS_DIR", str), "clock": ("RMM_CLOCK", str),
-    "admin_token": ("RMM_ADMIN_TOKEN", str), "actor": ("RMM_ACTOR", str),
+    "bootstrap": ("RMM_KAFKA_BOOTSTRAP", str),
+    "db": ("RMM_DB", str),
+    "web_host": ("RMM_WEB_HOST", str),
+    "web_port": ("RMM_WEB_PORT", int),
+    "group_id": ("RMM_GROUP_ID", str),
+    "app_id": ("RMM_APP_ID", str),
+    "log_level": ("RMM_LOG_LEVEL", str),
+    "session_timeout": ("RMM_SESSION_TIMEOUT", float),
+    "stop_grace": ("RMM_STOP_GRACE", float),
+    "max_batch": ("RMM_MAX_BATCH", int),
+    "fetch_wait_ms": ("RMM_FETCH_WAIT_MS", int),
+    "fetch_max_records": ("RMM_FETCH_MAX_RECORDS", int),
+    "failpoint": ("RMM_FAILPOINT", str),
+    "refresh_seconds": ("RMM_REFRESH_SECONDS", float),
+    "refresh_share": ("RMM_REFRESH_SHARE", float),
+    "duckdb_memory_limit": ("RMM_DUCKDB_MEMORY_LIMIT", str),
+    "dq_seconds": ("RMM_DQ_SECONDS", float),
+    "dq_first_delay": ("RMM_DQ_FIRST_DELAY", float),
+    "catalog_dir": ("RMM_CATALOG_DIR", str),
+    "config_path": ("RMM_CONFIG", str),
+    "expectations_dir": ("RMM_EXPECTATIONS_DIR", str),
+    "clock": ("RMM_CLOCK", str),
+    "admin_token": ("RMM_ADMIN_TOKEN", str),
+    "actor": ("RMM_ACTOR", str),
 }
 _CHANNELS_ENV: dict[str, tuple[str, _Parse]] = {
-    "smtp_host": ("RMM_SMTP_HOST", str), "smtp_port": ("RMM_SMTP_PORT", int),
-    "smtp_starttls": ("RMM_SMTP_STARTTLS", _flag), "smtp_ca_file": ("RMM_SMTP_CA_FILE", str),
-    "smtp_user": ("RMM_SMTP_USER", str), "smtp_password": ("RMM_SMTP_PASSWORD", str),
-    "email_from": ("RMM_ALERT_EMAIL_FROM", str), "email_to": ("RMM_ALERT_EMAIL_TO", _addresses),
-    "webhook_url": ("RMM_WEBHOOK_URL", str), "webhook_secret": ("RMM_WEBHOOK_SECRET", str),
+    "smtp_host": ("RMM_SMTP_HOST", str),
+    "smtp_port": ("RMM_SMTP_PORT", int),
+    "smtp_starttls": ("RMM_SMTP_STARTTLS", _flag),
+    "smtp_ca_file": ("RMM_SMTP_CA_FILE", str),
+    "smtp_user": ("RMM_SMTP_USER", str),
+    "smtp_password": ("RMM_SMTP_PASSWORD", str),
+    "email_from": ("RMM_ALERT_EMAIL_FROM", str),
+    "email_to": ("RMM_ALERT_EMAIL_TO", _addresses),
+    "webhook_url": ("RMM_WEBHOOK_URL", str),
+    "webhook_secret": ("RMM_WEBHOOK_SECRET", str),
     "kafka": ("RMM_ALERT_KAFKA", lambda t: t.strip().lower() not in ("0", "false", "no", "off")),
-    "retry_base": ("RMM_ALERT_RETRY_BASE", float), "retry_max": ("RMM_ALERT_RETRY_MAX", float),
+    "retry_base": ("RMM_ALERT_RETRY_BASE", float),
+    "retry_max": ("RMM_ALERT_RETRY_MAX", float),
 }
 
 _current: Optional[Settings] = None

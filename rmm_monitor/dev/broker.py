@@ -3,6 +3,7 @@
 Used by `rmm broker`, `rmm demo` and the tests. tansu keeps data in memory only (this build has no other
 storage engine), so a restarted broker has no topics: callers create them again with `ensure_topics`.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ def die_with_parent() -> None:
     broker, worker or export outlives the demo or test that started it (Linux; tied to the starting thread, so
     start children from a thread that lives as long as they should)."""
     import ctypes
+
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -57,8 +59,7 @@ def wait_for_metadata(bootstrap: str, timeout: float = 30.0) -> None:
     last: Optional[Exception] = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                                     client_id="rmm-broker-probe")
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="rmm-broker-probe")
             try:
                 admin.list_topics()
                 return
@@ -96,6 +97,7 @@ def ensure_topics(bootstrap: str, topics=ALL_TOPICS, partitions: int = 1) -> lis
 @dataclass
 class Broker:
     """A running tansu process. Use as a context manager or call stop()."""
+
     port: int = 0
     partitions: int = 1
     log_path: Optional[Path] = None
@@ -110,9 +112,22 @@ class Broker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         try:
             wait_for_metadata(self.bootstrap, timeout)
             if create_topics:

@@ -12,6 +12,7 @@ How it ends, and what it leaves behind (nothing, in every case):
 Human output goes to stderr: on a terminal one live view redrawn in place (rich), elsewhere a progress line now and
 then and the KPI table once at the end. stdout carries only the final JSON line.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,23 +29,30 @@ from urllib.request import urlopen
 
 from rmm_monitor.core import clock
 from rmm_monitor.core.fmt import pct
-from .broker import Broker, die_with_parent, free_port
 from rmm_monitor.core.periods import iso, quarter_of
+
+from .broker import Broker, die_with_parent, free_port
 
 # A few invalid events in the stream, so the dead-letter path is visible in the demo too.
 POISON = [
-    ("rmm.infusion", b'{"event_id":"poison-1","event_type":"alert_card_issued","schema_version":1,'
-                     b'"occurred_at":"2026-07-01T10:00:00Z","product":"CTX-19","site_id":"SH-01",'
-                     b'"patient_ref":"PT-CTX19-000001","patient_name":"Zhang San"}'),
-    ("rmm.ae", b'{"event_id":"poison-2","event_type":"ae_awareness","schema_version":1,'
-               b'"occurred_at":"yesterday","product":"CTX-19","site_id":"SH-01","ae_id":"AE-1",'
-               b'"patient_ref":"PT-CTX19-000001"}'),
+    (
+        "rmm.infusion",
+        b'{"event_id":"poison-1","event_type":"alert_card_issued","schema_version":1,'
+        b'"occurred_at":"2026-07-01T10:00:00Z","product":"CTX-19","site_id":"SH-01",'
+        b'"patient_ref":"PT-CTX19-000001","patient_name":"Zhang San"}',
+    ),
+    (
+        "rmm.ae",
+        b'{"event_id":"poison-2","event_type":"ae_awareness","schema_version":1,'
+        b'"occurred_at":"yesterday","product":"CTX-19","site_id":"SH-01","ae_id":"AE-1",'
+        b'"patient_ref":"PT-CTX19-000001"}',
+    ),
     ("rmm.site", b"not json at all"),
 ]
-CATCH_UP_S = 5.0        # after the stream stops, how long ingest may take to reach what was produced
+CATCH_UP_S = 5.0  # after the stream stops, how long ingest may take to reach what was produced
 PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is not a terminal
-LIVE_EVERY_S = 1.0       # the live view's refresh
-POLL_S = 0.1             # how often a wait looks at the signal flags
+LIVE_EVERY_S = 1.0  # the live view's refresh
+POLL_S = 0.1  # how often a wait looks at the signal flags
 
 
 class DemoFailed(Exception):
@@ -132,9 +140,11 @@ class View:
         if done == self._told_done and (done or now - self._last_line < PROGRESS_EVERY_S):
             return
         self._last_line, self._told_done = now, done
-        self.say(f"[demo] produced {produced}/{total} ({100 * produced // max(total, 1)}%), "
-                 f"ingested {status.get('ingested', 0)}, rejected {status.get('rejected', 0)}, "
-                 f"duplicates {status.get('duplicates', 0)}, stored {status.get('stored', 0)}")
+        self.say(
+            f"[demo] produced {produced}/{total} ({100 * produced // max(total, 1)}%), "
+            f"ingested {status.get('ingested', 0)}, rejected {status.get('rejected', 0)}, "
+            f"duplicates {status.get('duplicates', 0)}, stored {status.get('stored', 0)}"
+        )
 
     def close(self, rows: Optional[list[dict]]) -> None:
         """Non-terminal: the KPI table, once."""
@@ -156,8 +166,9 @@ class LiveView(View):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(file=stream)
-        self.progress = Progress(TextColumn("simulated stream"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=self.console)
+        self.progress = Progress(
+            TextColumn("simulated stream"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console
+        )
         self.task = self.progress.add_task("stream", total=None)
         self.rows: list[dict] = []
         self.status: dict = {}
@@ -174,8 +185,10 @@ class LiveView(View):
         from rich.text import Text
 
         s = self.status
-        counters = Text(f"ingested {s.get('ingested', 0)}   rejected {s.get('rejected', 0)}   "
-                        f"duplicates {s.get('duplicates', 0)}   stored {s.get('stored', 0)}   (Ctrl-C to stop)")
+        counters = Text(
+            f"ingested {s.get('ingested', 0)}   rejected {s.get('rejected', 0)}   "
+            f"duplicates {s.get('duplicates', 0)}   stored {s.get('stored', 0)}   (Ctrl-C to stop)"
+        )
         products = sorted({r["product"] for r in self.rows if r["product"]})
         table = Table(title=f"KPIs, {self.rows[0]['period']}" if self.rows else "KPIs", title_justify="left")
         table.add_column("KPI")
@@ -183,8 +196,10 @@ class LiveView(View):
             table.add_column(p, justify="right")
         cells: dict[str, dict[str, Text]] = {}
         for r in self.rows:
-            text = Text(f"{pct(r['value'], missing='—')} {r['numerator']}/{r['denominator']}",
-                        style=self.COLOURS.get(r["status"], ""))
+            text = Text(
+                f"{pct(r['value'], missing='—')} {r['numerator']}/{r['denominator']}",
+                style=self.COLOURS.get(r["status"], ""),
+            )
             cells.setdefault(r["kpi"], {})[r["product"]] = text
         for kpi, by_product in cells.items():
             table.add_row(kpi, *[by_product.get(p, Text("")) for p in products])
@@ -243,13 +258,24 @@ class Demo:
         self.broker = Broker(log_path=self.work / "broker.log").start()
         web_port = port or free_port()
         self.url = f"http://127.0.0.1:{web_port}"
-        env = dict(os.environ, RMM_KAFKA_BOOTSTRAP=self.broker.bootstrap, RMM_DB=str(self.db),
-                   RMM_WEB_PORT=str(web_port), RMM_REFRESH_SECONDS="2")
+        env = dict(
+            os.environ,
+            RMM_KAFKA_BOOTSTRAP=self.broker.bootstrap,
+            RMM_DB=str(self.db),
+            RMM_WEB_PORT=str(web_port),
+            RMM_REFRESH_SECONDS="2",
+        )
         say(f"[demo] broker at {self.broker.bootstrap}; starting the worker (faust) ...")
         with open(self.work / "worker.log", "ab") as log:
-            self.worker = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "worker"], env=env,
-                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True, preexec_fn=die_with_parent)
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "rmm_monitor.cli", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         self._wait_healthy()
         say(f"[demo] dashboard:   {self.url}/")
         say(f"[demo] metrics:     {self.url}/metrics")
@@ -276,12 +302,15 @@ class Demo:
 
     def stream(self, patients: int, rate: float) -> None:
         from rmm_monitor.dev import simulate
+
         from .producer import make_producer, produce_events
 
         events = simulate.generate(seed=7, patients=patients)
         self.total = len(events) + len(POISON)
-        self.view.say(f"[demo] simulated CAR-T programme: {len(events)} events, {patients} patients; weak sites: "
-                      + "; ".join(f"{k}: {v}" for k, v in simulate.WEAK_SITES.items()))
+        self.view.say(
+            f"[demo] simulated CAR-T programme: {len(events)} events, {patients} patients; weak sites: "
+            + "; ".join(f"{k}: {v}" for k, v in simulate.WEAK_SITES.items())
+        )
         bootstrap = self.broker.bootstrap
 
         def run() -> None:
@@ -290,10 +319,17 @@ class Demo:
                 for topic, value in POISON:
                     producer.send(topic, value=value)
                 self.produced = len(POISON)
-                produce_events(events, bootstrap, rate=rate, producer=producer, stop=self.stream_stop,
-                               progress=lambda n: setattr(self, "produced", n + len(POISON)))
+                produce_events(
+                    events,
+                    bootstrap,
+                    rate=rate,
+                    producer=producer,
+                    stop=self.stream_stop,
+                    progress=lambda n: setattr(self, "produced", n + len(POISON)),
+                )
             finally:
                 producer.close()
+
         self.streamer = threading.Thread(target=run, name="simulator", daemon=True)
         self.streamer.start()
 
@@ -325,15 +361,23 @@ class Demo:
         while True:
             self._check_worker()
             status = _get(self.url + "/api/status")
-            if status["ingested"] + status["rejected"] + status["duplicates"] >= self.produced \
-                    or time.monotonic() > deadline:
+            if (
+                status["ingested"] + status["rejected"] + status["duplicates"] >= self.produced
+                or time.monotonic() > deadline
+            ):
                 break
             time.sleep(0.25)
         as_of = status.get("now") or iso(clock.now())
         kpis = _get(f"{self.url}/api/kpis?by=product&as_of={as_of}", timeout=60)
-        return {"produced": self.produced, "ingested": status.get("ingested", 0),
-                "rejected": status.get("rejected", 0), "duplicates": status.get("duplicates", 0),
-                "as_of": as_of, "kpis": kpis, "metrics_url": self.url + "/metrics"}
+        return {
+            "produced": self.produced,
+            "ingested": status.get("ingested", 0),
+            "rejected": status.get("rejected", 0),
+            "duplicates": status.get("duplicates", 0),
+            "as_of": as_of,
+            "kpis": kpis,
+            "metrics_url": self.url + "/metrics",
+        }
 
     def stop_processes(self) -> None:
         """Worker first (it commits and closes the DuckDB file), then the broker. Bounded: the worker ends itself
@@ -356,10 +400,27 @@ class Demo:
         quarter = quarter_of(clock.now()).label
         self.view.say(f"[demo] writing the {quarter} effectiveness export to {out} (Ctrl-C again to skip) ...")
         with open(self.work / "export.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "export", "--quarter", quarter,
-                                     "--db", str(self.db), "--as-of", as_of, "--out", str(out)],
-                                    stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=die_with_parent)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rmm_monitor.cli",
+                    "export",
+                    "--quarter",
+                    quarter,
+                    "--db",
+                    str(self.db),
+                    "--as-of",
+                    as_of,
+                    "--out",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         while proc.poll() is None:
             if pause(0.2, lambda: self.signals.skip_export):
                 _end(proc)
@@ -389,9 +450,15 @@ def _print_stdout(line: str) -> None:
         pass
 
 
-def run_demo(duration: float = 0.0, workdir: Optional[str] = None, patients: int = 300, rate: float = 2000.0,
-             port: int = 0, export: bool = True,
-             view_factory: Callable[[], View] = View.for_terminal) -> int:
+def run_demo(
+    duration: float = 0.0,
+    workdir: Optional[str] = None,
+    patients: int = 300,
+    rate: float = 2000.0,
+    port: int = 0,
+    export: bool = True,
+    view_factory: Callable[[], View] = View.for_terminal,
+) -> int:
     work = Path(workdir or "demo-out").resolve()
     work.mkdir(parents=True, exist_ok=True)
     signals = Signals().install()

@@ -1,4 +1,5 @@
 """Producing events to Kafka with kafka-python (the outside client, as source systems would)."""
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,24 @@ def event_key(event: dict) -> bytes:
 def make_producer(bootstrap: str):
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024,
-                         client_id="rmm-simulator", retries=5)
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        batch_size=256 * 1024,
+        client_id="rmm-simulator",
+        retries=5,
+    )
 
 
-def produce_events(events: Iterable[dict], bootstrap: str, rate: float = 0.0,
-                   progress: Optional[Callable[[int], None]] = None, producer=None,
-                   stop: Optional[threading.Event] = None) -> int:
+def produce_events(
+    events: Iterable[dict],
+    bootstrap: str,
+    rate: float = 0.0,
+    progress: Optional[Callable[[int], None]] = None,
+    producer=None,
+    stop: Optional[threading.Event] = None,
+) -> int:
     """Send events to their contract topics; `rate` events/s (0 = as fast as possible); `stop` ends the stream
     early (what was sent is flushed). Returns the count sent."""
     own = producer is None

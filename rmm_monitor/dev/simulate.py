@@ -10,7 +10,7 @@ large runs (more than 2 400 patients) extra strong centres are added, about 300 
 events (material releases, safety information) carry `site_id = PROGRAMME_SITE_ID` ("MAH-HQ").
 
 Most sites do things right; the sites in `WEAK_SITES` fail in one documented way each, so the KPIs of
-KPIS.md show real signals. With 40 or more patients a few patients are planned so that each weakness shows
+the catalog show real signals. With 40 or more patients a few patients are planned so that each weakness shows
 even in a small run (NJ-07's thawing cluster, the infusion at XA-08 while suspended, CD-05's grade-2 CRS).
 Everything is drawn from `random.Random(seed)`: the same arguments give the same events, byte for byte.
 
@@ -25,6 +25,7 @@ fraction is emitted a second time, identical, further down (at-least-once source
 Performance: plain dicts, integer epoch seconds while generating, one sort, one formatting pass; no
 validation inside `generate()` (the tests validate every event against the contract).
 """
+
 from __future__ import annotations
 
 import json
@@ -36,12 +37,11 @@ from operator import itemgetter
 from random import Random
 from typing import Iterable, Optional
 
+from rmm_monitor.contract import TOPIC_OF_TYPE
 from rmm_monitor.core import clock
 from rmm_monitor.core.errors import ConfigError
-from rmm_monitor.contract import TOPIC_OF_TYPE
 
-__all__ = ["generate", "to_jsonl", "topic_of", "WEAK_SITES", "STRONG_SITES", "PRODUCTS", "PROGRAMME_SITE_ID",
-           "SITES"]
+__all__ = ["generate", "to_jsonl", "topic_of", "WEAK_SITES", "STRONG_SITES", "PRODUCTS", "PROGRAMME_SITE_ID", "SITES"]
 
 MIN, HOUR, DAY = 60, 3600, 86400
 
@@ -53,27 +53,71 @@ PROGRAMME_SITE_ID = "MAH-HQ"
 # Per product: patient share, launch (fraction of the span), CRS/ICANS incidence and peak-grade distribution
 # (grades 1..5), median onset, when material v2 is released (fraction of the span, None = no v2 in the span).
 PRODUCTS: dict[str, dict] = {
-    "CTX-19": dict(target="CD19", code="CTX19", share=0.55, launch=0.0,
-                   crs=0.85, crs_peak=(0.50, 0.37, 0.10, 0.025, 0.005), crs_onset_h=48.0,
-                   icans=0.32, icans_peak=(0.42, 0.30, 0.20, 0.07, 0.01), icans_onset_h=120.0, v2=0.55,
-                   safety=(0.50, ["secondary_malignancy", "ltfu"],
-                           "T-cell malignancies reported after CAR-T therapy; monitor life-long for secondary "
-                           "malignancies and report them.")),
-    "BCM-07": dict(target="BCMA", code="BCM07", share=0.33, launch=0.0,
-                   crs=0.84, crs_peak=(0.56, 0.34, 0.08, 0.015, 0.005), crs_onset_h=26.0,
-                   icans=0.22, icans_peak=(0.50, 0.28, 0.17, 0.045, 0.005), icans_onset_h=72.0, v2=0.50,
-                   safety=(0.45, ["icans_management", "delayed_neurotoxicity"],
-                           "Delayed movement and neurocognitive toxicity (parkinsonism) reported after BCMA "
-                           "CAR-T; monitor neurological signs beyond day 28.")),
-    "CTX-22": dict(target="CD22", code="CTX22", share=0.12, launch=0.40,
-                   crs=0.76, crs_peak=(0.50, 0.38, 0.09, 0.025, 0.005), crs_onset_h=40.0,
-                   icans=0.28, icans_peak=(0.45, 0.30, 0.18, 0.06, 0.01), icans_onset_h=110.0, v2=None,
-                   safety=None),
+    "CTX-19": dict(
+        target="CD19",
+        code="CTX19",
+        share=0.55,
+        launch=0.0,
+        crs=0.85,
+        crs_peak=(0.50, 0.37, 0.10, 0.025, 0.005),
+        crs_onset_h=48.0,
+        icans=0.32,
+        icans_peak=(0.42, 0.30, 0.20, 0.07, 0.01),
+        icans_onset_h=120.0,
+        v2=0.55,
+        safety=(
+            0.50,
+            ["secondary_malignancy", "ltfu"],
+            "T-cell malignancies reported after CAR-T therapy; monitor life-long for secondary "
+            "malignancies and report them.",
+        ),
+    ),
+    "BCM-07": dict(
+        target="BCMA",
+        code="BCM07",
+        share=0.33,
+        launch=0.0,
+        crs=0.84,
+        crs_peak=(0.56, 0.34, 0.08, 0.015, 0.005),
+        crs_onset_h=26.0,
+        icans=0.22,
+        icans_peak=(0.50, 0.28, 0.17, 0.045, 0.005),
+        icans_onset_h=72.0,
+        v2=0.50,
+        safety=(
+            0.45,
+            ["icans_management", "delayed_neurotoxicity"],
+            "Delayed movement and neurocognitive toxicity (parkinsonism) reported after BCMA "
+            "CAR-T; monitor neurological signs beyond day 28.",
+        ),
+    ),
+    "CTX-22": dict(
+        target="CD22",
+        code="CTX22",
+        share=0.12,
+        launch=0.40,
+        crs=0.76,
+        crs_peak=(0.50, 0.38, 0.09, 0.025, 0.005),
+        crs_onset_h=40.0,
+        icans=0.28,
+        icans_peak=(0.45, 0.30, 0.18, 0.06, 0.01),
+        icans_onset_h=110.0,
+        v2=None,
+        safety=None,
+    ),
 }
-HCP_SECTIONS_V1 = ["product_overview", "thawing", "dosing", "crs_management", "icans_management",
-                   "tocilizumab_availability", "ae_reporting", "alert_card", "ltfu"]
-PATIENT_SECTIONS_V1 = ["what_is_car_t", "crs_symptoms", "icans_symptoms", "alert_card", "driving_restrictions",
-                       "ltfu"]
+HCP_SECTIONS_V1 = [
+    "product_overview",
+    "thawing",
+    "dosing",
+    "crs_management",
+    "icans_management",
+    "tocilizumab_availability",
+    "ae_reporting",
+    "alert_card",
+    "ltfu",
+]
+PATIENT_SECTIONS_V1 = ["what_is_car_t", "crs_symptoms", "icans_symptoms", "alert_card", "driving_restrictions", "ltfu"]
 
 # (site_id, name, weight, products, activation as a fraction of the span)
 SITES: list[tuple[str, str, float, tuple[str, ...], float]] = [
@@ -90,30 +134,72 @@ STRONG_SITES = ("SH-01", "BJ-02")
 
 WEAK_SITES: dict[str, str] = {
     "GZ-03": "late or missing alert cards: about a third issued more than 24 h after infusion, about 1 in 10 "
-             "never issued, and cards with a null or wrong lot_id",
+    "never issued, and cards with a null or wrong lot_id",
     "WH-04": "four staff who joined mid-programme infuse without passed training (one never trained, others "
-             "failed or trained weeks after their first infusion); slow retraining on material v2",
+    "failed or trained weeks after their first infusion); slow retraining on material v2",
     "CD-05": "slow tocilizumab: median about 170 min from CRS grade 2, most first doses later than 120 min",
     "HZ-06": "late AE reports (many serious reports 16-40 days after awareness, non-serious past 30 days) and "
-             "null lot_id on about 40 % of reports",
+    "null lot_id on about 40 % of reports",
     "NJ-07": "cluster of thawing errors: ae_onset with related_step 'thawing' and medication_error true in a "
-             "~6-week window mid-programme (>= 3 within 90 days, CTX-19)",
+    "~6-week window mid-programme (>= 3 within 90 days, CTX-19)",
     "XA-08": "joins late; tocilizumab stock reported irregularly (gaps over 7 days) and often below 2 doses; "
-             "certification suspended for ~3 weeks mid-programme and one infusion given during the suspension",
+    "certification suspended for ~3 weeks mid-programme and one infusion given during the suspension",
 }
 
 # Extra, strong sites added when a large run needs more centres (about 300 patients per centre).
-_EXTRA_CITIES = ["TJ", "CQ", "SZ", "XM", "QD", "JN", "CS", "ZZ", "SY", "DL", "KM", "NN", "FZ", "HF", "NC", "TY",
-                 "SJ", "HB", "CC", "LZ", "GY", "HK", "NB", "WX", "SU", "YT", "WF", "LY", "XZ", "TS"]
+_EXTRA_CITIES = [
+    "TJ",
+    "CQ",
+    "SZ",
+    "XM",
+    "QD",
+    "JN",
+    "CS",
+    "ZZ",
+    "SY",
+    "DL",
+    "KM",
+    "NN",
+    "FZ",
+    "HF",
+    "NC",
+    "TY",
+    "SJ",
+    "HB",
+    "CC",
+    "LZ",
+    "GY",
+    "HK",
+    "NB",
+    "WX",
+    "SU",
+    "YT",
+    "WF",
+    "LY",
+    "XZ",
+    "TS",
+]
 _BASE_PATIENTS_PER_SITE = 300
 
 _CODE = {
-    "site_registered": "sreg", "site_certification_changed": "scert", "tocilizumab_stock_reported": "stock",
-    "material_version_released": "mat", "hcp_registered": "hcp", "training_completed": "train",
-    "patient_education_completed": "edu", "product_received": "recv", "product_thawed": "thaw",
-    "infusion_administered": "inf", "alert_card_issued": "card", "ltfu_visit": "ltfu", "ae_onset": "ae",
-    "ae_grade_changed": "aeg", "tocilizumab_administered": "toci", "ae_awareness": "aware",
-    "ae_reported": "rep", "safety_information_updated": "safety",
+    "site_registered": "sreg",
+    "site_certification_changed": "scert",
+    "tocilizumab_stock_reported": "stock",
+    "material_version_released": "mat",
+    "hcp_registered": "hcp",
+    "training_completed": "train",
+    "patient_education_completed": "edu",
+    "product_received": "recv",
+    "product_thawed": "thaw",
+    "infusion_administered": "inf",
+    "alert_card_issued": "card",
+    "ltfu_visit": "ltfu",
+    "ae_onset": "ae",
+    "ae_grade_changed": "aeg",
+    "tocilizumab_administered": "toci",
+    "ae_awareness": "aware",
+    "ae_reported": "rep",
+    "safety_information_updated": "safety",
 }
 _SCOPE = ["apheresis", "thaw", "infusion", "ae_management"]
 _LTFU_DAYS = [30 * k for k in range(1, 13)] + [360 + 91 * k for k in range(1, 60)]  # monthly in year 1, then quarterly
@@ -159,8 +245,16 @@ class _Sim:
         if rec > self.end:
             rec = self.end
         self.n += 1
-        ev = {"event_id": f"{_CODE[etype]}-{self.seed}-{self.n:08d}", "event_type": etype, "schema_version": 1,
-              "occurred_at": t, "recorded_at": rec, "source": source, "product": product, "site_id": site}
+        ev = {
+            "event_id": f"{_CODE[etype]}-{self.seed}-{self.n:08d}",
+            "event_type": etype,
+            "schema_version": 1,
+            "occurred_at": t,
+            "recorded_at": rec,
+            "source": source,
+            "product": product,
+            "site_id": site,
+        }
         ev.update(fields)
         self.events.append(ev)
 
@@ -177,8 +271,15 @@ def _pick(r: float, probs: Iterable[float]) -> int:
 
 
 # --- the generator -------------------------------------------------------------------------------------------
-def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, days: int = 270,
-             duplicate_rate: float = 0.01, late_rate: float = 0.02, dq_faults: bool = False) -> list[dict]:
+def generate(
+    seed: int = 7,
+    patients: int = 200,
+    end: datetime | None = None,
+    days: int = 270,
+    duplicate_rate: float = 0.01,
+    late_rate: float = 0.02,
+    dq_faults: bool = False,
+) -> list[dict]:
     """Events of a simulated CAR-T programme over [end - days, end], as contract-v1 dicts in recorded_at order.
 
     `end` defaults to now (UTC, truncated to the minute); a naive `end` is taken as UTC. Nothing occurs or is
@@ -201,24 +302,60 @@ def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, da
         launch = sim.at(spec["launch"])
         product_launch[p] = launch
         hcp_mat, pat_mat = f"MAT-HCP-{p}", f"MAT-PAT-{p}"
-        emit("material_version_released", launch, p, PROGRAMME_SITE_ID, "mah-rmm",
-             {"material_id": hcp_mat, "version": 1, "sections": list(HCP_SECTIONS_V1)})
-        emit("material_version_released", launch + 2 * HOUR, p, PROGRAMME_SITE_ID, "mah-rmm",
-             {"material_id": pat_mat, "version": 1, "sections": list(PATIENT_SECTIONS_V1)})
+        emit(
+            "material_version_released",
+            launch,
+            p,
+            PROGRAMME_SITE_ID,
+            "mah-rmm",
+            {"material_id": hcp_mat, "version": 1, "sections": list(HCP_SECTIONS_V1)},
+        )
+        emit(
+            "material_version_released",
+            launch + 2 * HOUR,
+            p,
+            PROGRAMME_SITE_ID,
+            "mah-rmm",
+            {"material_id": pat_mat, "version": 1, "sections": list(PATIENT_SECTIONS_V1)},
+        )
         if spec["safety"] is not None:
             frac, sections, summary = spec["safety"]
-            emit("safety_information_updated", sim.at(frac) + int(r() * DAY), p, PROGRAMME_SITE_ID, "mah-pv",
-                 {"sections": list(sections), "summary": summary})
+            emit(
+                "safety_information_updated",
+                sim.at(frac) + int(r() * DAY),
+                p,
+                PROGRAMME_SITE_ID,
+                "mah-pv",
+                {"sections": list(sections), "summary": summary},
+            )
         v2 = None
         if spec["v2"] is not None:
             v2 = sim.at(spec["v2"]) + int(r() * 2 * DAY)
             extra = spec["safety"][1] if spec["safety"] else []
-            emit("material_version_released", v2, p, PROGRAMME_SITE_ID, "mah-rmm",
-                 {"material_id": hcp_mat, "version": 2,
-                  "sections": HCP_SECTIONS_V1 + [s for s in extra if s not in HCP_SECTIONS_V1]})
-            emit("material_version_released", v2 + 3 * HOUR, p, PROGRAMME_SITE_ID, "mah-rmm",
-                 {"material_id": pat_mat, "version": 2,
-                  "sections": PATIENT_SECTIONS_V1 + ["secondary_malignancy" if p != "BCM-07" else "neuro_symptoms"]})
+            emit(
+                "material_version_released",
+                v2,
+                p,
+                PROGRAMME_SITE_ID,
+                "mah-rmm",
+                {
+                    "material_id": hcp_mat,
+                    "version": 2,
+                    "sections": HCP_SECTIONS_V1 + [s for s in extra if s not in HCP_SECTIONS_V1],
+                },
+            )
+            emit(
+                "material_version_released",
+                v2 + 3 * HOUR,
+                p,
+                PROGRAMME_SITE_ID,
+                "mah-rmm",
+                {
+                    "material_id": pat_mat,
+                    "version": 2,
+                    "sections": PATIENT_SECTIONS_V1 + ["secondary_malignancy" if p != "BCM-07" else "neuro_symptoms"],
+                },
+            )
         product_v2[p] = v2
 
     def version_at(p: str, t: int) -> int:
@@ -233,9 +370,11 @@ def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, da
         city = _EXTRA_CITIES[k] if k < c else f"CN{k // c}{_EXTRA_CITIES[k % c]}"
         sid = f"{city}-{k + 9:02d}"
         prods = ("CTX-19", "BCM-07") if k % 3 else ("CTX-19",)
-        sites.append([sid, f"{city} Regional Cell Therapy Centre {k + 9} (simulated)", 1.0, prods, 0.05 + 0.45 * (k % 10) / 10])
+        sites.append(
+            [sid, f"{city} Regional Cell Therapy Centre {k + 9} (simulated)", 1.0, prods, 0.05 + 0.45 * (k % 10) / 10]
+        )
 
-    site_prod: dict[tuple[str, str], dict] = {}   # (site, product) -> reg, cert, first_ok, hcp candidates
+    site_prod: dict[tuple[str, str], dict] = {}  # (site, product) -> reg, cert, first_ok, hcp candidates
     suspension = (sim.at(0.68), sim.at(0.76))
     for sid, name, _w, prods, act in sites:
         for p in prods:
@@ -243,13 +382,31 @@ def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, da
             cert = reg + int((4 + 6 * r()) * DAY)
             site_prod[(sid, p)] = {"reg": reg, "cert": cert, "first_ok": cert + 7 * DAY, "cands": []}
             emit("site_registered", reg, p, sid, "site-portal", {"name": name, "country": "CN"})
-            emit("site_certification_changed", cert, p, sid, "site-portal",
-                 {"status": "certified", "scope": list(_SCOPE)})
+            emit(
+                "site_certification_changed",
+                cert,
+                p,
+                sid,
+                "site-portal",
+                {"status": "certified", "scope": list(_SCOPE)},
+            )
             if sid == "XA-08":
-                emit("site_certification_changed", suspension[0], p, sid, "site-portal",
-                     {"status": "suspended", "scope": list(_SCOPE)})
-                emit("site_certification_changed", suspension[1], p, sid, "site-portal",
-                     {"status": "certified", "scope": list(_SCOPE)})
+                emit(
+                    "site_certification_changed",
+                    suspension[0],
+                    p,
+                    sid,
+                    "site-portal",
+                    {"status": "suspended", "scope": list(_SCOPE)},
+                )
+                emit(
+                    "site_certification_changed",
+                    suspension[1],
+                    p,
+                    sid,
+                    "site-portal",
+                    {"status": "certified", "scope": list(_SCOPE)},
+                )
             # tocilizumab stock, reported every few days from just before certification
             t = cert - DAY
             weak_stock = sid == "XA-08"
@@ -275,8 +432,14 @@ def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, da
             fail = fail_forced or r() < fail_p
             v = version_at(p, t)
             score = int(55 + 24 * r()) if fail else int(80 + 20.99 * r())
-            emit("training_completed", t, p, sid, "lms",
-                 {"hcp_id": hcp, "material_id": mat, "material_version": v, "score": score, "passed": not fail})
+            emit(
+                "training_completed",
+                t,
+                p,
+                sid,
+                "lms",
+                {"hcp_id": hcp, "material_id": mat, "material_version": v, "score": score, "passed": not fail},
+            )
             if not fail:
                 return t
             if fail_forced:
@@ -296,10 +459,12 @@ def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, da
         # a new nurse joins mid-programme at every site (trained before she infuses, except at WH-04)
         staff.append((f"HCP-{scode}-RN{20:02d}", "infusion_nurse", sim.at(0.25 + 0.5 * r()), None))
         if sid == "WH-04":
-            staff += [(f"HCP-{scode}-RN21", "infusion_nurse", sim.at(0.30), "never"),
-                      (f"HCP-{scode}-RN22", "infusion_nurse", sim.at(0.36), "fail_late"),
-                      (f"HCP-{scode}-MD21", "prescriber", sim.at(0.42), "late"),
-                      (f"HCP-{scode}-RN23", "infusion_nurse", sim.at(0.50), "late")]
+            staff += [
+                (f"HCP-{scode}-RN21", "infusion_nurse", sim.at(0.30), "never"),
+                (f"HCP-{scode}-RN22", "infusion_nurse", sim.at(0.36), "fail_late"),
+                (f"HCP-{scode}-MD21", "prescriber", sim.at(0.42), "late"),
+                (f"HCP-{scode}-RN23", "infusion_nurse", sim.at(0.50), "late"),
+            ]
         weak_training = sid == "WH-04"
         for p in prods:
             sp = site_prod[(sid, p)]
@@ -350,8 +515,12 @@ def generate(seed: int = 7, patients: int = 200, end: datetime | None = None, da
         win0 = sim.at(0.42)
         for i in idx[:4]:  # NJ-07's thawing errors
             forced[i] = ("CTX-19", "NJ-07", win0 + int(r() * 0.15 * sim.span), "thawing")
-        forced[idx[4]] = ("CTX-19", "XA-08", suspension[0] + int((0.1 + 0.6 * r()) * (suspension[1] - suspension[0])),
-                          "suspended")
+        forced[idx[4]] = (
+            "CTX-19",
+            "XA-08",
+            suspension[0] + int((0.1 + 0.6 * r()) * (suspension[1] - suspension[0])),
+            "suspended",
+        )
         for i in idx[5:]:  # CD-05 has CRS episodes reaching grade 2 to be slow on
             lo = site_prod[("CD-05", "CTX-19")]["first_ok"]
             forced[i] = ("CTX-19", "CD-05", lo + int(r() * max(0, sim.end - 10 * DAY - lo)), "crs2")
@@ -434,8 +603,17 @@ def _format_times(events: list[dict]) -> None:
             ev["due_at"] = (get(d) or day(d)) + tod[s]
 
 
-def _patient(sim: _Sim, p: str, sid: str, no: int, t_inf: int, why: Optional[str], sp: dict, version_at,
-             thaw_window: tuple[int, int]) -> None:
+def _patient(
+    sim: _Sim,
+    p: str,
+    sid: str,
+    no: int,
+    t_inf: int,
+    why: Optional[str],
+    sp: dict,
+    version_at,
+    thaw_window: tuple[int, int],
+) -> None:
     """All events of one patient: education, product chain, infusion, card, AEs, reports, LTFU."""
     rng = sim.rng
     r = rng.random
@@ -455,17 +633,30 @@ def _patient(sim: _Sim, p: str, sid: str, no: int, t_inf: int, why: Optional[str
     else:
         t_edu = None
     if t_edu is not None:
-        emit("patient_education_completed", t_edu, p, sid, "site-portal",
-             {"patient_ref": ref, "material_id": f"MAT-PAT-{p}", "material_version": version_at(p, t_edu)})
+        emit(
+            "patient_education_completed",
+            t_edu,
+            p,
+            sid,
+            "site-portal",
+            {"patient_ref": ref, "material_id": f"MAT-PAT-{p}", "material_version": version_at(p, t_edu)},
+        )
 
     # product chain
     t_recv = t_inf - int((1 + 9 * r()) * DAY) - int(r() * 8 * HOUR)
-    emit("product_received", t_recv, p, sid, "coi-platform",
-         {"patient_ref": ref, "lot_id": lot, "coi_verified": r() >= 0.003, "temperature_excursion": r() < 0.006})
+    emit(
+        "product_received",
+        t_recv,
+        p,
+        sid,
+        "coi-platform",
+        {"patient_ref": ref, "lot_id": lot, "coi_verified": r() >= 0.003, "temperature_excursion": r() < 0.006},
+    )
     if r() < 0.015 and why is None:
         return  # patient deteriorated before infusion: product received, never infused
-    thaw_error = why == "thawing" or (sid == "NJ-07" and p == "CTX-19" and thaw_window[0] <= t_inf < thaw_window[1]
-                                      and r() < 0.4)
+    thaw_error = why == "thawing" or (
+        sid == "NJ-07" and p == "CTX-19" and thaw_window[0] <= t_inf < thaw_window[1] and r() < 0.4
+    )
     t_thaw = t_inf - (int((100 + 100 * r()) * MIN) if thaw_error else int((20 + 40 * r()) * MIN))
     emit("product_thawed", t_thaw, p, sid, "coi-platform", {"patient_ref": ref, "lot_id": lot})
 
@@ -483,21 +674,38 @@ def _patient(sim: _Sim, p: str, sid: str, no: int, t_inf: int, why: Optional[str
         want = "infusion_nurse" if r() < 0.85 else "prescriber"
         pool = [c for c in normal if c[2] == want] or normal
         hcp = pool[int(r() * len(pool))][1]
-    emit("infusion_administered", t_inf, p, sid, "coi-platform",
-         {"patient_ref": ref, "lot_id": lot, "hcp_id": hcp, "dose_within_spec": r() >= 0.005})
+    emit(
+        "infusion_administered",
+        t_inf,
+        p,
+        sid,
+        "coi-platform",
+        {"patient_ref": ref, "lot_id": lot, "hcp_id": hcp, "dose_within_spec": r() >= 0.005},
+    )
 
     # alert card
     if sid == "GZ-03":
         x = r()
-        t_card = (None if x < 0.11 else t_inf + int((26 + 120 * r()) * HOUR) if x < 0.43
-                  else t_inf + int((0.5 + 20 * r()) * HOUR))
+        t_card = (
+            None
+            if x < 0.11
+            else t_inf + int((26 + 120 * r()) * HOUR)
+            if x < 0.43
+            else t_inf + int((0.5 + 20 * r()) * HOUR)
+        )
         y = r()
         card_lot = None if y < 0.15 else f"LOT-{pcode}-{240000 + no + 1}" if y < 0.23 else lot
     else:
         x = r()
-        t_card = (None if x < 0.015 else t_inf + int((25 + 40 * r()) * HOUR) if x < 0.035
-                  else t_inf - int((1 + 20 * r()) * HOUR) if x < 0.12
-                  else t_inf + int(min(rng.lognormvariate(math.log(3.0), 0.9), 22.0) * HOUR) + int(r() * 30 * MIN))
+        t_card = (
+            None
+            if x < 0.015
+            else t_inf + int((25 + 40 * r()) * HOUR)
+            if x < 0.035
+            else t_inf - int((1 + 20 * r()) * HOUR)
+            if x < 0.12
+            else t_inf + int(min(rng.lognormvariate(math.log(3.0), 0.9), 22.0) * HOUR) + int(r() * 30 * MIN)
+        )
         y = r()
         card_lot = None if y < 0.005 else f"LOT-{pcode}-{240000 + no - 1}" if y < 0.01 else lot
     if t_card is not None:
@@ -543,8 +751,9 @@ def _patient(sim: _Sim, p: str, sid: str, no: int, t_inf: int, why: Optional[str
     if r() < 0.01:
         t0 = t_inf + int((5 + 15 * r()) * DAY)
         g = 5 if r() < 0.15 else 3 + int(r() * 2)
-        aes.append(["HLH", [(t0, 3)] + ([(t0 + int((2 + 6 * r()) * DAY), g)] if g > 3 else []), True, None,
-                    False, "CTCAE"])
+        aes.append(
+            ["HLH", [(t0, 3)] + ([(t0 + int((2 + 6 * r()) * DAY), g)] if g > 3 else []), True, None, False, "CTCAE"]
+        )
     if r() < 0.45:  # early cytopenia after lymphodepletion, grade 3-4, recovering
         t0 = t_inf + int((1 + 10 * r()) * DAY)
         g = 3 if r() < 0.55 else 4
@@ -564,11 +773,18 @@ def _patient(sim: _Sim, p: str, sid: str, no: int, t_inf: int, why: Optional[str
                 traj.append((traj[-1][0] + int((3 + 11 * r()) * DAY), 1))
             aes.append(["infection", traj, g >= 3, None, False, "CTCAE"])
     if r() < (0.2 if p == "BCM-07" else 0.08):
-        aes.append(["hypogammaglobulinaemia", [(t_inf + int((30 + 150 * r()) * DAY), 2)], False, None, False,
-                    "CTCAE"])
+        aes.append(["hypogammaglobulinaemia", [(t_inf + int((30 + 150 * r()) * DAY), 2)], False, None, False, "CTCAE"])
     if r() < 0.003:
-        aes.append(["secondary_malignancy", [(t_inf + int((90 + 200 * r()) * DAY), 3 + int(r() * 2))], True, None,
-                    False, "CTCAE"])
+        aes.append(
+            [
+                "secondary_malignancy",
+                [(t_inf + int((90 + 200 * r()) * DAY), 3 + int(r() * 2))],
+                True,
+                None,
+                False,
+                "CTCAE",
+            ]
+        )
     # medication errors / step-related events
     if thaw_error:
         t0 = t_inf + int((15 + 120 * r()) * MIN)
@@ -591,14 +807,28 @@ def _patient(sim: _Sim, p: str, sid: str, no: int, t_inf: int, why: Optional[str
         peak = max(g for _, g in traj)
         serious = serious or peak >= 4
         t0, g0 = traj[0]
-        onset = {"ae_id": ae_id, "patient_ref": ref, "term": term, "grade": g0, "serious": serious,
-                 "medication_error": med_err, "grading_scale": scale}
+        onset = {
+            "ae_id": ae_id,
+            "patient_ref": ref,
+            "term": term,
+            "grade": g0,
+            "serious": serious,
+            "medication_error": med_err,
+            "grading_scale": scale,
+        }
         if step is not None:
             onset["related_step"] = step
         emit("ae_onset", t0, p, sid, "safety-db", onset, ae=True)
         for t, g in traj[1:]:
-            emit("ae_grade_changed", t, p, sid, "safety-db",
-                 {"ae_id": ae_id, "patient_ref": ref, "grade": g, "grading_scale": scale}, ae=True)
+            emit(
+                "ae_grade_changed",
+                t,
+                p,
+                sid,
+                "safety-db",
+                {"ae_id": ae_id, "patient_ref": ref, "grade": g, "grading_scale": scale},
+                ae=True,
+            )
         if term == "CRS":
             _tocilizumab(sim, p, sid, ref, ae_id, traj, death)
         _report(sim, p, sid, ref, ae_id, lot, traj, serious, strong)
@@ -613,14 +843,21 @@ def _patient(sim: _Sim, p: str, sid: str, no: int, t_inf: int, why: Optional[str
         if r() < ltfu_missed:
             emit("ltfu_visit", due + 30 * DAY, p, sid, "ltfu-registry", {**fields, "status": "missed"})
             if r() < 0.3:  # the patient came after all; the registry supersedes the "missed"
-                emit("ltfu_visit", due + int((31 + 30 * r()) * DAY), p, sid, "ltfu-registry",
-                     {**fields, "status": "done"})
+                emit(
+                    "ltfu_visit",
+                    due + int((31 + 30 * r()) * DAY),
+                    p,
+                    sid,
+                    "ltfu-registry",
+                    {**fields, "status": "done"},
+                )
         else:
             emit("ltfu_visit", due + int((-5 + 15 * r()) * DAY), p, sid, "ltfu-registry", {**fields, "status": "done"})
 
 
-def _tocilizumab(sim: _Sim, p: str, sid: str, ref: str, ae_id: str, traj: list[tuple[int, int]],
-                 death: Optional[int]) -> None:
+def _tocilizumab(
+    sim: _Sim, p: str, sid: str, ref: str, ae_id: str, traj: list[tuple[int, int]], death: Optional[int]
+) -> None:
     rng = sim.rng
     r = rng.random
     t0 = traj[0][0]
@@ -647,8 +884,17 @@ def _tocilizumab(sim: _Sim, p: str, sid: str, ref: str, ae_id: str, traj: list[t
         sim.emit("tocilizumab_administered", t, p, sid, "site-ehr", {"patient_ref": ref, "ae_id": emit_id})
 
 
-def _report(sim: _Sim, p: str, sid: str, ref: str, ae_id: str, lot: str, traj: list[tuple[int, int]],
-            serious: bool, strong: bool) -> None:
+def _report(
+    sim: _Sim,
+    p: str,
+    sid: str,
+    ref: str,
+    ae_id: str,
+    lot: str,
+    traj: list[tuple[int, int]],
+    serious: bool,
+    strong: bool,
+) -> None:
     """MAH awareness (day 0) and the regulatory report(s) of one AE."""
     rng = sim.rng
     r = rng.random
@@ -690,22 +936,29 @@ def _report(sim: _Sim, p: str, sid: str, ref: str, ae_id: str, lot: str, traj: l
     fields = {"ae_id": ae_id, "patient_ref": ref, "regulator": regulator, "report_kind": kind, "lot_id": rep_lot}
     sim.emit("ae_reported", rep, p, sid, "safety-db", fields, ae=True)
     if serious and r() < 0.3:  # follow-up report
-        sim.emit("ae_reported", rep + int((3 + 27 * r()) * DAY), p, sid, "safety-db",
-                 {**fields, "lot_id": lot if rep_lot is None and r() < 0.5 else rep_lot}, ae=True)
+        sim.emit(
+            "ae_reported",
+            rep + int((3 + 27 * r()) * DAY),
+            p,
+            sid,
+            "safety-db",
+            {**fields, "lot_id": lot if rep_lot is None and r() < 0.5 else rep_lot},
+            ae=True,
+        )
 
 
 # --- seeded data-quality problems (generate(dq_faults=True)) ---------------------------------------------------
 # Each passes the contract (schema-valid) and is caught by the named expectation of expectations/<suite>.json.
 DQ_FAULTS: dict[str, str] = {
     "WH-04": "an agency nurse (HCP-WH04-AG01) never registered at the site infuses two patients "
-             "-> infusion_administered.hcp_registered_at_site",
+    "-> infusion_administered.hcp_registered_at_site",
     "XA-08": "a product receipt booked under SH-01 instead of XA-08 (the infused lot was never received at "
-             "XA-08) -> infusion_administered.lot_received_at_site; a stock report from the mistyped site id "
-             "XA-8 -> site_events.site_registered",
+    "XA-08) -> infusion_administered.lot_received_at_site; a stock report from the mistyped site id "
+    "XA-8 -> site_events.site_registered",
     "HZ-06": "two reported AEs whose awareness (day 0) never reached the MAH's feed -> ae_reported.ae_has_awareness",
     "GZ-03": "a clock-skewed site portal: two alert cards recorded before they occurred, one of them 3 days "
-             "ahead -> events.recorded_at_not_before_occurred_at, events.occurred_at_not_in_future; and about "
-             "1 % of all events re-sent by its portal under new event_ids -> events.duplicate_facts_rate_below_0_1_percent",
+    "ahead -> events.recorded_at_not_before_occurred_at, events.occurred_at_not_in_future; and about "
+    "1 % of all events re-sent by its portal under new event_ids -> events.duplicate_facts_rate_below_0_1_percent",
 }
 
 
@@ -717,6 +970,7 @@ def _iso_add(ts: str, seconds: int) -> str:
 def _seed_dq_faults(events: list[dict]) -> None:
     """Apply DQ_FAULTS in place to formatted events (before duplicates are added). Picks by list position, not
     from the random stream, so the rest of the programme stays as without faults."""
+
     def at(site: str, etype: str) -> list[dict]:
         return [e for e in events if e["site_id"] == site and e["event_type"] == etype]
 
@@ -735,7 +989,7 @@ def _seed_dq_faults(events: list[dict]) -> None:
     gz = [e for e in events if e["site_id"] == "GZ-03"]
     n_resent = max(1, len(events) // 100)
     last = max(e["recorded_at"] for e in events)  # nothing is recorded after the programme's end
-    for k, e in enumerate(gz[::max(1, len(gz) // n_resent)][:n_resent]):
+    for k, e in enumerate(gz[:: max(1, len(gz) // n_resent)][:n_resent]):
         copy = {**e, "event_id": f"dqfault-resend-{k:05d}", "recorded_at": min(last, _iso_add(e["recorded_at"], HOUR))}
         for key in ("scope", "sections"):
             if key in copy:

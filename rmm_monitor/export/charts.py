@@ -1,4 +1,5 @@
 """Matplotlib charts of the quarterly report, as PNG bytes (no timestamps in them, so re-runs are identical)."""
+
 from __future__ import annotations
 
 import io
@@ -59,8 +60,11 @@ def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) 
     marker = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(products)}
     x_of = {m: i for i, m in enumerate(months)}
     for p in products:
-        pts = [(x_of[r["month"]], r["value"]) for r in trend if r["product"] == p and r["month"] in x_of
-               and r["value"] is not None]
+        pts = [
+            (x_of[r["month"]], r["value"])
+            for r in trend
+            if r["product"] == p and r["month"] in x_of and r["value"] is not None
+        ]
         if pts:
             xs, ys = zip(*pts)
             left.plot(xs, ys, marker="o", ms=3, lw=1.4, color=colour[p], label=p)
@@ -88,21 +92,44 @@ def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) 
             if not kpi.zero_tolerance and 0 < th < 1:
                 ns = np.geomspace(1, max(n_max * 1.6, 12), 60)
                 right.plot(ns, _breach_limit(th, kpi.direction, ns), ls=":", lw=0.9, color="#c00000")
-        right.vlines([r["denominator"] for r in points], [r["ci_low"] for r in points],
-                     [r["ci_high"] for r in points], colors="#909090", lw=0.5, zorder=1)
+        right.vlines(
+            [r["denominator"] for r in points],
+            [r["ci_low"] for r in points],
+            [r["ci_high"] for r in points],
+            colors="#909090",
+            lw=0.5,
+            zorder=1,
+        )
         for p in products:
             mine = [r for r in points if r["product"] == p]
             if mine:
-                right.scatter([r["denominator"] for r in mine], [r["value"] for r in mine], s=9,
-                              marker=marker[p], c=[STATUS_COLOURS.get(r["status"], "#a6a6a6") for r in mine],
-                              linewidths=0, zorder=2)
+                right.scatter(
+                    [r["denominator"] for r in mine],
+                    [r["value"] for r in mine],
+                    s=9,
+                    marker=marker[p],
+                    c=[STATUS_COLOURS.get(r["status"], "#a6a6a6") for r in mine],
+                    linewidths=0,
+                    zorder=2,
+                )
         ring = [r for r in points if r["status"] == "breach"]
         if ring:  # breach sites stand out even where points crowd; the report's table names each of them
-            right.scatter([r["denominator"] for r in ring], [r["value"] for r in ring], s=30, facecolors="none",
-                          edgecolors=STATUS_COLOURS["breach"], linewidths=0.8, zorder=3)
+            right.scatter(
+                [r["denominator"] for r in ring],
+                [r["value"] for r in ring],
+                s=30,
+                facecolors="none",
+                edgecolors=STATUS_COLOURS["breach"],
+                linewidths=0.8,
+                zorder=3,
+            )
         counts = {s: sum(1 for r in site_rows if r["status"] == s) for s in STATUS_COLOURS}
-        right.set_xlabel("units per site (n, log scale)\n" + f"{len(site_rows)} site rows: " +
-                         ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n), fontsize=7)
+        right.set_xlabel(
+            "units per site (n, log scale)\n"
+            + f"{len(site_rows)} site rows: "
+            + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n),
+            fontsize=7,
+        )
         values = [r["value"] for r in points] + [r["threshold"] for r in points]
         pad = max(0.02, 0.08 * (max(values) - min(values)))
         right.set_ylim(max(-0.02, min(values) - pad), min(1.0, max(values)) + min(pad, 0.02))
@@ -138,9 +165,16 @@ def status_overview(rows: list[dict], titles: dict[str, str]) -> Optional[bytes]
         y = kpis.index(r["kpi"]) + offset[r["product"]]
         ax.plot([r["threshold"]], [y], marker="|", ms=7, color="#404040")
         if r["value"] is not None:
-            ax.errorbar(r["value"], y, xerr=[[r["value"] - r["ci_low"]], [r["ci_high"] - r["value"]]],
-                        fmt=markers[r["product"]], color=STATUS_COLOURS.get(r["status"], "#a6a6a6"), ms=3.5,
-                        capsize=1.5, lw=0.9)
+            ax.errorbar(
+                r["value"],
+                y,
+                xerr=[[r["value"] - r["ci_low"]], [r["ci_high"] - r["value"]]],
+                fmt=markers[r["product"]],
+                color=STATUS_COLOURS.get(r["status"], "#a6a6a6"),
+                ms=3.5,
+                capsize=1.5,
+                lw=0.9,
+            )
     for p in products:
         ax.plot([], [], markers[p], color="#404040", ms=3.5, label=p)
     ax.set_yticks(range(len(kpis)))
@@ -150,7 +184,10 @@ def status_overview(rows: list[dict], titles: dict[str, str]) -> Optional[bytes]
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.grid(axis="x", lw=0.3)
     ax.legend(loc="lower left", fontsize=7, frameon=True, ncol=len(products))
-    ax.set_title("All KPIs this quarter: value and 95% CI per product; | = threshold\n"
-                 "green ok, amber warning, red breach, grey insufficient data", fontsize=8)
+    ax.set_title(
+        "All KPIs this quarter: value and 95% CI per product; | = threshold\n"
+        "green ok, amber warning, red breach, grey insufficient data",
+        fontsize=8,
+    )
     fig.tight_layout()
     return _png(fig)

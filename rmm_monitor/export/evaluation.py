@@ -11,6 +11,7 @@ process when the file allows it; DuckDB computes their per-row facts and GX chec
 the charts (one point per site, not a bar and a label each) are drawn in worker processes, each KPI's from the
 moment its figures are in; the tables are written meanwhile (units.parquet on a thread: Arrow releases the GIL).
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,25 +31,42 @@ import pyarrow.parquet as pq
 
 from rmm_monitor import __version__
 from rmm_monitor.core.errors import ConfigError
-from rmm_monitor.kpi import Kpi, catalog_hash, load_catalog
-from .sources import UNIT_SCHEMA, canonical_json
 from rmm_monitor.core.periods import Period, iso, parse_period, previous_quarter
+from rmm_monitor.kpi import Kpi, catalog_hash, load_catalog
 
-KPI_COLUMNS = ("kpi", "period", "product", "site_id", "numerator", "denominator", "value", "ci_low", "ci_high",
-               "threshold", "direction", "min_n", "status", "pending", "stats")
+from .sources import UNIT_SCHEMA, canonical_json
+
+KPI_COLUMNS = (
+    "kpi",
+    "period",
+    "product",
+    "site_id",
+    "numerator",
+    "denominator",
+    "value",
+    "ci_low",
+    "ci_high",
+    "threshold",
+    "direction",
+    "min_n",
+    "status",
+    "pending",
+    "stats",
+)
 FILES = ("kpis.xlsx", "kpis.csv", "kpis.parquet", "units.parquet", "report.html", "report.pdf")
 
 
 @dataclass
 class Snapshot:
     """Everything the export shows, as of one time."""
+
     quarter: Period
     as_of: datetime
     catalog: tuple[Kpi, ...]
-    rows: list[dict]              # this quarter, programme (site_id null) and per-site rows
-    previous: list[dict]          # previous quarter, per product
-    units: pa.Table               # UNIT_SCHEMA, sorted by kpi, product, site, anchor, unit
-    trend: list[dict]             # monthly, the 12 months up to the quarter's end
+    rows: list[dict]  # this quarter, programme (site_id null) and per-site rows
+    previous: list[dict]  # previous quarter, per product
+    units: pa.Table  # UNIT_SCHEMA, sorted by kpi, product, site, anchor, unit
+    trend: list[dict]  # monthly, the 12 months up to the quarter's end
     counts_by_topic: dict[str, int]
     alerts: list[dict]
     cases: list[dict]
@@ -85,9 +103,14 @@ def trend_months(per: Period) -> Period:
     return Period("trend", datetime(first.year, first.month, 1, tzinfo=timezone.utc), per.end)
 
 
-def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None],
-           on_kpis: Optional[Callable[[Snapshot], None]] = None,
-           on_figures: Optional[Callable[[Kpi, Period, list[dict], list[dict]], None]] = None) -> Snapshot:
+def gather(
+    source,
+    quarter: str,
+    as_of: datetime,
+    progress: Callable[[str], None],
+    on_kpis: Optional[Callable[[Snapshot], None]] = None,
+    on_figures: Optional[Callable[[Kpi, Period, list[dict], list[dict]], None]] = None,
+) -> Snapshot:
     """`on_figures(kpi, quarter, trend, rows)` gets each KPI's trend months and rows of the quarter as soon as
     they are in (before the next KPI's queries); `on_kpis` gets the snapshot as soon as all KPI figures are in,
     before the data-quality suites (still running beside them) are; their rows are filled in after."""
@@ -119,11 +142,20 @@ def gather(source, quarter: str, as_of: datetime, progress: Callable[[str], None
             progress(f"units {i}/{len(catalog)}: {kpi.id} ({got.units.num_rows})")
         progress("event counts, alerts and review cases")
         extras = source.extras(as_of)
-        snap = Snapshot(quarter=per, as_of=as_of, catalog=catalog, rows=rows, previous=previous,
-                        units=pa.concat_tables([units[k] for k in sorted(units)]) if units
-                        else UNIT_SCHEMA.empty_table(),
-                        trend=trend, counts_by_topic=dict(sorted(extras["counts_by_topic"].items())),
-                        alerts=extras["alerts"], cases=extras["cases"], dq=[], source=source.where)
+        snap = Snapshot(
+            quarter=per,
+            as_of=as_of,
+            catalog=catalog,
+            rows=rows,
+            previous=previous,
+            units=pa.concat_tables([units[k] for k in sorted(units)]) if units else UNIT_SCHEMA.empty_table(),
+            trend=trend,
+            counts_by_topic=dict(sorted(extras["counts_by_topic"].items())),
+            alerts=extras["alerts"],
+            cases=extras["cases"],
+            dq=[],
+            source=source.where,
+        )
         if on_kpis is not None:
             on_kpis(snap)
         progress("waiting for the data-quality suites")
@@ -147,11 +179,25 @@ def write_csv(snap: Snapshot, path: Path) -> None:
     path.write_text(buf.getvalue(), encoding="utf-8")
 
 
-_KPI_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string()), ("product", pa.string()),
-                         ("site_id", pa.string()), ("numerator", pa.int64()), ("denominator", pa.int64()),
-                         ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
-                         ("threshold", pa.float64()), ("direction", pa.string()), ("min_n", pa.int64()),
-                         ("status", pa.string()), ("pending", pa.int64()), ("stats", pa.string())])
+_KPI_SCHEMA = pa.schema(
+    [
+        ("kpi", pa.string()),
+        ("period", pa.string()),
+        ("product", pa.string()),
+        ("site_id", pa.string()),
+        ("numerator", pa.int64()),
+        ("denominator", pa.int64()),
+        ("value", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("threshold", pa.float64()),
+        ("direction", pa.string()),
+        ("min_n", pa.int64()),
+        ("status", pa.string()),
+        ("pending", pa.int64()),
+        ("stats", pa.string()),
+    ]
+)
 
 
 _ROW_GROUP = 1024 * 1024  # pyarrow's default
@@ -161,8 +207,7 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     """No pandas metadata, fixed writer options: the bytes depend on the rows only. Written one row group at a
     time, each made contiguous (chunk boundaries could move page boundaries): the same bytes as one
     pq.write_table of the whole table, without a second in-memory copy of millions of units."""
-    with pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=True,
-                          store_schema=False) as writer:
+    with pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=True, store_schema=False) as writer:
         for start in range(0, max(table.num_rows, 1), _ROW_GROUP):
             writer.write_table(table.slice(start, _ROW_GROUP).combine_chunks())
 
@@ -195,9 +240,13 @@ def write_manifest(snap: Snapshot, out: Path) -> dict:
         "events_total": sum(snap.counts_by_topic.values()),
         "kpi_rows": len(snap.rows),
         "units": snap.units.num_rows,
-        "data_quality": {"expectations": len(snap.dq), "failed": sorted(dq_failed),
-                         "critical_failed": sorted(f"{r['suite']}.{r['expectation']}" for r in snap.dq
-                                                   if not r["success"] and r["critical"])},
+        "data_quality": {
+            "expectations": len(snap.dq),
+            "failed": sorted(dq_failed),
+            "critical_failed": sorted(
+                f"{r['suite']}.{r['expectation']}" for r in snap.dq if not r["success"] and r["critical"]
+            ),
+        },
         "files": {name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size} for name in FILES},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -205,8 +254,8 @@ def write_manifest(snap: Snapshot, out: Path) -> dict:
 
 
 def export(source, quarter: str, out_dir: Path, as_of: datetime, progress: Callable[[str], None]) -> dict:
-    from .xlsx import write_xlsx
     from .report import Charts, write_reports
+    from .xlsx import write_xlsx
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # each KPI's chart is drawn (in a worker process) while the next KPI's queries run; closed whatever happens

@@ -3,6 +3,7 @@
 The content is built once as a list of blocks (heading, paragraph, table, image) and rendered twice: to one
 self-contained HTML file (charts inlined) and to a PDF with reportlab (pure PyPI, no browser or office suite
 needed). Both carry only the as-of time, never the time they were written."""
+
 from __future__ import annotations
 
 import base64
@@ -18,39 +19,63 @@ from typing import Callable, Optional
 
 from rmm_monitor import __version__
 from rmm_monitor.core.fmt import pct as _pct
-from rmm_monitor.kpi import catalog_hash
-from .charts import kpi_chart, status_overview
 from rmm_monitor.core.periods import iso
+from rmm_monitor.kpi import catalog_hash
+
+from .charts import kpi_chart, status_overview
 
 # The aRMMs of the CAR-T guideline, in the order regulators read them, and the catalog `armm` values under each.
 SECTIONS = [
-    ("Centre certification", ("centre certification",),
-     "Treatment centres are assessed and certified before they infuse; infusions at a centre without a valid "
-     "certification are a zero-tolerance failure."),
-    ("HCP education and training effectiveness", ("HCP training",),
-     "Doctors and nurses are trained on the current educational material before they treat; first-attempt pass "
-     "rates measure whether the material teaches effectively."),
-    ("Patient education", ("patient education",),
-     "Patients (and carers) receive the patient guide before their first infusion."),
-    ("Patient alert card", ("patient alert card",),
-     "Every treated patient carries an alert card with the product lot, issued around the first infusion."),
-    ("Traceability and product quality", ("traceability", "product quality"),
-     "Chain of identity, cold chain and dose are checked at the centre; every adverse event can be traced to a lot."),
-    ("CRS management", ("CRS management",),
-     "Tocilizumab is on site at every infusion and given promptly once CRS reaches grade 2; severe CRS stays "
-     "within the label's reference rate."),
-    ("Neurotoxicity management", ("neurotoxicity management",),
-     "Severe ICANS stays within the label's reference rate."),
-    ("Adverse event reporting", ("AE reporting",),
-     "Adverse events reach the regulator within the legal deadlines (counted from the MAH's awareness)."),
-    ("Long-term follow-up", ("LTFU",),
-     "Patients stay in long-term follow-up; scheduled visits are done."),
+    (
+        "Centre certification",
+        ("centre certification",),
+        "Treatment centres are assessed and certified before they infuse; infusions at a centre without a valid "
+        "certification are a zero-tolerance failure.",
+    ),
+    (
+        "HCP education and training effectiveness",
+        ("HCP training",),
+        "Doctors and nurses are trained on the current educational material before they treat; first-attempt pass "
+        "rates measure whether the material teaches effectively.",
+    ),
+    (
+        "Patient education",
+        ("patient education",),
+        "Patients (and carers) receive the patient guide before their first infusion.",
+    ),
+    (
+        "Patient alert card",
+        ("patient alert card",),
+        "Every treated patient carries an alert card with the product lot, issued around the first infusion.",
+    ),
+    (
+        "Traceability and product quality",
+        ("traceability", "product quality"),
+        "Chain of identity, cold chain and dose are checked at the centre; every adverse event can be traced to a lot.",
+    ),
+    (
+        "CRS management",
+        ("CRS management",),
+        "Tocilizumab is on site at every infusion and given promptly once CRS reaches grade 2; severe CRS stays "
+        "within the label's reference rate.",
+    ),
+    (
+        "Neurotoxicity management",
+        ("neurotoxicity management",),
+        "Severe ICANS stays within the label's reference rate.",
+    ),
+    (
+        "Adverse event reporting",
+        ("AE reporting",),
+        "Adverse events reach the regulator within the legal deadlines (counted from the MAH's awareness).",
+    ),
+    ("Long-term follow-up", ("LTFU",), "Patients stay in long-term follow-up; scheduled visits are done."),
 ]
 
 
 @dataclass
 class Block:
-    kind: str                      # h1 h2 h3 p table img
+    kind: str  # h1 h2 h3 p table img
     text: str = ""
     headers: tuple = ()
     rows: tuple = ()
@@ -60,7 +85,6 @@ class Block:
 
 def _ci(r) -> str:
     return "" if r["ci_low"] is None else f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}%"
-
 
 
 def months_of(quarter) -> list[str]:
@@ -83,10 +107,14 @@ def _site_blocks(kpi, sites: list[dict]) -> list[Block]:
     values = sorted(r["value"] for r in sites if r["value"] is not None)
     spread = ""
     if values:
+
         def q(f):
             return values[min(len(values) - 1, int(f * (len(values) - 1) + 0.5))]
-        spread = (f" Site values: median {_pct(q(0.5))}, 10th–90th percentile {_pct(q(0.1))}–{_pct(q(0.9))}, "
-                  f"range {_pct(values[0])}–{_pct(values[-1])}.")
+
+        spread = (
+            f" Site values: median {_pct(q(0.5))}, 10th–90th percentile {_pct(q(0.1))}–{_pct(q(0.9))}, "
+            f"range {_pct(values[0])}–{_pct(values[-1])}."
+        )
     flagged = [r for r in sites if r["status"] in ("breach", "warning")]
     lower = kpi.direction != "higher_is_better"
 
@@ -94,16 +122,40 @@ def _site_blocks(kpi, sites: list[dict]) -> list[Block]:
         edge = (r["threshold"] - r["ci_low"]) if lower else (r["ci_high"] - r["threshold"])
         return (r["status"] != "breach", edge, r["site_id"] or "", r["product"] or "")
 
-    out = [Block("p", f"Per site: {len(sites)} site rows — " +
-                      ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items())) + "." + spread +
-                      (" Sites in breach or warning, worst first:" if flagged else
-                       " No site is in breach or warning.") + " Every site: kpis.xlsx, sheet " + kpi.id[:31] + ".")]
+    out = [
+        Block(
+            "p",
+            f"Per site: {len(sites)} site rows — "
+            + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()))
+            + "."
+            + spread
+            + (" Sites in breach or warning, worst first:" if flagged else " No site is in breach or warning.")
+            + " Every site: kpis.xlsx, sheet "
+            + kpi.id[:31]
+            + ".",
+        )
+    ]
     if flagged:
-        out.append(Block("table", headers=("site", "product", "value", "95% CI", "threshold", "n", "pending",
-                                           "status"),
-                         rows=tuple((r["site_id"], r["product"], _pct(r["value"]), _ci(r), _pct(r["threshold"]),
-                                     f"{r['numerator']}/{r['denominator']}", str(r["pending"]), r["status"])
-                                    for r in sorted(flagged, key=worst_first)), status_col=7))
+        out.append(
+            Block(
+                "table",
+                headers=("site", "product", "value", "95% CI", "threshold", "n", "pending", "status"),
+                rows=tuple(
+                    (
+                        r["site_id"],
+                        r["product"],
+                        _pct(r["value"]),
+                        _ci(r),
+                        _pct(r["threshold"]),
+                        f"{r['numerator']}/{r['denominator']}",
+                        str(r["pending"]),
+                        r["status"],
+                    )
+                    for r in sorted(flagged, key=worst_first)
+                ),
+                status_col=7,
+            )
+        )
     return out
 
 
@@ -114,8 +166,9 @@ def chart_jobs(snap) -> dict[str, tuple]:
     """Every chart of the report, by KPI id (and OVERVIEW): (drawing function, *its arguments)."""
     jobs: dict[str, tuple] = {OVERVIEW: overview_job(snap)}
     for k in snap.catalog:
-        jobs[k.id] = kpi_job(k, snap.quarter, [t for t in snap.trend if t["kpi"] == k.id],
-                             [r for r in snap.rows if r["kpi"] == k.id])
+        jobs[k.id] = kpi_job(
+            k, snap.quarter, [t for t in snap.trend if t["kpi"] == k.id], [r for r in snap.rows if r["kpi"] == k.id]
+        )
     return jobs
 
 
@@ -135,8 +188,9 @@ class Charts:
 
     def __init__(self, snap=None, workers: Optional[int] = None):
         # spawn, not fork: the parent holds a DuckDB connection and threads
-        self._pool = ProcessPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 4),
-                                         mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers or min(os.cpu_count() or 1, 4), mp_context=multiprocessing.get_context("spawn")
+        )
         self._futures: dict[str, Future] = {}
         if snap is not None:
             for name, job in chart_jobs(snap).items():
@@ -177,24 +231,45 @@ def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None
     products = sorted({r["product"] for r in prog})
     b: list[Block] = [
         Block("h1", f"Effectiveness of the additional risk minimisation measures — {q}"),
-        Block("p", f"Products: {', '.join(products) or 'none'}. Data as of {iso(snap.as_of)} (events known at that "
-                   f"time; a re-run with the same as-of gives the same numbers). Catalog {catalog_hash()[:12]}, "
-                   f"rmm-monitor {__version__}. {sum(snap.counts_by_topic.values())} events."),
+        Block(
+            "p",
+            f"Products: {', '.join(products) or 'none'}. Data as of {iso(snap.as_of)} (events known at that "
+            f"time; a re-run with the same as-of gives the same numbers). Catalog {catalog_hash()[:12]}, "
+            f"rmm-monitor {__version__}. {sum(snap.counts_by_topic.values())} events.",
+        ),
         Block("h2", "Programme summary"),
-        Block("p", f"{len(prog)} indicator rows (KPI × product): " +
-                   ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(by_status.items())) +
-                   ". Breach: the whole 95 % confidence interval is on the wrong side of the threshold; warning: "
-                   "the value is, the interval is not; insufficient data: fewer units than the KPI's minimum."),
+        Block(
+            "p",
+            f"{len(prog)} indicator rows (KPI × product): "
+            + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(by_status.items()))
+            + ". Breach: the whole 95 % confidence interval is on the wrong side of the threshold; warning: "
+            "the value is, the interval is not; insufficient data: fewer units than the KPI's minimum.",
+        ),
     ]
     overview = chart(OVERVIEW)
     if overview:
         b.append(Block("img", image=overview))
-    b.append(Block("table", headers=("KPI", "product", "value", "95% CI", "threshold", "n", "pending",
-                                     "prev. quarter", "status"),
-                   rows=tuple((titles[r["kpi"]], r["product"], _pct(r["value"]), _ci(r), _pct(r["threshold"]),
-                               f"{r['numerator']}/{r['denominator']}", str(r["pending"]),
-                               _pct(snap.previous_value(r["kpi"], r["product"])), r["status"]) for r in prog),
-                   status_col=8))
+    b.append(
+        Block(
+            "table",
+            headers=("KPI", "product", "value", "95% CI", "threshold", "n", "pending", "prev. quarter", "status"),
+            rows=tuple(
+                (
+                    titles[r["kpi"]],
+                    r["product"],
+                    _pct(r["value"]),
+                    _ci(r),
+                    _pct(r["threshold"]),
+                    f"{r['numerator']}/{r['denominator']}",
+                    str(r["pending"]),
+                    _pct(snap.previous_value(r["kpi"], r["product"])),
+                    r["status"],
+                )
+                for r in prog
+            ),
+            status_col=8,
+        )
+    )
     by_armm: dict[str, list] = {}
     for k in snap.catalog:
         by_armm.setdefault(k.armm, []).append(k)
@@ -213,38 +288,106 @@ def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None
             progress(f"chart {k.id}")
             rows = [r for r in snap.rows if r["kpi"] == k.id]
             b.append(Block("h3", f"{k.title} ({k.id})"))
-            b.append(Block("p", f"{k.description} Unit: {k.unit}. Success: {k.success or 'see definition'}. "
-                                f"Threshold {_pct(k.threshold)} ({k.direction.replace('_', ' ')}"
-                                f"{', zero tolerance' if k.zero_tolerance else ''}), minimum n {k.min_n}."))
+            b.append(
+                Block(
+                    "p",
+                    f"{k.description} Unit: {k.unit}. Success: {k.success or 'see definition'}. "
+                    f"Threshold {_pct(k.threshold)} ({k.direction.replace('_', ' ')}"
+                    f"{', zero tolerance' if k.zero_tolerance else ''}), minimum n {k.min_n}.",
+                )
+            )
             b.append(Block("img", image=chart(k.id)))
-            b.append(Block("table", headers=("product", "value", "95% CI", "threshold", "n", "pending", "status"),
-                           rows=tuple((r["product"], _pct(r["value"]), _ci(r), _pct(r["threshold"]),
-                                       f"{r['numerator']}/{r['denominator']}", str(r["pending"]), r["status"])
-                                      for r in rows if r["site_id"] is None), status_col=6))
+            b.append(
+                Block(
+                    "table",
+                    headers=("product", "value", "95% CI", "threshold", "n", "pending", "status"),
+                    rows=tuple(
+                        (
+                            r["product"],
+                            _pct(r["value"]),
+                            _ci(r),
+                            _pct(r["threshold"]),
+                            f"{r['numerator']}/{r['denominator']}",
+                            str(r["pending"]),
+                            r["status"],
+                        )
+                        for r in rows
+                        if r["site_id"] is None
+                    ),
+                    status_col=6,
+                )
+            )
             b += _site_blocks(k, [r for r in rows if r["site_id"] is not None])
     b.append(Block("h2", "Alerts and review cases"))
     if snap.alerts or snap.cases:
-        b.append(Block("table", headers=("alert", "product", "site", "KPI", "title", "state", "by", "at"),
-                       rows=tuple((a.get("alert_id"), a.get("product"), a.get("site_id"), a.get("kpi"),
-                                   a.get("title"), a.get("state"), a.get("actor"), a.get("at")) for a in snap.alerts)))
-        b.append(Block("table", headers=("review case", "product", "section", "state", "outcome", "by", "at"),
-                       rows=tuple((c.get("case_id"), c.get("product"), c.get("section"), c.get("state"),
-                                   (c.get("outcome") or "") + (f" v{c['material_version']}" if c.get("material_version")
-                                                               else ""), c.get("actor"), c.get("at")) for c in snap.cases)))
+        b.append(
+            Block(
+                "table",
+                headers=("alert", "product", "site", "KPI", "title", "state", "by", "at"),
+                rows=tuple(
+                    (
+                        a.get("alert_id"),
+                        a.get("product"),
+                        a.get("site_id"),
+                        a.get("kpi"),
+                        a.get("title"),
+                        a.get("state"),
+                        a.get("actor"),
+                        a.get("at"),
+                    )
+                    for a in snap.alerts
+                ),
+            )
+        )
+        b.append(
+            Block(
+                "table",
+                headers=("review case", "product", "section", "state", "outcome", "by", "at"),
+                rows=tuple(
+                    (
+                        c.get("case_id"),
+                        c.get("product"),
+                        c.get("section"),
+                        c.get("state"),
+                        (c.get("outcome") or "") + (f" v{c['material_version']}" if c.get("material_version") else ""),
+                        c.get("actor"),
+                        c.get("at"),
+                    )
+                    for c in snap.cases
+                ),
+            )
+        )
     else:
         b.append(Block("p", "No alerts or review cases were recorded up to the as-of time."))
     b.append(Block("h2", "Data quality"))
     failed = [r for r in snap.dq if not r["success"]]
-    b.append(Block("p", f"{len(snap.dq)} expectations (Great Expectations suites in expectations/, run over the "
-                        f"events of {q} known at the as-of time; references resolved against all known events): "
-                        f"{len(snap.dq) - len(failed)} passed, {len(failed)} failed "
-                        f"({sum(1 for r in failed if r['critical'])} critical). A failing critical expectation means "
-                        f"some KPI numbers above rest on incomplete or inconsistent data."))
-    b.append(Block("table", headers=("suite", "expectation", "severity", "result", "observed"),
-                   rows=tuple((r["suite"], r["expectation"], "critical" if r["critical"] else "warning",
-                               "passed" if r["success"] else "failed", r["observed"])
-                              for r in sorted(snap.dq, key=lambda r: (r["success"], r["suite"], r["expectation"]))),
-                   status_col=3))
+    b.append(
+        Block(
+            "p",
+            f"{len(snap.dq)} expectations (Great Expectations suites in expectations/, run over the "
+            f"events of {q} known at the as-of time; references resolved against all known events): "
+            f"{len(snap.dq) - len(failed)} passed, {len(failed)} failed "
+            f"({sum(1 for r in failed if r['critical'])} critical). A failing critical expectation means "
+            f"some KPI numbers above rest on incomplete or inconsistent data.",
+        )
+    )
+    b.append(
+        Block(
+            "table",
+            headers=("suite", "expectation", "severity", "result", "observed"),
+            rows=tuple(
+                (
+                    r["suite"],
+                    r["expectation"],
+                    "critical" if r["critical"] else "warning",
+                    "passed" if r["success"] else "failed",
+                    r["observed"],
+                )
+                for r in sorted(snap.dq, key=lambda r: (r["success"], r["suite"], r["expectation"]))
+            ),
+            status_col=3,
+        )
+    )
     b.append(Block("h2", "Method notes"))
     for text in (
         "Each KPI is numerator / denominator over units (an infusion, an HCP, a CRS episode, an AE ...); a unit "
@@ -274,8 +417,10 @@ td,th{border:1px solid #bbb;padding:3px 6px}img{max-width:100%}
 
 
 def render_html(blocks: list[Block], title: str) -> str:
-    out = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-           f"<style>{_CSS}</style></head><body>"]
+    out = [
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>"
+    ]
     for bl in blocks:
         if bl.kind in ("h1", "h2", "h3", "p"):
             out.append(f"<{bl.kind}>{html.escape(bl.text)}</{bl.kind}>")
@@ -285,8 +430,11 @@ def render_html(blocks: list[Block], title: str) -> str:
             out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in bl.headers) + "</tr>")
             for row in bl.rows:
                 cls = f' class="{html.escape(str(row[bl.status_col]))}"' if bl.status_col is not None else ""
-                out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c if c is not None else ''))}</td>"
-                                                  for c in row) + "</tr>")
+                out.append(
+                    f"<tr{cls}>"
+                    + "".join(f"<td>{html.escape(str(c if c is not None else ''))}</td>" for c in row)
+                    + "</tr>"
+                )
             out.append("</table>")
     out.append("</body></html>\n")
     return "\n".join(out)
@@ -295,9 +443,9 @@ def render_html(blocks: list[Block], title: str) -> str:
 # --- PDF -----------------------------------------------------------------------------------------------------
 def _fonts() -> tuple[str, str]:
     """DejaVu from matplotlib's own data (full Unicode: en dashes, ≥, ×), registered once."""
+    import matplotlib
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfbase.ttfonts import TTFont
-    import matplotlib
 
     if "DejaVu" not in pdfmetrics.getRegisteredFontNames():
         base = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -326,19 +474,28 @@ def _col_widths(bl: Block, width: float, font: str) -> list[float]:
 
 
 def render_pdf(blocks: list[Block], path: Path, title: str, footer: str) -> None:
+    from xml.sax.saxutils import escape
+
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
     from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-    from xml.sax.saxutils import escape
 
     regular, bold = _fonts()
     styles = {
-        "h1": ParagraphStyle("h1", fontName=bold, fontSize=16, leading=20, textColor=colors.HexColor("#1f4e79"),
-                             spaceAfter=8),
-        "h2": ParagraphStyle("h2", fontName=bold, fontSize=13, leading=16, textColor=colors.HexColor("#1f4e79"),
-                             spaceBefore=10, spaceAfter=5),
+        "h1": ParagraphStyle(
+            "h1", fontName=bold, fontSize=16, leading=20, textColor=colors.HexColor("#1f4e79"), spaceAfter=8
+        ),
+        "h2": ParagraphStyle(
+            "h2",
+            fontName=bold,
+            fontSize=13,
+            leading=16,
+            textColor=colors.HexColor("#1f4e79"),
+            spaceBefore=10,
+            spaceAfter=5,
+        ),
         "h3": ParagraphStyle("h3", fontName=bold, fontSize=10.5, leading=13, spaceBefore=6, spaceAfter=3),
         "p": ParagraphStyle("p", fontName=regular, fontSize=8.8, leading=11.5, spaceAfter=4),
         "cell": ParagraphStyle("cell", fontName=regular, fontSize=7.2, leading=8.6),
@@ -358,15 +515,24 @@ def render_pdf(blocks: list[Block], path: Path, title: str, footer: str) -> None
             flow = Image(io.BytesIO(bl.image), width=width, height=min(h, 230 * mm))
         else:
             data = [[Paragraph(escape(h), styles["head"]) for h in bl.headers]]
-            data += [[Paragraph(escape(str(c if c is not None else "")), styles["cell"]) for c in row]
-                     for row in bl.rows]
+            data += [
+                [Paragraph(escape(str(c if c is not None else "")), styles["cell"]) for c in row] for row in bl.rows
+            ]
             t = Table(data, repeatRows=1, hAlign="LEFT", colWidths=_col_widths(bl, width, regular))
-            cmds = [("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#305496")),
-                    ("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#bbbbbb")),
-                    ("VALIGN", (0, 0), (-1, -1), "TOP")]
+            cmds = [
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#305496")),
+                ("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#bbbbbb")),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
             if bl.status_col is not None:
-                fills = {"ok": "#c6efce", "passed": "#c6efce", "warning": "#ffeb9c", "breach": "#ffc7ce",
-                         "failed": "#ffc7ce", "insufficient_data": "#e7e6e6"}
+                fills = {
+                    "ok": "#c6efce",
+                    "passed": "#c6efce",
+                    "warning": "#ffeb9c",
+                    "breach": "#ffc7ce",
+                    "failed": "#ffc7ce",
+                    "insufficient_data": "#e7e6e6",
+                }
                 for i, row in enumerate(bl.rows, 1):
                     colour = fills.get(str(row[bl.status_col]))
                     if colour:
@@ -386,9 +552,19 @@ def render_pdf(blocks: list[Block], path: Path, title: str, footer: str) -> None
         canvas.drawRightString(A4[0] - 15 * mm, 10 * mm, f"page {doc.page}")
         canvas.restoreState()
 
-    doc = SimpleDocTemplate(str(path), pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
-                            bottomMargin=16 * mm, title=title, author="rmm-monitor", subject=title,
-                            creator="rmm-monitor", invariant=1)
+    doc = SimpleDocTemplate(
+        str(path),
+        pagesize=A4,
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=15 * mm,
+        bottomMargin=16 * mm,
+        title=title,
+        author="rmm-monitor",
+        subject=title,
+        creator="rmm-monitor",
+        invariant=1,
+    )
     story.insert(1, Spacer(1, 2 * mm))
     doc.build(story, onFirstPage=page, onLaterPages=page)
 
@@ -398,5 +574,9 @@ def write_reports(snap, out: Path, progress: Callable[[str], None], charts: Opti
     title = f"aRMM effectiveness evaluation {snap.quarter.label}"
     (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
     progress("report.pdf")
-    render_pdf(blocks, out / "report.pdf", title,
-               f"{title} · as of {iso(snap.as_of)} · catalog {catalog_hash()[:12]} · rmm-monitor {__version__}")
+    render_pdf(
+        blocks,
+        out / "report.pdf",
+        title,
+        f"{title} · as of {iso(snap.as_of)} · catalog {catalog_hash()[:12]} · rmm-monitor {__version__}",
+    )

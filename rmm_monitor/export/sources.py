@@ -1,6 +1,7 @@
 """Where the quarterly export reads from: the DuckDB file directly, or the worker's HTTP API when the worker
 owns the file. Both sources answer the same questions with the same JSON-shaped values, so the export (and a
 re-run of it) cannot tell them apart."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
-from rmm_monitor.kpi import Kpi
-from rmm_monitor.kpi.engine import UNIT_COLUMNS, Engine, used_params, adverse_outcomes
 from rmm_monitor.core.periods import Period, iso
+from rmm_monitor.kpi import Kpi
+from rmm_monitor.kpi.engine import UNIT_COLUMNS, Engine, adverse_outcomes, used_params
 
 _OUTCOMES = ["success", "failure", "pending"]
 UNIT_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string())] + [(c, pa.string()) for c in UNIT_COLUMNS])
@@ -33,26 +34,38 @@ def _query(con, sql: str, params: list) -> list[dict]:
 def extras(con, as_of: datetime) -> dict:
     """Event counts per topic known at `as_of`, and the alerts and review cases with every transition made at or
     before `as_of` (so a re-run with the same as-of sees the same audit trail)."""
-    counts = dict(con.execute("SELECT topic, count(*) FROM events WHERE known_at <= ? GROUP BY topic ORDER BY topic",
-                              [as_of]).fetchall())
-    alerts = _query(con, """
+    counts = dict(
+        con.execute(
+            "SELECT topic, count(*) FROM events WHERE known_at <= ? GROUP BY topic ORDER BY topic", [as_of]
+        ).fetchall()
+    )
+    alerts = _query(
+        con,
+        """
         SELECT a.* EXCLUDE (details), h.* EXCLUDE (alert_id), h.changed_at AS at
         FROM alerts a JOIN alert_history h USING (alert_id)
-        WHERE a.fired_at <= ? AND h.changed_at <= ? ORDER BY a.alert_id, h.seq""", [as_of, as_of])
-    cases = _query(con, """
+        WHERE a.fired_at <= ? AND h.changed_at <= ? ORDER BY a.alert_id, h.seq""",
+        [as_of, as_of],
+    )
+    cases = _query(
+        con,
+        """
         SELECT c.*, h.* EXCLUDE (case_id), h.changed_at AS at
         FROM review_cases c JOIN review_case_history h USING (case_id)
-        WHERE c.opened_at <= ? AND h.changed_at <= ? ORDER BY c.case_id, h.seq""", [as_of, as_of])
+        WHERE c.opened_at <= ? AND h.changed_at <= ? ORDER BY c.case_id, h.seq""",
+        [as_of, as_of],
+    )
     return {"counts_by_topic": counts, "alerts": alerts, "cases": cases}
 
 
 @dataclass
 class KpiFigures:
     """One KPI's share of the export, all as of one time."""
-    rows: list[dict]       # the quarter, programme and per-site rows (`rmm kpis --by site`)
-    previous: list[dict]   # the previous quarter, per product
-    trend: list[dict]      # monthly rows of the trend window
-    units: pa.Table        # the quarter's units (UNIT_SCHEMA), in units.parquet order
+
+    rows: list[dict]  # the quarter, programme and per-site rows (`rmm kpis --by site`)
+    previous: list[dict]  # the previous quarter, per product
+    trend: list[dict]  # monthly rows of the trend window
+    units: pa.Table  # the quarter's units (UNIT_SCHEMA), in units.parquet order
 
 
 def unit_sort_key(u: dict) -> tuple:
@@ -62,16 +75,20 @@ def unit_sort_key(u: dict) -> tuple:
 
 def units_table(units: list[dict]) -> pa.Table:
     """JSON-shaped unit dicts (the engine's or the worker API's) as UNIT_SCHEMA rows, in units.parquet order."""
-    rows = [{k: (None if u.get(k) is None else str(u[k])) for k in UNIT_SCHEMA.names}
-            for u in sorted(units, key=unit_sort_key)]
+    rows = [
+        {k: (None if u.get(k) is None else str(u[k])) for k in UNIT_SCHEMA.names}
+        for u in sorted(units, key=unit_sort_key)
+    ]
     return pa.Table.from_pylist(rows, schema=UNIT_SCHEMA)
 
 
 _WINDOW_TABLE = "export_window_units"
 # Python's iso() of a UTC instant: seconds always, microseconds only when there are some
-_ISO_ANCHOR = ("strftime(anchor_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S') || CASE WHEN "
-               "strftime(anchor_at AT TIME ZONE 'UTC', '%f') = '000000' THEN '' ELSE "
-               "strftime(anchor_at AT TIME ZONE 'UTC', '.%f') END || 'Z'")
+_ISO_ANCHOR = (
+    "strftime(anchor_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S') || CASE WHEN "
+    "strftime(anchor_at AT TIME ZONE 'UTC', '%f') = '000000' THEN '' ELSE "
+    "strftime(anchor_at AT TIME ZONE 'UTC', '.%f') END || 'Z'"
+)
 
 
 @dataclass
@@ -79,6 +96,7 @@ class _WindowEngine(Engine):
     """The engine's own grouping, period filters and row rules, over units already held in a table. The
     export computes each KPI's units once for every period it shows (quarter, previous quarter, the months of
     the trend) instead of once per period and per question."""
+
     table: str = _WINDOW_TABLE
     known: tuple = ()  # products_and_sites(as_of): one answer for the whole export
 
@@ -103,8 +121,9 @@ class LocalSource:
         self._built: dict[tuple, str] = {}  # (shared model, as-of, window) -> its TEMP table
         # read here, on the caller's thread: `dq` runs on another one while this connection is busy
         self._timezone = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
-        self._shared_file = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
-                                        "current_database() AND readonly").fetchall()
+        self._shared_file = con.execute(
+            "SELECT path FROM duckdb_databases() WHERE database_name = current_database() AND readonly"
+        ).fetchall()
 
     def _products_and_sites(self, as_of: datetime) -> tuple:
         if as_of not in self._known:
@@ -115,17 +134,27 @@ class LocalSource:
         """`window` covers the quarter, the previous quarter and the trend months; the catalog SQL prunes its
         units to it (pruning is exact for the anchors inside the bounds, KPIS engine contract)."""
         known = self._products_and_sites(as_of)
-        sql = (self.engine.units_sql(kpi, self._models(kpi, as_of, window)) +
-               " SELECT * FROM units WHERE anchor_at >= $w_start AND anchor_at < $w_end")
-        params = {"as_of": as_of, "anchor_from": window.start, "anchor_to": window.end, "w_start": window.start,
-                  "w_end": window.end, **self.engine.param_values(kpi, known[0])}
+        sql = (
+            self.engine.units_sql(kpi, self._models(kpi, as_of, window))
+            + " SELECT * FROM units WHERE anchor_at >= $w_start AND anchor_at < $w_end"
+        )
+        params = {
+            "as_of": as_of,
+            "anchor_from": window.start,
+            "anchor_to": window.end,
+            "w_start": window.start,
+            "w_end": window.end,
+            **self.engine.param_values(kpi, known[0]),
+        }
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_WINDOW_TABLE} AS {sql}", used_params(sql, params))
         try:
             engine = _WindowEngine(self.con, catalog=(kpi,), config=self.engine.config, known=known)
-            return KpiFigures(rows=engine.compute(as_of, quarter.label, by="site"),
-                              previous=engine.compute(as_of, previous.label, by="product"),
-                              trend=engine.trend(as_of, "all"),
-                              units=self._window_units(kpi, quarter))
+            return KpiFigures(
+                rows=engine.compute(as_of, quarter.label, by="site"),
+                previous=engine.compute(as_of, previous.label, by="product"),
+                trend=engine.trend(as_of, "all"),
+                units=self._window_units(kpi, quarter),
+            )
         finally:
             self.con.execute(f"DROP TABLE IF EXISTS {_WINDOW_TABLE}")
 
@@ -138,7 +167,8 @@ class LocalSource:
             key = (name, as_of, window.start, window.end)
             if key not in self._built:
                 self._built[key] = self.engine.build_model(
-                    name, sql, {"as_of": as_of, "anchor_from": window.start, "anchor_to": window.end})
+                    name, sql, {"as_of": as_of, "anchor_from": window.start, "anchor_to": window.end}
+                )
             built[name] = self._built[key]
         return built
 
@@ -146,15 +176,23 @@ class LocalSource:
         """What Engine.units(outcomes=all) gives, as an Arrow table sorted like unit_sort_key (ties in the
         engine's order: adverse, pending, rest), without a Python dict per unit."""
         strings = ", ".join(c for c in UNIT_COLUMNS if c != "anchor_at")
-        sql = (f"SELECT $kpi AS kpi, $period AS period, product, site_id, anchor_iso AS anchor_at, outcome, unit_id, "
-               f"patient_ref, hcp_id, ae_id, lot_id, detail FROM ("
-               f"  SELECT {strings}, {_ISO_ANCHOR} AS anchor_iso FROM {_WINDOW_TABLE}"
-               f"  WHERE anchor_at >= $p_start AND anchor_at < $p_end AND outcome IN (SELECT unnest($outcomes)))"
-               f" ORDER BY coalesce(product, ''), coalesce(site_id, ''), coalesce(anchor_iso, ''),"
-               f" coalesce(unit_id, ''), CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0"
-               f" WHEN outcome = 'pending' THEN 1 ELSE 2 END")
-        params = {"kpi": kpi.id, "period": quarter.label, "p_start": quarter.start, "p_end": quarter.end,
-                  "outcomes": _OUTCOMES, "adverse": list(adverse_outcomes(kpi))}
+        sql = (
+            f"SELECT $kpi AS kpi, $period AS period, product, site_id, anchor_iso AS anchor_at, outcome, unit_id, "
+            f"patient_ref, hcp_id, ae_id, lot_id, detail FROM ("
+            f"  SELECT {strings}, {_ISO_ANCHOR} AS anchor_iso FROM {_WINDOW_TABLE}"
+            f"  WHERE anchor_at >= $p_start AND anchor_at < $p_end AND outcome IN (SELECT unnest($outcomes)))"
+            f" ORDER BY coalesce(product, ''), coalesce(site_id, ''), coalesce(anchor_iso, ''),"
+            f" coalesce(unit_id, ''), CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0"
+            f" WHEN outcome = 'pending' THEN 1 ELSE 2 END"
+        )
+        params = {
+            "kpi": kpi.id,
+            "period": quarter.label,
+            "p_start": quarter.start,
+            "p_end": quarter.end,
+            "outcomes": _OUTCOMES,
+            "adverse": list(adverse_outcomes(kpi)),
+        }
         return self.con.sql(sql, params=params).to_arrow_table().cast(UNIT_SCHEMA)
 
     def extras(self, as_of: datetime) -> dict:
@@ -217,11 +255,15 @@ class RemoteSource:
         rows = self._once("/api/kpis", {"as_of": t, "period": quarter.label, "by": "site"})
         prev = self._once("/api/kpis", {"as_of": t, "period": previous.label, "by": "product"})
         trend = self._once("/api/trend", {"as_of": t, "period": "all"})
-        units = self.client.get("/api/units", {"as_of": t, "period": quarter.label, "kpi": kpi.id,
-                                               "outcome": _OUTCOMES})
-        return KpiFigures(rows=[r for r in rows if r["kpi"] == kpi.id],
-                          previous=[r for r in prev if r["kpi"] == kpi.id],
-                          trend=[r for r in trend if r["kpi"] == kpi.id], units=units_table(units))
+        units = self.client.get(
+            "/api/units", {"as_of": t, "period": quarter.label, "kpi": kpi.id, "outcome": _OUTCOMES}
+        )
+        return KpiFigures(
+            rows=[r for r in rows if r["kpi"] == kpi.id],
+            previous=[r for r in prev if r["kpi"] == kpi.id],
+            trend=[r for r in trend if r["kpi"] == kpi.id],
+            units=units_table(units),
+        )
 
     def extras(self, as_of: datetime) -> dict:
         return self.client.get("/api/export/extras", {"as_of": iso(as_of)})

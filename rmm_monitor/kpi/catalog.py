@@ -4,6 +4,7 @@ The catalog is the single source of every definition; Prometheus gauges, alert r
 are built from it. A product-specific override (e.g. the reference rate of severe_crs_rate, the minimum
 tocilizumab stock) comes from the TOML config, never from SQL.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,18 @@ from rmm_monitor.core import settings
 from rmm_monitor.core.errors import ConfigError
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
-REQUIRED_KEYS = ("id", "title", "description", "armm", "unit", "anchor", "direction", "threshold", "min_n",
-                 "review_section")
+REQUIRED_KEYS = (
+    "id",
+    "title",
+    "description",
+    "armm",
+    "unit",
+    "anchor",
+    "direction",
+    "threshold",
+    "min_n",
+    "review_section",
+)
 
 
 class CatalogError(ConfigError):
@@ -65,6 +76,7 @@ class Config:
     threshold = 0.13
     grading_scale = "ASTCT"
     """
+
     data: dict = field(default_factory=dict)
 
     def override(self, kpi_id: str, product: Optional[str], key: str, default: Any) -> Any:
@@ -129,14 +141,27 @@ def _load_kpi(yml_path: Path) -> Kpi:
     if not sql_path.exists():
         raise CatalogError(f"{yml_path.name}: no {sql_path.name} beside it")
     zero = bool(spec.get("zero_tolerance", False))
-    return Kpi(id=spec["id"], title=spec["title"], description=" ".join(str(spec["description"]).split()),
-               armm=spec["armm"], unit=spec["unit"], anchor=spec["anchor"], direction=spec["direction"],
-               threshold=float(spec["threshold"]), min_n=1 if zero else int(spec["min_n"]),
-               zero_tolerance=zero, review_section=spec["review_section"], headline=bool(spec.get("headline")),
-               sql=sql_path.read_text(encoding="utf-8").strip().rstrip(";"), stats=dict(spec.get("stats") or {}),
-               params=dict(spec.get("params") or {}), tests=list(spec.get("tests") or []),
-               success=" ".join(str(spec.get("success", "")).split()), window=str(spec.get("window", "")),
-               order=int(spec.get("order", 100)))
+    return Kpi(
+        id=spec["id"],
+        title=spec["title"],
+        description=" ".join(str(spec["description"]).split()),
+        armm=spec["armm"],
+        unit=spec["unit"],
+        anchor=spec["anchor"],
+        direction=spec["direction"],
+        threshold=float(spec["threshold"]),
+        min_n=1 if zero else int(spec["min_n"]),
+        zero_tolerance=zero,
+        review_section=spec["review_section"],
+        headline=bool(spec.get("headline")),
+        sql=sql_path.read_text(encoding="utf-8").strip().rstrip(";"),
+        stats=dict(spec.get("stats") or {}),
+        params=dict(spec.get("params") or {}),
+        tests=list(spec.get("tests") or []),
+        success=" ".join(str(spec.get("success", "")).split()),
+        window=str(spec.get("window", "")),
+        order=int(spec.get("order", 100)),
+    )
 
 
 @lru_cache(maxsize=4)
@@ -153,13 +178,15 @@ def load_catalog(directory: Optional[Path] = None) -> tuple[Kpi, ...]:
 
 @lru_cache(maxsize=4)
 def _load_shared(directory: str) -> tuple[tuple[str, str], ...]:
-    return tuple((p.stem, p.read_text(encoding="utf-8").strip().rstrip(";"))
-                 for p in sorted(Path(directory, "shared").glob("*.sql")))
+    return tuple(
+        (p.stem, p.read_text(encoding="utf-8").strip().rstrip(";"))
+        for p in sorted(Path(directory, "shared").glob("*.sql"))
+    )
 
 
 def load_shared_models(directory: Optional[Path] = None) -> tuple[tuple[str, str], ...]:
     """metrics/shared/<name>.sql: definitions several KPIs share (e.g. a patient's first infusion), offered to
-    every KPI SQL as a relation named <name>, so each common definition of KPIS.md is written once."""
+    every KPI SQL as a relation named <name>, so each common definition is written once."""
     return _load_shared(str(directory or catalog_dir()))
 
 

@@ -8,7 +8,7 @@ use `$as_of`, and returns one row per unit:
     patient_ref, hcp_id, ae_id, lot_id, detail (a readable reason), plus any columns its stats use.
 
 This module assigns units to periods by anchor_at, counts numerator/denominator/pending per grouping in one
-query per KPI, and applies the common rules of KPIS.md: Wilson CI, status, rounding.
+query per KPI, and applies the common rules (docs/kpi-rules.md): Wilson CI, status, rounding.
 
 `$anchor_from` / `$anchor_to` (NULL = unbounded) carry the period to the SQL so a KPI can prune units whose
 anchor lies outside it before joining evidence — that keeps a quarter's refresh from redoing the whole history.
@@ -28,6 +28,7 @@ model the selected KPIs use once, as a TEMP table, instead of re-deriving it ins
 model therefore may use `known_events`, `$as_of`, `$anchor_from` and `$anchor_to`, but not `params` (which differ
 per KPI); one that names `params` stays an inline CTE.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,12 +43,23 @@ import duckdb
 
 from rmm_monitor.core import clock
 from rmm_monitor.core.errors import ConfigError
-from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
 from rmm_monitor.core.periods import Period, iso, parse_period
+
+from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
 from .wilson import Z, wilson_bounds
 
-UNIT_COLUMNS = ("product", "site_id", "anchor_at", "outcome", "unit_id", "patient_ref", "hcp_id", "ae_id",
-                "lot_id", "detail")
+UNIT_COLUMNS = (
+    "product",
+    "site_id",
+    "anchor_at",
+    "outcome",
+    "unit_id",
+    "patient_ref",
+    "hcp_id",
+    "ae_id",
+    "lot_id",
+    "detail",
+)
 STATUS_CODES = {"ok": 0, "warning": 1, "breach": 2, "insufficient_data": -1}
 BY_CHOICES = ("product", "site", "none")
 
@@ -60,8 +72,15 @@ def wilson(x: int, n: int, z: float = Z) -> tuple[Optional[float], Optional[floa
     return max(0.0, low), min(1.0, high)
 
 
-def status_of(kpi: Kpi, threshold: float, numerator: int, denominator: int,
-              value: Optional[float], ci_low: Optional[float], ci_high: Optional[float]) -> str:
+def status_of(
+    kpi: Kpi,
+    threshold: float,
+    numerator: int,
+    denominator: int,
+    value: Optional[float],
+    ci_low: Optional[float],
+    ci_high: Optional[float],
+) -> str:
     if kpi.zero_tolerance:
         if denominator == 0:
             return "insufficient_data"
@@ -103,6 +122,7 @@ def used_params(sql: str, values: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class Engine:
     """Computes the catalog over one DuckDB connection holding the `events` table."""
+
     con: duckdb.DuckDBPyConnection
     catalog: tuple[Kpi, ...] = ()
     config: Config = Config()
@@ -125,8 +145,10 @@ class Engine:
         return self.con.execute(sql, used_params(sql, params)).fetchall()
 
     def products_and_sites(self, as_of: datetime) -> tuple[list[str], list[tuple[str, str]]]:
-        pairs = self._fetch("SELECT DISTINCT product, site_id FROM events WHERE known_at <= $as_of "
-                            "ORDER BY product, site_id", {"as_of": as_of})
+        pairs = self._fetch(
+            "SELECT DISTINCT product, site_id FROM events WHERE known_at <= $as_of ORDER BY product, site_id",
+            {"as_of": as_of},
+        )
         return sorted({p for p, _ in pairs}), pairs
 
     _KNOWN = "known_events AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of)"
@@ -139,11 +161,15 @@ class Engine:
         """`built`: shared model name -> the TEMP table holding it for this snapshot (see `_snapshot`)."""
         built = built or {}
         param_cols = "".join(f", unnest($param_{name}) AS {name}" for name in kpi.params)
-        shared = "".join(f"{name} AS (SELECT * FROM temp.main.{built[name]}), " if name in built
-                         else f"{name} AS ({sql}), " for name, sql in self.models_of(kpi))
-        return (f"WITH {self._KNOWN}, "
-                f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
-                f"{shared}units AS ({kpi.sql})")
+        shared = "".join(
+            f"{name} AS (SELECT * FROM temp.main.{built[name]}), " if name in built else f"{name} AS ({sql}), "
+            for name, sql in self.models_of(kpi)
+        )
+        return (
+            f"WITH {self._KNOWN}, "
+            f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
+            f"{shared}units AS ({kpi.sql})"
+        )
 
     def buildable_models(self, kpis: Iterable[Kpi]) -> dict[str, str]:
         """The shared models these KPIs read that can be built once for all of them: those not naming `params`."""
@@ -207,9 +233,15 @@ class Engine:
         return " AND ".join(parts) or "TRUE"
 
     # --- the KPI table -----------------------------------------------------------------------------------
-    def compute(self, as_of: Optional[datetime] = None, period: Optional[str] = None, by: str = "product",
-                product: Optional[str] = None, kpi_ids: Optional[Iterable[str]] = None) -> list[dict]:
-        """The rows of `rmm kpis --json` (KPIS.md): every KPI × product (× site with by='site')."""
+    def compute(
+        self,
+        as_of: Optional[datetime] = None,
+        period: Optional[str] = None,
+        by: str = "product",
+        product: Optional[str] = None,
+        kpi_ids: Optional[Iterable[str]] = None,
+    ) -> list[dict]:
+        """The rows of `rmm kpis --json` (docs/kpi-rules.md): every KPI × product (× site with by='site')."""
         if by not in BY_CHOICES:
             raise ConfigError(f"--by must be one of {BY_CHOICES}")
         as_of = as_of or clock.now()
@@ -241,21 +273,24 @@ class Engine:
         without this every unit's readable detail (string building, and the joins that only feed it) would be
         computed just to be thrown away; the optimiser drops what no one selects."""
         used = " ".join(kpi.stats.values())
-        drop = [c for c in UNIT_COLUMNS if c not in ("anchor_at", "outcome", *keep)
-                and not re.search(rf"\b{c}\b", used)]
+        drop = [
+            c for c in UNIT_COLUMNS if c not in ("anchor_at", "outcome", *keep) and not re.search(rf"\b{c}\b", used)
+        ]
         return f"SELECT * EXCLUDE ({', '.join(drop)}) FROM units"
 
-    def _aggregate(self, kpi: Kpi, as_of: datetime, per: Period, products: list[str],
-                   built: Optional[dict[str, str]] = None) -> dict[tuple, dict]:
-        stats_sql = "".join(f", {expr} AS \"{name}\"" for name, expr in kpi.stats.items())
-        sql = (self.units_sql(kpi, built) +
-               f", counted AS ({self._counted_units(kpi)})"
-               f" SELECT product, site_id, grouping(product) AS gp, grouping(site_id) AS gs, "
-               f"count(*) FILTER (WHERE outcome = 'success') AS numerator, "
-               f"count(*) FILTER (WHERE outcome IN ('success', 'failure')) AS denominator, "
-               f"count(*) FILTER (WHERE outcome = 'pending') AS pending{stats_sql} "
-               f"FROM counted WHERE {self._period_filter(per)} "
-               f"GROUP BY GROUPING SETS ((), (product), (product, site_id))")
+    def _aggregate(
+        self, kpi: Kpi, as_of: datetime, per: Period, products: list[str], built: Optional[dict[str, str]] = None
+    ) -> dict[tuple, dict]:
+        stats_sql = "".join(f', {expr} AS "{name}"' for name, expr in kpi.stats.items())
+        sql = (
+            self.units_sql(kpi, built) + f", counted AS ({self._counted_units(kpi)})"
+            f" SELECT product, site_id, grouping(product) AS gp, grouping(site_id) AS gs, "
+            f"count(*) FILTER (WHERE outcome = 'success') AS numerator, "
+            f"count(*) FILTER (WHERE outcome IN ('success', 'failure')) AS denominator, "
+            f"count(*) FILTER (WHERE outcome = 'pending') AS pending{stats_sql} "
+            f"FROM counted WHERE {self._period_filter(per)} "
+            f"GROUP BY GROUPING SETS ((), (product), (product, site_id))"
+        )
         params = {"as_of": as_of, **self.period_params(per), **self.param_values(kpi, products)}
         cur = self.con.execute(sql, used_params(sql, params))
         names = [d[0] for d in cur.description]
@@ -279,18 +314,33 @@ class Engine:
             if isinstance(v, list):
                 stats[name] = sorted(x for x in v if x is not None)
         return {
-            "kpi": kpi.id, "period": period_label, "product": product, "site_id": site_id,
-            "numerator": numerator, "denominator": denominator,
-            "value": _r(value), "ci_low": _r(ci_low), "ci_high": _r(ci_high),
-            "threshold": threshold, "direction": kpi.direction, "min_n": kpi.min_n,
+            "kpi": kpi.id,
+            "period": period_label,
+            "product": product,
+            "site_id": site_id,
+            "numerator": numerator,
+            "denominator": denominator,
+            "value": _r(value),
+            "ci_low": _r(ci_low),
+            "ci_high": _r(ci_high),
+            "threshold": threshold,
+            "direction": kpi.direction,
+            "min_n": kpi.min_n,
             "status": status_of(kpi, threshold, numerator, denominator, value, ci_low, ci_high),
-            "pending": pending, "stats": stats,
+            "pending": pending,
+            "stats": stats,
         }
 
     # --- what is behind a number ---------------------------------------------------------------------------
-    def units(self, kpi_id: str, as_of: Optional[datetime] = None, period: Optional[str] = None,
-              product: Optional[str] = None, site: Optional[str] = None,
-              outcomes: Optional[Iterable[str]] = None) -> list[dict]:
+    def units(
+        self,
+        kpi_id: str,
+        as_of: Optional[datetime] = None,
+        period: Optional[str] = None,
+        product: Optional[str] = None,
+        site: Optional[str] = None,
+        outcomes: Optional[Iterable[str]] = None,
+    ) -> list[dict]:
         """The units of one KPI in a period, with outcome and readable detail (pseudonymous ids only).
         Without `outcomes`: the units that count against the KPI (see `adverse_outcomes`) and the pending ones."""
         kpi = self.kpi(kpi_id)
@@ -300,14 +350,22 @@ class Engine:
         per = parse_period(period, as_of)
         products, _ = self.products_and_sites(as_of)
         cols = ", ".join(UNIT_COLUMNS)
-        sql = (self.units_sql(kpi) +
-               f" SELECT {cols} FROM units WHERE {self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))"
-               f" AND ($product IS NULL OR product = $product) AND ($site IS NULL OR site_id = $site)"
-               f" ORDER BY CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
-               f" ELSE 2 END, anchor_at, unit_id")
-        params = {"as_of": as_of, **self.period_params(per), "outcomes": list(outcomes),
-                  "adverse": list(adverse_outcomes(kpi)),
-                  "product": product, "site": site, **self.param_values(kpi, products)}
+        sql = (
+            self.units_sql(kpi)
+            + f" SELECT {cols} FROM units WHERE {self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))"
+            f" AND ($product IS NULL OR product = $product) AND ($site IS NULL OR site_id = $site)"
+            f" ORDER BY CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
+            f" ELSE 2 END, anchor_at, unit_id"
+        )
+        params = {
+            "as_of": as_of,
+            **self.period_params(per),
+            "outcomes": list(outcomes),
+            "adverse": list(adverse_outcomes(kpi)),
+            "product": product,
+            "site": site,
+            **self.param_values(kpi, products),
+        }
         result = []
         for rec in self._fetch(sql, params):
             row = dict(zip(UNIT_COLUMNS, rec))
@@ -316,8 +374,9 @@ class Engine:
         return result
 
     # --- monthly series ----------------------------------------------------------------------------------
-    def trend(self, as_of: Optional[datetime] = None, period: Optional[str] = None,
-              product: Optional[str] = None) -> list[dict]:
+    def trend(
+        self, as_of: Optional[datetime] = None, period: Optional[str] = None, product: Optional[str] = None
+    ) -> list[dict]:
         """Monthly numerator/denominator/value per KPI and product, one query per KPI (not one per month)."""
         as_of = as_of or clock.now()
         per = parse_period(period or str(as_of.year), as_of)
@@ -328,13 +387,14 @@ class Engine:
                 products = [p for p in products if p == product]
             series = []
             for kpi in self.catalog:
-                sql = (self.units_sql(kpi, built) +
-                       f", counted AS ({self._counted_units(kpi, keep=('product',))})"
-                       f" SELECT product, date_trunc('month', anchor_at) AS month, "
-                       f"count(*) FILTER (WHERE outcome = 'success'), "
-                       f"count(*) FILTER (WHERE outcome IN ('success', 'failure')), "
-                       f"count(*) FILTER (WHERE outcome = 'pending') "
-                       f"FROM counted WHERE {self._period_filter(per)} GROUP BY ALL ORDER BY product, month")
+                sql = (
+                    self.units_sql(kpi, built) + f", counted AS ({self._counted_units(kpi, keep=('product',))})"
+                    f" SELECT product, date_trunc('month', anchor_at) AS month, "
+                    f"count(*) FILTER (WHERE outcome = 'success'), "
+                    f"count(*) FILTER (WHERE outcome IN ('success', 'failure')), "
+                    f"count(*) FILTER (WHERE outcome = 'pending') "
+                    f"FROM counted WHERE {self._period_filter(per)} GROUP BY ALL ORDER BY product, month"
+                )
                 params = {"as_of": as_of, **self.period_params(per), **self.param_values(kpi, products)}
                 series.append((kpi, self._fetch(sql, params)))
         for kpi, fetched in series:
@@ -344,8 +404,19 @@ class Engine:
                 value = num / den if den else None
                 lo, hi = wilson(num, den)
                 threshold = kpi.threshold_for(prod, self.config)
-                rows.append({"kpi": kpi.id, "product": prod, "month": month.strftime("%Y-%m"),
-                             "numerator": num, "denominator": den, "value": _r(value), "ci_low": _r(lo),
-                             "ci_high": _r(hi), "pending": pend, "threshold": threshold,
-                             "status": status_of(kpi, threshold, num, den, value, lo, hi)})
+                rows.append(
+                    {
+                        "kpi": kpi.id,
+                        "product": prod,
+                        "month": month.strftime("%Y-%m"),
+                        "numerator": num,
+                        "denominator": den,
+                        "value": _r(value),
+                        "ci_low": _r(lo),
+                        "ci_high": _r(hi),
+                        "pending": pend,
+                        "threshold": threshold,
+                        "status": status_of(kpi, threshold, num, den, value, lo, hi),
+                    }
+                )
         return rows

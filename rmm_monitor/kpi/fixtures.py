@@ -4,6 +4,7 @@ A given row names only what matters to the test; the envelope is filled in: even
 schema_version 1, product `CTX-19`, site_id `S1`, and recorded_at = occurred_at (so an event is known from the
 moment it happened unless the row says otherwise).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,12 @@ def mismatches(expected: dict, actual: dict, path: str = "") -> list[str]:
         if isinstance(want, dict) and isinstance(got, dict):
             out += mismatches(want, got, where + ".")
         elif isinstance(want, float) or isinstance(got, float):
-            if want is None or got is None or not isinstance(got, (int, float)) or round(float(got), 4) != round(float(want), 4):
+            if (
+                want is None
+                or got is None
+                or not isinstance(got, (int, float))
+                or round(float(got), 4) != round(float(want), 4)
+            ):
                 if not (want is None and got is None):
                     out.append(f"{where}: expected {want!r}, got {got!r}")
         elif isinstance(want, list) and isinstance(got, list):

@@ -1,4 +1,5 @@
 """The KPI rows as a plain-text table (`rmm kpis`, the demo's final table)."""
+
 from __future__ import annotations
 
 from rmm_monitor.core.fmt import pct
@@ -9,7 +10,9 @@ def format_table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         ci = "" if r["ci_low"] is None else f"{100 * r['ci_low']:.0f}–{100 * r['ci_high']:.0f}%"
-        lines.append(f"{r['kpi']:<36} {(r['product'] or '*'):<9} {(r['site_id'] or 'all'):<10} "
-                     f"{pct(r['value']):>7} {ci:>15} {r['numerator']:>4}/{r['denominator']:<4} {r['pending']:>5} "
-                     f"{r['threshold']:>5.2f}  {r['status']}")
+        lines.append(
+            f"{r['kpi']:<36} {(r['product'] or '*'):<9} {(r['site_id'] or 'all'):<10} "
+            f"{pct(r['value']):>7} {ci:>15} {r['numerator']:>4}/{r['denominator']:<4} {r['pending']:>5} "
+            f"{r['threshold']:>5.2f}  {r['status']}"
+        )
     return "\n".join(lines)

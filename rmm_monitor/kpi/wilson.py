@@ -1,5 +1,6 @@
 """The Wilson score interval: one definition for the KPI engine (CIs and statuses) and the report's charts (the
 breach limit). No DuckDB import here, so the chart worker processes can use it."""
+
 from __future__ import annotations
 
 import math

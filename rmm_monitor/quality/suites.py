@@ -11,6 +11,7 @@ holds only the columns its expectations read; strings arrive as Arrow dictionari
 set checks and its batch fingerprint, a hash of every row, work on small integer codes); and each suite's batch
 is built (fingerprinted) once, not once for the batch and again for the validator.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,10 @@ from rmm_monitor.core.periods import parse_period
 _FRAME_PREFIX = """
 WITH known AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of),
 scoped AS NOT MATERIALIZED (
-    SELECT * FROM known WHERE ($p_start IS NULL OR occurred_at >= $p_start) AND ($p_end IS NULL OR occurred_at < $p_end))
+    SELECT * FROM known
+    WHERE ($p_start IS NULL OR occurred_at >= $p_start) AND ($p_end IS NULL OR occurred_at < $p_end))
 """
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -67,8 +70,9 @@ def load_suites(directory: Optional[Path] = None) -> tuple[Suite, ...]:
     return _load(str(directory or expectations_dir()))
 
 
-def build_frames(con, as_of: Optional[datetime] = None, period: Optional[str] = None,
-                 suites: Optional[tuple[Suite, ...]] = None) -> dict[str, Any]:
+def build_frames(
+    con, as_of: Optional[datetime] = None, period: Optional[str] = None, suites: Optional[tuple[Suite, ...]] = None
+) -> dict[str, Any]:
     """One pandas DataFrame per suite, from the store (runs on whatever thread owns `con`)."""
     as_of = as_of or clock.now()
     per = parse_period(period or "all", as_of)
@@ -90,8 +94,11 @@ def _to_pandas(table):
 
     columns = []
     for field, column in zip(table.schema, table.columns):
-        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or \
-                pa.types.is_string_view(field.type):
+        if (
+            pa.types.is_string(field.type)
+            or pa.types.is_large_string(field.type)
+            or pa.types.is_string_view(field.type)
+        ):
             column = column.cast(pa.string())
             head = column.slice(0, 20000)  # decides the representation only; every value is kept either way
             if pc.count_distinct(head, mode="all").as_py() * 16 <= max(len(head), 1):
@@ -129,8 +136,9 @@ def _observed(result: dict) -> tuple[str, Optional[int], Optional[int]]:
     return f"observed {value}", None, None
 
 
-def validate(frames: dict[str, Any], suites: Optional[tuple[Suite, ...]] = None,
-             run_at: Optional[datetime] = None) -> list[dict]:
+def validate(
+    frames: dict[str, Any], suites: Optional[tuple[Suite, ...]] = None, run_at: Optional[datetime] = None
+) -> list[dict]:
     """Validate each suite's frame with GX 1.x (ephemeral context, pandas data source, dataframe asset, a
     whole-dataframe batch definition and GX's v1 Validator over it); one result row per expectation, in the
     suite's own order."""
@@ -157,8 +165,9 @@ def validate(frames: dict[str, Any], suites: Optional[tuple[Suite, ...]] = None,
             batch_def = asset.add_batch_definition_whole_dataframe("whole")
         gx_suite = ExpectationSuite(**json.loads(json.dumps(suite.spec)))
         # what Batch.validate does, minus building (and fingerprinting every row of) the batch a second time
-        outcome = Validator(batch_definition=batch_def, batch_parameters={"dataframe": frame}) \
-            .validate_expectation_suite(gx_suite)
+        outcome = Validator(
+            batch_definition=batch_def, batch_parameters={"dataframe": frame}
+        ).validate_expectation_suite(gx_suite)
         by_name = {r.expectation_config.meta["name"]: r for r in outcome.results}
         for spec in suite.spec["expectations"]:
             name = spec["meta"]["name"]
@@ -166,11 +175,22 @@ def validate(frames: dict[str, Any], suites: Optional[tuple[Suite, ...]] = None,
             observed, n, bad = _observed(res.result or {})
             if res.exception_info and res.exception_info.get("raised_exception"):
                 observed = "error: " + str(res.exception_info.get("exception_message"))[:200]
-            rows.append({"run_at": run_at, "suite": suite.name, "suite_version": suite.version, "expectation": name,
-                         "type": spec["type"], "severity": spec.get("severity", "critical"),
-                         "critical": spec.get("severity", "critical") == "critical", "success": bool(res.success),
-                         "observed": observed, "element_count": n if n is not None else len(frame),
-                         "unexpected_count": bad, "why": spec["meta"].get("why", "")})
+            rows.append(
+                {
+                    "run_at": run_at,
+                    "suite": suite.name,
+                    "suite_version": suite.version,
+                    "expectation": name,
+                    "type": spec["type"],
+                    "severity": spec.get("severity", "critical"),
+                    "critical": spec.get("severity", "critical") == "critical",
+                    "success": bool(res.success),
+                    "observed": observed,
+                    "element_count": n if n is not None else len(frame),
+                    "unexpected_count": bad,
+                    "why": spec["meta"].get("why", ""),
+                }
+            )
     return rows
 
 
@@ -182,18 +202,21 @@ def run(con, as_of: Optional[datetime] = None, period: Optional[str] = None) -> 
     t1 = time.perf_counter()
     rows = validate(frames, suites)
     t2 = time.perf_counter()
-    return rows, {"frames_seconds": round(t1 - t0, 3), "validate_seconds": round(t2 - t1, 3),
-                  "rows_checked": sum(len(f) for f in frames.values())}
+    return rows, {
+        "frames_seconds": round(t1 - t0, 3),
+        "validate_seconds": round(t2 - t1, 3),
+        "rows_checked": sum(len(f) for f in frames.values()),
+    }
 
 
 def record(con, rows: list[dict]) -> None:
     """Append a run to dq_results (the alerting channel reads failing critical rows from there)."""
     if not rows:
         return
-    con.executemany("INSERT INTO dq_results (run_at, suite, expectation, success, observed, critical) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(r["run_at"], r["suite"], r["expectation"], r["success"], r["observed"], r["critical"])
-                     for r in rows])
+    con.executemany(
+        "INSERT INTO dq_results (run_at, suite, expectation, success, observed, critical) VALUES (?, ?, ?, ?, ?, ?)",
+        [(r["run_at"], r["suite"], r["expectation"], r["success"], r["observed"], r["critical"]) for r in rows],
+    )
 
 
 def failing(rows: list[dict], critical_only: bool = False) -> list[dict]:

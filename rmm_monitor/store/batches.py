@@ -3,6 +3,7 @@
 Two steps, so the worker can run them on different threads: `check_batch` (the contract's msgspec stage, pure
 Python) and `store_checked` (the store's SQL format check and the DuckDB transaction, which releases the GIL).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from datetime import datetime
 from typing import Optional
 
 from rmm_monitor.contract import Reject, validate_batch
+
 from .event_store import Store
 
 
@@ -25,6 +27,7 @@ class BatchOutcome:
 @dataclass(frozen=True)
 class CheckedBatch:
     """A batch after the contract's first stage: which records may go to the store, which were refused."""
+
     values: list[bytes]
     valid: list[int]
     rejects: list[Reject]
@@ -53,8 +56,8 @@ def check_batch(values: list[bytes], topics: Optional[list[str]] = None) -> Chec
 def store_checked(store: Store, batch: CheckedBatch, ingested_at: Optional[datetime] = None) -> BatchOutcome:
     """Store the valid events of a checked batch in one transaction and return what happened.
 
-    Raises TransientStoreError or TerminalStoreError if the write failed; then nothing of the batch is stored and the caller must not
-    commit its offsets.
+    Raises TransientStoreError or TerminalStoreError if the write failed; then nothing of the batch is stored and
+    the caller must not commit its offsets.
     """
     outcome = BatchOutcome(size=len(batch.values), rejects=list(batch.rejects))
     if not batch.valid:
@@ -71,7 +74,8 @@ def store_checked(store: Store, batch: CheckedBatch, ingested_at: Optional[datet
     return outcome
 
 
-def process_batch(store: Store, values: list[bytes], topics: Optional[list[str]] = None,
-                  ingested_at: Optional[datetime] = None) -> BatchOutcome:
+def process_batch(
+    store: Store, values: list[bytes], topics: Optional[list[str]] = None, ingested_at: Optional[datetime] = None
+) -> BatchOutcome:
     """Both steps on the calling thread (`rmm replay`, tests)."""
     return store_checked(store, check_batch(values, topics), ingested_at)

@@ -6,6 +6,7 @@ with backoff and keeps its offsets uncommitted meanwhile. Terminal: the statemen
 (a SQL, catalog, binder, conversion or constraint error; a database DuckDB invalidated after a fatal error);
 retrying only delays the stop, so the worker stops at once and says why.
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -29,8 +30,7 @@ class TerminalStoreError(StoreError):
     """Nothing was committed, and a retry would fail the same way (a SQL or schema error): stop and fix it."""
 
 
-_TRANSIENT = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.TransactionException,
-              duckdb.InterruptException)
+_TRANSIENT = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.TransactionException, duckdb.InterruptException)
 
 
 def classify(exc: BaseException, what: str) -> StoreError:

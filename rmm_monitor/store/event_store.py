@@ -14,6 +14,7 @@ transaction: INSERT OR IGNORE of the event_ids into the ledger, and the topic ta
 took. So a redelivered batch (at-least-once from Kafka) is stored once and the first
 stored copy wins. `seq` records the order of storage; KPIs break ties on it.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,20 +39,44 @@ SCHEMA_VERSION = 2
 
 # One definition of every event column: (name, DuckDB type).
 EVENT_COLUMNS: list[tuple[str, str]] = [
-    ("event_id", "VARCHAR"), ("event_type", "VARCHAR"), ("schema_version", "INTEGER"),
-    ("occurred_at", "TIMESTAMPTZ"), ("recorded_at", "TIMESTAMPTZ"), ("source", "VARCHAR"),
-    ("product", "VARCHAR"), ("site_id", "VARCHAR"),
-    ("name", "VARCHAR"), ("country", "VARCHAR"), ("status", "VARCHAR"),
-    ("scope", "VARCHAR[]"), ("doses_on_hand", "INTEGER"),
-    ("material_id", "VARCHAR"), ("version", "INTEGER"), ("sections", "VARCHAR[]"),
-    ("hcp_id", "VARCHAR"), ("role", "VARCHAR"), ("material_version", "INTEGER"),
-    ("score", "DOUBLE"), ("passed", "BOOLEAN"),
-    ("patient_ref", "VARCHAR"), ("lot_id", "VARCHAR"), ("coi_verified", "BOOLEAN"),
-    ("temperature_excursion", "BOOLEAN"), ("dose_within_spec", "BOOLEAN"),
-    ("visit_no", "INTEGER"), ("due_at", "TIMESTAMPTZ"),
-    ("ae_id", "VARCHAR"), ("term", "VARCHAR"), ("grade", "INTEGER"), ("serious", "BOOLEAN"),
-    ("related_step", "VARCHAR"), ("medication_error", "BOOLEAN"), ("grading_scale", "VARCHAR"),
-    ("regulator", "VARCHAR"), ("report_kind", "VARCHAR"), ("summary", "VARCHAR"),
+    ("event_id", "VARCHAR"),
+    ("event_type", "VARCHAR"),
+    ("schema_version", "INTEGER"),
+    ("occurred_at", "TIMESTAMPTZ"),
+    ("recorded_at", "TIMESTAMPTZ"),
+    ("source", "VARCHAR"),
+    ("product", "VARCHAR"),
+    ("site_id", "VARCHAR"),
+    ("name", "VARCHAR"),
+    ("country", "VARCHAR"),
+    ("status", "VARCHAR"),
+    ("scope", "VARCHAR[]"),
+    ("doses_on_hand", "INTEGER"),
+    ("material_id", "VARCHAR"),
+    ("version", "INTEGER"),
+    ("sections", "VARCHAR[]"),
+    ("hcp_id", "VARCHAR"),
+    ("role", "VARCHAR"),
+    ("material_version", "INTEGER"),
+    ("score", "DOUBLE"),
+    ("passed", "BOOLEAN"),
+    ("patient_ref", "VARCHAR"),
+    ("lot_id", "VARCHAR"),
+    ("coi_verified", "BOOLEAN"),
+    ("temperature_excursion", "BOOLEAN"),
+    ("dose_within_spec", "BOOLEAN"),
+    ("visit_no", "INTEGER"),
+    ("due_at", "TIMESTAMPTZ"),
+    ("ae_id", "VARCHAR"),
+    ("term", "VARCHAR"),
+    ("grade", "INTEGER"),
+    ("serious", "BOOLEAN"),
+    ("related_step", "VARCHAR"),
+    ("medication_error", "BOOLEAN"),
+    ("grading_scale", "VARCHAR"),
+    ("regulator", "VARCHAR"),
+    ("report_kind", "VARCHAR"),
+    ("summary", "VARCHAR"),
 ]
 _COLUMN = dict(EVENT_COLUMNS)
 # Required of every event by the contract; KPI SQL relies on it (e.g. ordering keys built from occurred_at).
@@ -62,6 +87,7 @@ _ENVELOPE_REQUIRED = ("event_id", "event_type", "schema_version", "occurred_at",
 class TopicTable:
     """The events of one topic's types: the union of their contract fields (event_type included), in the order
     of EVENT_COLUMNS."""
+
     topic: str
     event_types: tuple[str, ...]
     fields: tuple[str, ...]
@@ -72,8 +98,10 @@ class TopicTable:
 
     def ddl(self) -> str:
         cols = ", ".join(f"{f} {_COLUMN[f]}{' NOT NULL' if f in _ENVELOPE_REQUIRED else ''}" for f in self.fields)
-        return (f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, seq BIGINT NOT NULL, "
-                f"ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL)")
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, seq BIGINT NOT NULL, "
+            f"ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL)"
+        )
 
     def _types_sql(self) -> str:
         return "(" + ", ".join(f"'{t}'" for t in self.event_types) + ")"
@@ -82,17 +110,21 @@ class TopicTable:
         """Move this topic's rows from the staged batch (every contract column as read from JSON) into its table."""
         cols = ", ".join(_cast(f) for f in self.fields)
         where = " AND b.ord IN (SELECT ord FROM batch_new)" if only_new else ""
-        return (f"INSERT INTO {self.name} SELECT {cols}, $seq_base + b.ord, $ingested_at, "
-                f"coalesce(b.{_TYPED['recorded_at']}, $ingested_at) FROM batch b "
-                f"WHERE b.event_type IN {self._types_sql()}{where}")
+        return (
+            f"INSERT INTO {self.name} SELECT {cols}, $seq_base + b.ord, $ingested_at, "
+            f"coalesce(b.{_TYPED['recorded_at']}, $ingested_at) FROM batch b "
+            f"WHERE b.event_type IN {self._types_sql()}{where}"
+        )
 
     def view_branch(self) -> str:
         """Every contract column (NULL where the topic has none). The event_type filter is always true here and
         costs nothing measurable; DuckDB does not prune with it (the constant topic column does, see the module
         docstring), it states what the table holds."""
         cols = [name if name in self.fields else f"NULL::{sql} AS {name}" for name, sql in EVENT_COLUMNS]
-        return (f"SELECT {', '.join(cols)}, '{self.topic}' AS topic, seq, ingested_at, known_at "
-                f"FROM {self.name} WHERE event_type IN {self._types_sql()}")
+        return (
+            f"SELECT {', '.join(cols)}, '{self.topic}' AS topic, seq, ingested_at, known_at "
+            f"FROM {self.name} WHERE event_type IN {self._types_sql()}"
+        )
 
 
 def _topic_table(topic: str) -> TopicTable:
@@ -103,12 +135,17 @@ def _topic_table(topic: str) -> TopicTable:
 
 TOPIC_TABLES: dict[str, TopicTable] = {topic: _topic_table(topic) for topic in TOPICS}
 
-_DDL = ";\n".join([
-    "CREATE TABLE IF NOT EXISTS event_keys (event_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)",
-    *(t.ddl() for t in TOPIC_TABLES.values()),
-    "CREATE OR REPLACE VIEW events AS " + " UNION ALL ".join(t.view_branch() for t in TOPIC_TABLES.values()),
-    "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
-]) + ";"
+_DDL = (
+    ";\n".join(
+        [
+            "CREATE TABLE IF NOT EXISTS event_keys (event_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)",
+            *(t.ddl() for t in TOPIC_TABLES.values()),
+            "CREATE OR REPLACE VIEW events AS " + " UNION ALL ".join(t.view_branch() for t in TOPIC_TABLES.values()),
+            "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+        ]
+    )
+    + ";"
+)
 
 
 def _cast(name: str) -> str:
@@ -123,18 +160,25 @@ def _cast(name: str) -> str:
 
 
 # How DuckDB's from_json reads a raw event: timestamps stay text for the format check, beside their typed cast.
-_JSON_STRUCT = "{" + ", ".join(
-    f'"{name}": "{"VARCHAR" if name in TIMESTAMP_FIELDS else sql}"' for name, sql in EVENT_COLUMNS) + "}"
+_JSON_STRUCT = (
+    "{"
+    + ", ".join(f'"{name}": "{"VARCHAR" if name in TIMESTAMP_FIELDS else sql}"' for name, sql in EVENT_COLUMNS)
+    + "}"
+)
 _TYPED = {f: f"{f}_typed" for f in TIMESTAMP_FIELDS}
 # Parse, cast the timestamps and find each row's format reason (NULL if none) in one statement over the batch:
 # a separate check statement scanned the staged rows again and cast the timestamps a second time.
-_STAGE = (f"CREATE OR REPLACE TEMP TABLE batch AS SELECT *, {sql_format_reason(_TYPED)} AS reject_reason FROM ("
-          f"SELECT *, {', '.join(f'try_cast({f} AS TIMESTAMPTZ) AS {t}' for f, t in _TYPED.items())} FROM ("
-          f"SELECT unnest(from_json(raw.j, '{_JSON_STRUCT}')), raw.ord FROM raw))")
-_LOOK = ("SELECT list({ord: ord, reason: reject_reason} ORDER BY ord) FILTER (WHERE reject_reason IS NOT NULL), "
-         "count(*) FILTER (WHERE reject_reason IS NULL) "
-         "> count(DISTINCT event_id) FILTER (WHERE reject_reason IS NULL), "
-         "histogram(event_type) FILTER (WHERE reject_reason IS NULL) FROM batch")
+_STAGE = (
+    f"CREATE OR REPLACE TEMP TABLE batch AS SELECT *, {sql_format_reason(_TYPED)} AS reject_reason FROM ("
+    f"SELECT *, {', '.join(f'try_cast({f} AS TIMESTAMPTZ) AS {t}' for f, t in _TYPED.items())} FROM ("
+    f"SELECT unnest(from_json(raw.j, '{_JSON_STRUCT}')), raw.ord FROM raw))"
+)
+_LOOK = (
+    "SELECT list({ord: ord, reason: reject_reason} ORDER BY ord) FILTER (WHERE reject_reason IS NOT NULL), "
+    "count(*) FILTER (WHERE reject_reason IS NULL) "
+    "> count(DISTINCT event_id) FILTER (WHERE reject_reason IS NULL), "
+    "histogram(event_type) FILTER (WHERE reject_reason IS NULL) FROM batch"
+)
 
 
 def _json_column(raws: list[bytes]) -> pa.Array:
@@ -154,6 +198,7 @@ def _ordinals(n: int) -> pa.Array:
 def _safe_size(text: str) -> str:
     """A size like '2GB' or '512MiB' (it goes into a SET statement, which takes no parameters)."""
     import re
+
     if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", text.strip(), re.I):
         raise StoreError(f"not a memory size: {text!r} (e.g. 2GB)")
     return text.strip()
@@ -170,8 +215,13 @@ class InsertResult:
 class Store:
     """Owns one DuckDB connection. Not thread-safe: the worker calls it from one dedicated thread."""
 
-    def __init__(self, path: str | os.PathLike, read_only: bool = False, memory_limit: Optional[str] = None,
-                 checkpoint_wal: str = "256MB"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        read_only: bool = False,
+        memory_limit: Optional[str] = None,
+        checkpoint_wal: str = "256MB",
+    ):
         self.path = str(path)
         try:
             if not read_only:
@@ -199,14 +249,19 @@ class Store:
             self.con.execute(_DDL).fetchall()
             for _part, ddl in part_tables():  # the other parts' tables (alerting, quality)
                 self.con.execute(ddl).fetchall()
-            self.con.execute("INSERT OR REPLACE INTO store_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-                             ).fetchall()
-        self._next_seq = self.con.execute("SELECT coalesce(max(seq), 0) + 1 FROM event_keys").fetchall()[0][0] \
-            if self._relation_kind("event_keys") else 1
+            self.con.execute(
+                "INSERT OR REPLACE INTO store_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            ).fetchall()
+        self._next_seq = (
+            self.con.execute("SELECT coalesce(max(seq), 0) + 1 FROM event_keys").fetchall()[0][0]
+            if self._relation_kind("event_keys")
+            else 1
+        )
 
     def _relation_kind(self, name: str) -> Optional[str]:
-        rows = self.con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
-                                ).fetchall()
+        rows = self.con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchall()
         return rows[0][0] if rows else None
 
     def _migrate_from_v1(self) -> None:
@@ -228,9 +283,11 @@ class Store:
             con.execute(_DDL).fetchall()
             con.execute("INSERT INTO event_keys SELECT event_id, seq FROM events_v1").fetchall()
             for table in TOPIC_TABLES.values():
-                con.execute(f"INSERT INTO {table.name} SELECT {', '.join(table.fields)}, seq, ingested_at, known_at "
-                            f"FROM events_v1 WHERE event_type IN (SELECT unnest(?))", [list(table.event_types)]
-                            ).fetchall()
+                con.execute(
+                    f"INSERT INTO {table.name} SELECT {', '.join(table.fields)}, seq, ingested_at, known_at "
+                    f"FROM events_v1 WHERE event_type IN (SELECT unnest(?))",
+                    [list(table.event_types)],
+                ).fetchall()
             con.execute("DROP TABLE events_v1").fetchall()
 
     def close(self) -> None:
@@ -271,36 +328,46 @@ class Store:
         try:
             con.register("raw", raw)
             try:
-                con.execute(_STAGE).fetchall()                                           # 1. stage and check
+                con.execute(_STAGE).fetchall()  # 1. stage and check
             finally:
                 con.unregister("raw")
             # One look at the staged rows: the rows the check refused, copies of an event_id inside the batch, and
             # the rows per type.
             rejects, has_copies, per_type = con.execute(_LOOK).fetchall()[0]
             rejects = [(r["ord"], r["reason"]) for r in rejects or ()]
-            if rejects:                                                                  # 2. drop
+            if rejects:  # 2. drop
                 con.execute("DELETE FROM batch WHERE reject_reason IS NOT NULL").fetchall()
             if has_copies:  # the first copy wins (contract); INSERT OR IGNORE alone would keep an arbitrary one
-                con.execute("DELETE FROM batch WHERE ord NOT IN (SELECT min(ord) FROM batch GROUP BY event_id)"
-                            ).fetchall()
+                con.execute(
+                    "DELETE FROM batch WHERE ord NOT IN (SELECT min(ord) FROM batch GROUP BY event_id)"
+                ).fetchall()
                 per_type = dict(con.execute("SELECT event_type, count(*) FROM batch GROUP BY ALL").fetchall())
             per_type = dict(per_type or {})
             with self.transaction(f"batch of {len(raws)} events"):
-                con.execute("INSERT OR IGNORE INTO event_keys SELECT event_id, $seq_base + ord FROM batch",
-                            {"seq_base": base}).fetchall()                               # 3. ledger
+                con.execute(
+                    "INSERT OR IGNORE INTO event_keys SELECT event_id, $seq_base + ord FROM batch", {"seq_base": base}
+                ).fetchall()  # 3. ledger
                 # this batch's ledger rows have seq in [base, hi): a zone-map range scan, not a history scan
-                new = con.execute("SELECT count(*) FROM event_keys WHERE seq >= $seq_base AND seq < $hi",
-                                  {"seq_base": base, "hi": hi}).fetchall()[0][0]
+                new = con.execute(
+                    "SELECT count(*) FROM event_keys WHERE seq >= $seq_base AND seq < $hi", {"seq_base": base, "hi": hi}
+                ).fetchall()[0][0]
                 all_new = new == sum(per_type.values())
                 if not all_new:  # some were stored before: move only the rows the ledger took
-                    con.execute("CREATE OR REPLACE TEMP TABLE batch_new AS SELECT seq - $seq_base AS ord "
-                                "FROM event_keys WHERE seq >= $seq_base AND seq < $hi", {"seq_base": base, "hi": hi}
-                                ).fetchall()
-                    per_type = dict(con.execute("SELECT b.event_type, count(*) FROM batch b JOIN batch_new n "
-                                                "USING (ord) GROUP BY ALL").fetchall())
-                for topic in {TOPIC_OF_TYPE[t] for t, n in per_type.items() if n}:       # 4. topic tables
-                    con.execute(TOPIC_TABLES[topic].insert_sql(only_new=not all_new),
-                                {"seq_base": base, "ingested_at": ingested_at}).fetchall()
+                    con.execute(
+                        "CREATE OR REPLACE TEMP TABLE batch_new AS SELECT seq - $seq_base AS ord "
+                        "FROM event_keys WHERE seq >= $seq_base AND seq < $hi",
+                        {"seq_base": base, "hi": hi},
+                    ).fetchall()
+                    per_type = dict(
+                        con.execute(
+                            "SELECT b.event_type, count(*) FROM batch b JOIN batch_new n USING (ord) GROUP BY ALL"
+                        ).fetchall()
+                    )
+                for topic in {TOPIC_OF_TYPE[t] for t, n in per_type.items() if n}:  # 4. topic tables
+                    con.execute(
+                        TOPIC_TABLES[topic].insert_sql(only_new=not all_new),
+                        {"seq_base": base, "ingested_at": ingested_at},
+                    ).fetchall()
             con.execute("DROP TABLE batch").fetchall()
             if not all_new:
                 con.execute("DROP TABLE batch_new").fetchall()

@@ -6,6 +6,7 @@ records in the store declares them in a `tables.sql` beside its modules (`alerti
 `Store` runs all of them when it opens a file, so every file the monitor writes holds every part's tables, whatever
 the process imported. The store reads them as package data; it imports no code of the parts above it.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

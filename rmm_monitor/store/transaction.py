@@ -1,4 +1,5 @@
 """One transaction helper for every writer of the store (events, alerts, review cases, data-quality results)."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

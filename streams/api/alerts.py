@@ -5,6 +5,7 @@ changes): 401 and nothing changes otherwise. GET endpoints are open like /api/kp
 same pseudonymous data, and the worker binds to loopback by default. Every change runs on the store's writer thread
 in one transaction and keeps its history row (alerting/records.py).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -25,7 +26,7 @@ def authorized(token: str, request) -> bool:
     header = request.headers.get("Authorization", "")
     if not token or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(header[len("Bearer "):].encode(), token.encode())
+    return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
 
 
 def register(app, alerting) -> None:
@@ -75,13 +76,15 @@ def register(app, alerting) -> None:
 
     class AlertAck(View):
         async def post(self, request, alert_id):
-            return await transition(self, request, lambda con, b: R.acknowledge(
-                con, alert_id, b["actor"], b.get("comment")))
+            return await transition(
+                self, request, lambda con, b: R.acknowledge(con, alert_id, b["actor"], b.get("comment"))
+            )
 
     class AlertResolve(View):
         async def post(self, request, alert_id):
-            return await transition(self, request, lambda con, b: R.resolve(
-                con, alert_id, b["actor"], b.get("comment"), channels))
+            return await transition(
+                self, request, lambda con, b: R.resolve(con, alert_id, b["actor"], b.get("comment"), channels)
+            )
 
     class CaseList(View):
         async def get(self, request):
@@ -93,19 +96,34 @@ def register(app, alerting) -> None:
 
     class CaseStart(View):
         async def post(self, request, case_id):
-            return await transition(self, request, lambda con, b: R.start_review(
-                con, case_id, b["actor"], b.get("comment")))
+            return await transition(
+                self, request, lambda con, b: R.start_review(con, case_id, b["actor"], b.get("comment"))
+            )
 
     class CaseClose(View):
         async def post(self, request, case_id):
             def close(con, b):
                 version = b.get("material_version")
-                return R.close_case(con, case_id, b["actor"], str(b.get("outcome")),
-                                    int(version) if version is not None else None, b.get("comment"), channels)
+                return R.close_case(
+                    con,
+                    case_id,
+                    b["actor"],
+                    str(b.get("outcome")),
+                    int(version) if version is not None else None,
+                    b.get("comment"),
+                    channels,
+                )
+
             return await transition(self, request, close)
 
-    for path, view in (("/api/alerts", AlertList), ("/api/alerts/{alert_id}", AlertOne),
-                       ("/api/alerts/{alert_id}/ack", AlertAck), ("/api/alerts/{alert_id}/resolve", AlertResolve),
-                       ("/api/reviews", CaseList), ("/api/reviews/{case_id}", CaseOne),
-                       ("/api/reviews/{case_id}/start", CaseStart), ("/api/reviews/{case_id}/close", CaseClose)):
+    for path, view in (
+        ("/api/alerts", AlertList),
+        ("/api/alerts/{alert_id}", AlertOne),
+        ("/api/alerts/{alert_id}/ack", AlertAck),
+        ("/api/alerts/{alert_id}/resolve", AlertResolve),
+        ("/api/reviews", CaseList),
+        ("/api/reviews/{case_id}", CaseOne),
+        ("/api/reviews/{case_id}/start", CaseStart),
+        ("/api/reviews/{case_id}/close", CaseClose),
+    ):
         app.page(path, name="rmm-" + path.strip("/").replace("/", "-").replace("{", "").replace("}", ""))(view)

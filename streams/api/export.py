@@ -1,5 +1,6 @@
 """/api/export/extras: what the quarterly export needs beside the KPIs (event counts per topic, alerts and review
 cases with their history), as of a time, read on the store's reader thread."""
+
 from __future__ import annotations
 
 from rmm_monitor.core import clock

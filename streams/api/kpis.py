@@ -1,6 +1,7 @@
 """/metrics, /healthz, /api/status and the KPI reads: /api/kpis, /api/units (the units behind a KPI, as
 `rmm kpis --explain`), /api/trend. Every read runs on the store's reader thread; `as_of` reproduces a past
 answer; a bad parameter is a 400 with the reason."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -40,20 +41,43 @@ def register(app, worker) -> None:
     @app.page("/api/kpis")
     async def kpis(web, request):
         q = request.query
-        return await query(stores, web, lambda con, as_of: Engine(con).compute(
-            as_of=as_of, period=q.get("period"), by=q.get("by", "product"), product=q.get("product"),
-            kpi_ids=q.getall("kpi") if "kpi" in q else None), q)
+        return await query(
+            stores,
+            web,
+            lambda con, as_of: Engine(con).compute(
+                as_of=as_of,
+                period=q.get("period"),
+                by=q.get("by", "product"),
+                product=q.get("product"),
+                kpi_ids=q.getall("kpi") if "kpi" in q else None,
+            ),
+            q,
+        )
 
     @app.page("/api/units")
     async def units(web, request):
         q = request.query
         outcomes = q.getall("outcome") if "outcome" in q else None
-        return await query(stores, web, lambda con, as_of: Engine(con).units(
-            q["kpi"], as_of=as_of, period=q.get("period"), product=q.get("product"), site=q.get("site"),
-            outcomes=outcomes), q)
+        return await query(
+            stores,
+            web,
+            lambda con, as_of: Engine(con).units(
+                q["kpi"],
+                as_of=as_of,
+                period=q.get("period"),
+                product=q.get("product"),
+                site=q.get("site"),
+                outcomes=outcomes,
+            ),
+            q,
+        )
 
     @app.page("/api/trend")
     async def trend(web, request):
         q = request.query
-        return await query(stores, web, lambda con, as_of: Engine(con).trend(
-            as_of=as_of, period=q.get("period"), product=q.get("product")), q)
+        return await query(
+            stores,
+            web,
+            lambda con, as_of: Engine(con).trend(as_of=as_of, period=q.get("period"), product=q.get("product")),
+            q,
+        )

@@ -1,4 +1,5 @@
 """/api/dq: the data-quality suites as of a time (for `rmm dq` and the export while the worker owns the file)."""
+
 from __future__ import annotations
 
 from rmm_monitor.core.periods import iso, parse_time

@@ -1,5 +1,6 @@
 """Each channel against a real receiver on loopback: SMTP with STARTTLS and AUTH (aiosmtpd, self-signed
 certificate), the webhook (HTTP server, HMAC), and the generated rules/routing with promtool and amtool."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,25 +11,53 @@ import subprocess
 import aiohttp
 import pytest
 import yaml
-
-from rmm_monitor.ops import prometheus as alert_rules
-from rmm_monitor.alerting import channels as C
-
-from support.receivers import SmtpSink, WebhookReceiver
 from support.paths import REPO
+from support.receivers import SmtpSink, WebhookReceiver
 
+from rmm_monitor.alerting import channels as C
+from rmm_monitor.ops import prometheus as alert_rules
 
-DOC = C.payload("AL-000007:firing:email", "firing", {
-    "alert_id": "AL-000007", "signal": "kpi_breach", "severity": "critical", "state": "firing",
-    "title": "[BREACH] alert_card_issued 71% < 90% — CTX-19 site SH-03 — 2026Q3", "product": "CTX-19",
-    "site_id": "SH-03", "section": "alert_card", "kpi": "alert_card_issued", "period": "2026Q3",
-    "triggered_at": "2026-09-30T10:00:00+00:00", "fired_at": "2026-09-30T10:00:01+00:00",
-    "details": {"numerator": 22, "denominator": 31, "value": 0.7097, "ci_low": 0.5346, "ci_high": 0.8394,
-                "threshold": 0.9, "direction": "higher_is_better", "min_n": 10, "pending": 1,
-                "kpi_title": "Patient alert card issued"},
-    "units": [{"unit_id": "PT-CTX19-000042", "patient_ref": "PT-CTX19-000042", "site_id": "SH-03",
-               "lot_id": "LOT-9", "detail": "card 41 h after infusion"}], "evidence": []},
-    {"case_id": "RC-000003", "state": "open", "section": "alert_card", "product": "CTX-19"})
+DOC = C.payload(
+    "AL-000007:firing:email",
+    "firing",
+    {
+        "alert_id": "AL-000007",
+        "signal": "kpi_breach",
+        "severity": "critical",
+        "state": "firing",
+        "title": "[BREACH] alert_card_issued 71% < 90% — CTX-19 site SH-03 — 2026Q3",
+        "product": "CTX-19",
+        "site_id": "SH-03",
+        "section": "alert_card",
+        "kpi": "alert_card_issued",
+        "period": "2026Q3",
+        "triggered_at": "2026-09-30T10:00:00+00:00",
+        "fired_at": "2026-09-30T10:00:01+00:00",
+        "details": {
+            "numerator": 22,
+            "denominator": 31,
+            "value": 0.7097,
+            "ci_low": 0.5346,
+            "ci_high": 0.8394,
+            "threshold": 0.9,
+            "direction": "higher_is_better",
+            "min_n": 10,
+            "pending": 1,
+            "kpi_title": "Patient alert card issued",
+        },
+        "units": [
+            {
+                "unit_id": "PT-CTX19-000042",
+                "patient_ref": "PT-CTX19-000042",
+                "site_id": "SH-03",
+                "lot_id": "LOT-9",
+                "detail": "card 41 h after infusion",
+            }
+        ],
+        "evidence": [],
+    },
+    {"case_id": "RC-000003", "state": "open", "section": "alert_card", "product": "CTX-19"},
+)
 
 
 def settings(**kw) -> C.ChannelSettings:
@@ -38,14 +67,21 @@ def settings(**kw) -> C.ChannelSettings:
 
 def test_email_over_starttls_with_auth(tmp_path):
     with SmtpSink(tls_dir=tmp_path, user="rmm", password="pw-1") as smtp:
-        s = settings(smtp_port=smtp.port, smtp_starttls=True, smtp_ca_file=str(smtp.cert), smtp_user="rmm",
-                     smtp_password="pw-1")
+        s = settings(
+            smtp_port=smtp.port, smtp_starttls=True, smtp_ca_file=str(smtp.cert), smtp_user="rmm", smtp_password="pw-1"
+        )
         C.send_email(DOC, s)
         [mail] = smtp.messages
         assert mail["Subject"] == "[BREACH] alert_card_issued 71% < 90% — CTX-19 site SH-03 — 2026Q3"
         body = mail.get_content()
-        for text in ("Numerator:    22", "Denominator:  31", "95% CI:       53.5% – 83.9%", "Threshold:    90.0%",
-                     "PT-CTX19-000042", "RC-000003"):
+        for text in (
+            "Numerator:    22",
+            "Denominator:  31",
+            "95% CI:       53.5% – 83.9%",
+            "Threshold:    90.0%",
+            "PT-CTX19-000042",
+            "RC-000003",
+        ):
             assert text in body, text
         # a wrong password is refused and not echoed; without STARTTLS the server refuses the mail
         with pytest.raises(C.DeliveryError) as err:
@@ -83,8 +119,11 @@ def test_backoff_is_exponential_and_capped():
 
 
 def test_committed_rules_and_routing_equal_the_generated_ones():
-    stale = [rel for rel, text in alert_rules.generate().items()
-             if (REPO / "dashboards" / rel).read_text(encoding="utf-8") != text]
+    stale = [
+        rel
+        for rel, text in alert_rules.generate().items()
+        if (REPO / "dashboards" / rel).read_text(encoding="utf-8") != text
+    ]
     assert not stale, f"run `make rules` and commit: {stale}"
 
 
@@ -98,11 +137,13 @@ def test_promtool_and_amtool_accept_the_committed_files():
         cases = [t["alert_rule_test"][0]["exp_alerts"] for t in tests if t["alert_rule_test"][0]["alertname"] == name]
         assert sorted(bool(c) for c in cases) == [False, True], name
     promtool = shutil.which("promtool") or "/usr/bin/promtool"
-    out = subprocess.run([promtool, "check", "rules", "rmm-alerts.rules.yml"], cwd=prom_dir, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [promtool, "check", "rules", "rmm-alerts.rules.yml"], cwd=prom_dir, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
-    out = subprocess.run([promtool, "test", "rules", "rmm-alerts.test.yml"], cwd=prom_dir, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [promtool, "test", "rules", "rmm-alerts.test.yml"], cwd=prom_dir, capture_output=True, text=True
+    )
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
     amtool = shutil.which("amtool") or "/usr/bin/amtool"
     am = REPO / "dashboards" / "alertmanager" / "alertmanager.yml"
@@ -122,6 +163,10 @@ def test_promtool_catches_a_rule_without_for(tmp_path):
     first = doc["groups"][0]["rules"][0]["alert"]
     tests["tests"] = [t for t in tests["tests"] if t["alert_rule_test"][0]["alertname"] == first]
     (tmp_path / "rmm-alerts.test.yml").write_text(yaml.safe_dump(tests))
-    out = subprocess.run([shutil.which("promtool") or "/usr/bin/promtool", "test", "rules", "rmm-alerts.test.yml"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [shutil.which("promtool") or "/usr/bin/promtool", "test", "rules", "rmm-alerts.test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and "FAILED" in out.stdout + out.stderr

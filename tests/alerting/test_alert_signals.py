@@ -1,4 +1,5 @@
 """Signals, dedup and lifecycles over a real DuckDB store (the worker runs the same functions on its threads)."""
+
 from __future__ import annotations
 
 import json
@@ -9,24 +10,36 @@ import pytest
 from rmm_monitor.alerting import records as A
 from rmm_monitor.alerting import signals as S
 from rmm_monitor.kpi import load_catalog
-from rmm_monitor.store import process_batch
-from rmm_monitor.store import Store
+from rmm_monitor.store import Store, process_batch
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 CH = ("kafka", "webhook")
-_n = iter(range(10 ** 6))
+_n = iter(range(10**6))
 
 
 def ev(event_type: str, at: datetime, **fields) -> dict:
-    return {"event_id": f"t-{next(_n)}", "event_type": event_type, "schema_version": 1,
-            "occurred_at": at.isoformat(), "product": fields.pop("product", "CTX-19"),
-            "site_id": fields.pop("site_id", "NJ-07"), **fields}
+    return {
+        "event_id": f"t-{next(_n)}",
+        "event_type": event_type,
+        "schema_version": 1,
+        "occurred_at": at.isoformat(),
+        "product": fields.pop("product", "CTX-19"),
+        "site_id": fields.pop("site_id", "NJ-07"),
+        **fields,
+    }
 
 
 def ae(at: datetime, step=None, med_error=False, **kw) -> dict:
     n = next(_n)
-    fields = {"ae_id": f"AE-{n}", "patient_ref": f"PT-TEST-{n:04d}", "term": "other", "grade": 2, "serious": False,
-              "medication_error": med_error, **kw}
+    fields = {
+        "ae_id": f"AE-{n}",
+        "patient_ref": f"PT-TEST-{n:04d}",
+        "term": "other",
+        "grade": 2,
+        "serious": False,
+        "medication_error": med_error,
+        **kw,
+    }
     if step:
         fields["related_step"] = step
     return ev("ae_onset", at, **fields)
@@ -43,7 +56,10 @@ def feed(store: Store, events: list[dict]) -> None:
     assert not outcome.rejects, outcome.rejects
 
 
-def run(store: Store, rule=S.ClusterRule(), now=NOW) -> dict:
+DEFAULT_RULE = S.ClusterRule()
+
+
+def run(store: Store, rule=DEFAULT_RULE, now=NOW) -> dict:
     return S.evaluate_events(store.con, rule, CH, now)
 
 
@@ -74,47 +90,101 @@ def test_medication_errors_without_a_step_count_as_dosing_and_the_rule_is_config
     assert run(store)["fired"] == []
     [alert_id] = run(store, S.ClusterRule(min_events=2, window_days=30))["fired"]
     assert A.get_alert(store.con, alert_id)["section"] == "dosing"
-    assert S.ClusterRule.from_config({"signals": {"ae_cluster_by_step": {"min_events": 5, "window_days": 60}}}) \
-        == S.ClusterRule(5, 60.0)
+    assert S.ClusterRule.from_config(
+        {"signals": {"ae_cluster_by_step": {"min_events": 5, "window_days": 60}}}
+    ) == S.ClusterRule(5, 60.0)
     assert S.ClusterRule.from_config({}) == S.ClusterRule(3, 90.0)
 
 
 def test_safety_information_opens_one_case_per_section_and_a_release_closes_it(store):
     t = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    feed(store, [ev("material_version_released", t - timedelta(days=30), site_id="MAH-HQ", material_id="M",
-                    version=2, sections=["ltfu"]),
-                 ev("safety_information_updated", t, site_id="MAH-HQ", sections=["ltfu", "secondary_malignancy"],
-                    summary="T-cell malignancies reported")])
+    feed(
+        store,
+        [
+            ev(
+                "material_version_released",
+                t - timedelta(days=30),
+                site_id="MAH-HQ",
+                material_id="M",
+                version=2,
+                sections=["ltfu"],
+            ),
+            ev(
+                "safety_information_updated",
+                t,
+                site_id="MAH-HQ",
+                sections=["ltfu", "secondary_malignancy"],
+                summary="T-cell malignancies reported",
+            ),
+        ],
+    )
     fired = run(store)["fired"]
     assert [A.get_alert(store.con, a)["section"] for a in fired] == ["ltfu", "secondary_malignancy"]
     assert run(store)["fired"] == []
     # the older release does not answer the new information; a release after it, listing ltfu, does
     assert [c["state"] for c in A.list_cases(store.con)] == ["open", "open"]
-    feed(store, [ev("material_version_released", t + timedelta(days=20), site_id="MAH-HQ", material_id="M",
-                    version=3, sections=["ltfu", "dosing"])])
+    feed(
+        store,
+        [
+            ev(
+                "material_version_released",
+                t + timedelta(days=20),
+                site_id="MAH-HQ",
+                material_id="M",
+                version=3,
+                sections=["ltfu", "dosing"],
+            )
+        ],
+    )
     result = run(store)
     ltfu, malignancy = A.list_cases(store.con)
     assert result["closed"] == [ltfu["case_id"]]
-    assert (ltfu["state"], ltfu["outcome"], ltfu["material_version"], ltfu["state_actor"]) == \
-        ("closed", "material_updated", 3, "system")
+    assert (ltfu["state"], ltfu["outcome"], ltfu["material_version"], ltfu["state_actor"]) == (
+        "closed",
+        "material_updated",
+        3,
+        "system",
+    )
     assert malignancy["state"] == "open"
     # the alert whose cause was closed resolves with it; a notification of that is queued
     alert = A.get_alert(store.con, fired[0])
     assert [h["state"] for h in alert["history"]] == ["firing", "resolved"]
-    assert {(d["notification"], d["channel"]) for d in alert["deliveries"]} == \
-        {("firing", "kafka"), ("firing", "webhook"), ("resolved", "kafka"), ("resolved", "webhook")}
+    assert {(d["notification"], d["channel"]) for d in alert["deliveries"]} == {
+        ("firing", "kafka"),
+        ("firing", "webhook"),
+        ("resolved", "kafka"),
+        ("resolved", "webhook"),
+    }
 
 
 def row(kpi="alert_card_issued", site="GZ-03", status="breach", value=0.55, product="CTX-19") -> dict:
-    return {"kpi": kpi, "period": "2026Q4", "product": product, "site_id": site, "numerator": 6, "denominator": 11,
-            "value": value, "ci_low": 0.28, "ci_high": 0.79, "threshold": 0.9, "direction": "higher_is_better",
-            "min_n": 10, "status": status, "pending": 0, "stats": {}}
+    return {
+        "kpi": kpi,
+        "period": "2026Q4",
+        "product": product,
+        "site_id": site,
+        "numerator": 6,
+        "denominator": 11,
+        "value": value,
+        "ci_low": 0.28,
+        "ci_high": 0.79,
+        "threshold": 0.9,
+        "direction": "higher_is_better",
+        "min_n": 10,
+        "status": status,
+        "pending": 0,
+        "stats": {},
+    }
 
 
 def test_kpi_breach_pages_the_site_not_twice_and_recovery_resolves(store):
     catalog = load_catalog()
-    rows = [row(), row(site=None), row(kpi="dose_within_spec", site=None),  # diffuse: no site row in breach
-            row(kpi="ltfu_visit_adherence", site="SH-01", status="warning")]
+    rows = [
+        row(),
+        row(site=None),
+        row(kpi="dose_within_spec", site=None),  # diffuse: no site row in breach
+        row(kpi="ltfu_visit_adherence", site="SH-01", status="warning"),
+    ]
     new, recovered = S.plan_kpi_breaches(rows, catalog, A.open_alert_keys(store.con, S.KPI_BREACH))
     assert [(r["kpi"], r["site_id"]) for r in new] == [("alert_card_issued", "GZ-03"), ("dose_within_spec", None)]
     units = [{"unit_id": "PT-X", "patient_ref": "PT-X", "site_id": "GZ-03", "detail": "no card"}]
@@ -161,20 +231,25 @@ def test_lifecycles_keep_every_transition_and_refuse_illegal_ones(store):
         A.resolve(store.con, alert_id, "qppv.li")
     with pytest.raises(A.NotFound):
         A.acknowledge(store.con, "AL-999999", "x")
-    assert [(h["state"], h["actor"], h["comment"]) for h in A.get_alert(store.con, alert_id)["history"]] == \
-        [("firing", "system", A.get_alert(store.con, alert_id)["title"]), ("acknowledged", "qppv.li", "looking"),
-         ("resolved", "qppv.li", "site retrained")]
+    assert [(h["state"], h["actor"], h["comment"]) for h in A.get_alert(store.con, alert_id)["history"]] == [
+        ("firing", "system", A.get_alert(store.con, alert_id)["title"]),
+        ("acknowledged", "qppv.li", "looking"),
+        ("resolved", "qppv.li", "site retrained"),
+    ]
     with pytest.raises(A.TransitionError):
         A.close_case(store.con, case_id, "qppv.li", "no_change", comment="  ")  # a reason is required
     with pytest.raises(A.TransitionError):
-        A.close_case(store.con, case_id, "qppv.li", "material_updated")       # a version is required
+        A.close_case(store.con, case_id, "qppv.li", "material_updated")  # a version is required
     A.start_review(store.con, case_id, "qppv.li")
     with pytest.raises(A.TransitionError):
         A.start_review(store.con, case_id, "qppv.li")
     A.close_case(store.con, case_id, "qppv.li", "no_change", comment="card process fixed at the site, not the text")
     case = A.get_case(store.con, case_id)
-    assert [(h["state"], h["outcome"], h["actor"]) for h in case["history"]] == \
-        [("open", None, "system"), ("in_review", None, "qppv.li"), ("closed", "no_change", "qppv.li")]
+    assert [(h["state"], h["outcome"], h["actor"]) for h in case["history"]] == [
+        ("open", None, "system"),
+        ("in_review", None, "qppv.li"),
+        ("closed", "no_change", "qppv.li"),
+    ]
     # history rows only ever accumulate: nothing in the lifecycle tables was updated in place
     assert store.con.execute("SELECT count(*) FROM alert_history").fetchall()[0][0] == 3
     assert store.con.execute("SELECT count(*) FROM review_case_history").fetchall()[0][0] == 3
@@ -182,8 +257,11 @@ def test_lifecycles_keep_every_transition_and_refuse_illegal_ones(store):
 
 def test_data_quality_alert_for_failing_critical_expectations(store):
     con = store.con
-    con.execute("INSERT INTO dq_results VALUES (?, 'events', 'event_id_unique', false, '3 duplicates', true), "
-                "(?, 'events', 'score_range', false, '1 out of range', false)", [NOW, NOW]).fetchall()
+    con.execute(
+        "INSERT INTO dq_results VALUES (?, 'events', 'event_id_unique', false, '3 duplicates', true), "
+        "(?, 'events', 'score_range', false, '1 out of range', false)",
+        [NOW, NOW],
+    ).fetchall()
     [alert_id] = run(store)["fired"]
     alert = A.get_alert(con, alert_id)
     assert (alert["signal"], alert["kpi"], alert["case_id"]) == ("data_quality", "events:event_id_unique", None)
@@ -198,19 +276,38 @@ def test_a_plan_read_before_an_operator_acted_changes_nothing_twice(store):
     between must win: no second close, no resolve of a resolved alert, no evidence for a resolved cluster."""
     con = store.con
     t = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    feed(store, [ev("safety_information_updated", t, site_id="MAH-HQ", sections=["ltfu"], summary="new risk"),
-                 ae(t, "thawing"), ae(t + timedelta(days=1), "thawing"), ae(t + timedelta(days=2), "thawing")])
+    feed(
+        store,
+        [
+            ev("safety_information_updated", t, site_id="MAH-HQ", sections=["ltfu"], summary="new risk"),
+            ae(t, "thawing"),
+            ae(t + timedelta(days=1), "thawing"),
+            ae(t + timedelta(days=2), "thawing"),
+        ],
+    )
     fired = run(store)["fired"]
-    safety, cluster = (next(a for a in fired if A.get_alert(con, a)["signal"] == s)
-                       for s in (S.SAFETY, S.AE_CLUSTER))
+    safety, cluster = (next(a for a in fired if A.get_alert(con, a)["signal"] == s) for s in (S.SAFETY, S.AE_CLUSTER))
     case_id = A.get_alert(con, safety)["case_id"]
     con.execute("INSERT INTO dq_results VALUES (?, 'events', 'event_id_unique', false, '3', true)", [NOW]).fetchall()
     [dq_alert] = run(store)["fired"]
     # new facts: a release answering the case, the expectation passing again, one more thawing AE
-    feed(store, [ev("material_version_released", t + timedelta(days=3), site_id="MAH-HQ", material_id="M",
-                    version=4, sections=["ltfu"]), ae(t + timedelta(days=3), "thawing")])
-    con.execute("INSERT INTO dq_results VALUES (?, 'events', 'event_id_unique', true, '0', true)",
-                [NOW + timedelta(minutes=1)]).fetchall()
+    feed(
+        store,
+        [
+            ev(
+                "material_version_released",
+                t + timedelta(days=3),
+                site_id="MAH-HQ",
+                material_id="M",
+                version=4,
+                sections=["ltfu"],
+            ),
+            ae(t + timedelta(days=3), "thawing"),
+        ],
+    )
+    con.execute(
+        "INSERT INTO dq_results VALUES (?, 'events', 'event_id_unique', true, '0', true)", [NOW + timedelta(minutes=1)]
+    ).fetchall()
     plan = S.plan_events(con, S.ClusterRule())
     assert plan.close and plan.resolve_dq == (dq_alert,) and dict(plan.attach).get(cluster)
     # ... and before it is applied, the operator closes the case (resolving its alerts) and resolves the rest
@@ -224,6 +321,9 @@ def test_a_plan_read_before_an_operator_acted_changes_nothing_twice(store):
     assert len(A.get_alert(con, cluster)["evidence"]) == evidence
     # a plan with nothing in it is falsy (the worker then skips the writer) and applying it writes nothing
     history = con.execute("SELECT count(*) FROM alert_history").fetchall()
-    assert not S.EventPlan() and S.apply_event_plan(con, S.EventPlan(), CH, NOW) == {"fired": [], "resolved": [],
-                                                                                     "closed": []}
+    assert not S.EventPlan() and S.apply_event_plan(con, S.EventPlan(), CH, NOW) == {
+        "fired": [],
+        "resolved": [],
+        "closed": [],
+    }
     assert con.execute("SELECT count(*) FROM alert_history").fetchall() == history

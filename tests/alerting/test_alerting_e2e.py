@@ -7,6 +7,7 @@ replay of the same events (`receivers.expected_breaches`); the GZ-03 alert-card 
 Receivers: aiosmtpd (the worker's e-mail, and Alertmanager's e-mail without TLS), local HTTP servers (the
 worker's webhook, whose first attempt is refused to prove the retry, and Alertmanager's webhook), kafka-python
 reading rmm.alerts."""
+
 from __future__ import annotations
 
 import json
@@ -17,18 +18,17 @@ from urllib.error import HTTPError
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-
-from rmm_monitor.ops import prometheus as alert_rules
-from rmm_monitor.core import clock
-from rmm_monitor.alerting import channels as C
-from rmm_monitor.alerting import signals as S
-from rmm_monitor.dev.broker import Broker
-from rmm_monitor.kpi import load_catalog
-from rmm_monitor.dev.producer import produce_events
-
-from support.workers import WorkerProc, http_json, http_text, run_cli
 from support.promserver import AlertmanagerServer, PrometheusServer
 from support.receivers import SmtpSink, WebhookReceiver, expected_breaches, wait_until, weak_site_events
+from support.workers import WorkerProc, http_json, http_text, run_cli
+
+from rmm_monitor.alerting import channels as C
+from rmm_monitor.alerting import signals as S
+from rmm_monitor.core import clock
+from rmm_monitor.dev.broker import Broker
+from rmm_monitor.dev.producer import produce_events
+from rmm_monitor.kpi import load_catalog
+from rmm_monitor.ops import prometheus as alert_rules
 
 TOKEN = "e2e-admin-token-7f3a"
 SECRET = "e2e-webhook-secret"
@@ -43,13 +43,16 @@ class Scenario:
     am_hook: WebhookReceiver
     am_smtp: SmtpSink
     events: list
-    expected: list      # the KPI rows that must page, by the engine, over a replay of the same events
+    expected: list  # the KPI rows that must page, by the engine, over a replay of the same events
     t0: float
 
     def gz03(self) -> dict:
         """The weak site's alert (the scenario's point)."""
-        [alert] = [a for a in http_json(self.worker.url + "/api/alerts")
-                   if (a["kpi"], a["product"], a["site_id"]) == ("alert_card_issued", "CTX-19", "GZ-03")]
+        [alert] = [
+            a
+            for a in http_json(self.worker.url + "/api/alerts")
+            if (a["kpi"], a["product"], a["site_id"]) == ("alert_card_issued", "CTX-19", "GZ-03")
+        ]
         return alert
 
 
@@ -64,8 +67,9 @@ def read_alert_topic(bootstrap: str, timeout_ms: int = 1000) -> list:
 
 
 def post(url: str, body: dict, token: str | None) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -79,29 +83,51 @@ def post(url: str, body: dict, token: str | None) -> tuple[int, dict]:
 def scenario(tmp_path):
     tmp = tmp_path
     broker = Broker(log_path=tmp / "broker.log").start()
-    with SmtpSink() as smtp, WebhookReceiver(fail_first=1) as hook, WebhookReceiver() as am_hook, \
-            SmtpSink() as am_smtp:
-        worker = WorkerProc(db=tmp / "worker.duckdb", bootstrap=broker.bootstrap, log=tmp / "worker.log", env_extra={
-            "RMM_ADMIN_TOKEN": TOKEN, "RMM_SMTP_HOST": "127.0.0.1", "RMM_SMTP_PORT": str(smtp.port),
-            "RMM_ALERT_EMAIL_TO": "qppv@example.test", "RMM_WEBHOOK_URL": hook.url,
-            "RMM_WEBHOOK_SECRET": SECRET, "RMM_ALERT_RETRY_BASE": "0.5",
-            "RMM_DQ_SECONDS": "0"})  # issue 7's data-quality run is not under test here and costs seconds of CPU
+    with SmtpSink() as smtp, WebhookReceiver(fail_first=1) as hook, WebhookReceiver() as am_hook, SmtpSink() as am_smtp:
+        worker = WorkerProc(
+            db=tmp / "worker.duckdb",
+            bootstrap=broker.bootstrap,
+            log=tmp / "worker.log",
+            env_extra={
+                "RMM_ADMIN_TOKEN": TOKEN,
+                "RMM_SMTP_HOST": "127.0.0.1",
+                "RMM_SMTP_PORT": str(smtp.port),
+                "RMM_ALERT_EMAIL_TO": "qppv@example.test",
+                "RMM_WEBHOOK_URL": hook.url,
+                "RMM_WEBHOOK_SECRET": SECRET,
+                "RMM_ALERT_RETRY_BASE": "0.5",
+                "RMM_DQ_SECONDS": "0",
+            },
+        )  # the data-quality run is not under test here and costs seconds of CPU
         # the committed rules and routing, generated with test timings (for: 1s, group_wait 1s)
         rules = tmp / "rules.yml"
         rules.write_text(alert_rules.dump(alert_rules.rules(load_catalog(), kpi_for="1s")))
         am_config = tmp / "alertmanager.yml"
-        am_config.write_text(alert_rules.dump(alert_rules.alertmanager(
-            webhook_url=am_hook.url, ops_webhook_url=am_hook.url, email_to="pv@example.test",
-            smarthost=f"127.0.0.1:{am_smtp.port}", require_tls=False, password_file=None,
-            group_wait="1s", group_interval="1s")))
+        am_config.write_text(
+            alert_rules.dump(
+                alert_rules.alertmanager(
+                    webhook_url=am_hook.url,
+                    ops_webhook_url=am_hook.url,
+                    email_to="pv@example.test",
+                    smarthost=f"127.0.0.1:{am_smtp.port}",
+                    require_tls=False,
+                    password_file=None,
+                    group_wait="1s",
+                    group_interval="1s",
+                )
+            )
+        )
         try:
             worker.start()
-            with AlertmanagerServer(tmp, am_config) as am, \
-                    PrometheusServer(tmp, [f"127.0.0.1:{worker.port}"], [rules], am.address) as prom:
+            with (
+                AlertmanagerServer(tmp, am_config) as am,
+                PrometheusServer(tmp, [f"127.0.0.1:{worker.port}"], [rules], am.address),
+            ):
                 events = list(weak_site_events())
                 expected = expected_breaches(events, tmp)
-                assert ("alert_card_issued", "CTX-19", "GZ-03") in \
-                    {(r["kpi"], r["product"], r["site_id"]) for r in expected}, "the scenario must breach at GZ-03"
+                assert ("alert_card_issued", "CTX-19", "GZ-03") in {
+                    (r["kpi"], r["product"], r["site_id"]) for r in expected
+                }, "the scenario must breach at GZ-03"
                 t0 = time.monotonic()
                 # no wait for the first scrape: Prometheus applies new targets after ~5 s, ingest overlaps it
                 produce_events(events, broker.bootstrap)
@@ -121,21 +147,32 @@ def check_breach_reaches_the_qppv_once_on_every_channel(scenario):
     assert t_mail < 60 and t_hook < 60
 
     alerts = http_json(s.worker.url + "/api/alerts")
-    assert sorted((a["signal"], a["kpi"], a["product"], a["site_id"], a["state"]) for a in alerts) == \
-        sorted(("kpi_breach", r["kpi"], r["product"], r["site_id"] or "", "firing") for r in s.expected)
+    assert sorted((a["signal"], a["kpi"], a["product"], a["site_id"], a["state"]) for a in alerts) == sorted(
+        ("kpi_breach", r["kpi"], r["product"], r["site_id"] or "", "firing") for r in s.expected
+    )
     alert = s.gz03()
-    row = next(r for r in s.expected if (r["kpi"], r["product"], r["site_id"]) == (alert["kpi"], alert["product"],
-                                                                                     alert["site_id"]))
+    row = next(
+        r
+        for r in s.expected
+        if (r["kpi"], r["product"], r["site_id"]) == (alert["kpi"], alert["product"], alert["site_id"])
+    )
 
     # e-mail: a subject the QPPV can triage from; numbers, failing units and the review case in the body
     assert len(s.smtp.messages) == n
     [mail] = [m for m in s.smtp.messages if m["X-RMM-Alert-Id"] == alert["alert_id"]]
-    assert mail["Subject"] == (f"[BREACH] alert_card_issued {100 * row['value']:.0f}% < 90% — CTX-19 site GZ-03 — "
-                               f"{alert['period']}")
+    assert mail["Subject"] == (
+        f"[BREACH] alert_card_issued {100 * row['value']:.0f}% < 90% — CTX-19 site GZ-03 — {alert['period']}"
+    )
     body = mail.get_content()
     units = http_json(f"{s.worker.url}/api/alerts/{alert['alert_id']}")["units"]
-    for text in (f"Numerator:    {row['numerator']}", f"Denominator:  {row['denominator']}", "95% CI:",
-                 "Threshold:    90.0%", alert["case_id"], units[0]["patient_ref"]):
+    for text in (
+        f"Numerator:    {row['numerator']}",
+        f"Denominator:  {row['denominator']}",
+        "95% CI:",
+        "Threshold:    90.0%",
+        alert["case_id"],
+        units[0]["patient_ref"],
+    ):
         assert text in body, (text, body)
 
     # webhook: the first attempt refused, retried with backoff, each alert delivered once, HMAC over the bytes
@@ -160,16 +197,23 @@ def check_breach_reaches_the_qppv_once_on_every_channel(scenario):
 def check_one_review_case_for_the_section_with_its_failing_units(scenario):
     alert = scenario.gz03()
     [case] = [c for c in http_json(scenario.worker.url + "/api/reviews") if c["section"] == "alert_card"]
-    assert (case["product"], case["state"], case["alerts"], case["case_id"]) == \
-        ("CTX-19", "open", [alert["alert_id"]], alert["case_id"])
+    assert (case["product"], case["state"], case["alerts"], case["case_id"]) == (
+        "CTX-19",
+        "open",
+        [alert["alert_id"]],
+        alert["case_id"],
+    )
     detail = http_json(f"{scenario.worker.url}/api/reviews/{case['case_id']}")
     # the breach's failing units (an alert card not issued), at most TOP_UNITS of them, all of the weak site
     details = http_json(f"{scenario.worker.url}/api/alerts/{alert['alert_id']}")["details"]
     failures = details["denominator"] - details["numerator"]
     assert failures > 0 and len(detail["units"]) == min(S.TOP_UNITS, failures)
     assert len({u["unit_id"] for u in detail["units"]}) == len(detail["units"])
-    assert all((u["alert_id"], u["kpi"], u["site_id"]) == (alert["alert_id"], "alert_card_issued", "GZ-03")
-               and u["patient_ref"].startswith("PT-") for u in detail["units"])
+    assert all(
+        (u["alert_id"], u["kpi"], u["site_id"]) == (alert["alert_id"], "alert_card_issued", "GZ-03")
+        and u["patient_ref"].startswith("PT-")
+        for u in detail["units"]
+    )
 
 
 def check_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario):
@@ -180,18 +224,30 @@ def check_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario):
     assert post(ack_url, {"actor": "mallory"}, None)[0] == 401
     assert post(ack_url, {"actor": "mallory"}, "not-the-token")[0] == 401
     assert post(f"{w.url}/api/reviews/{case_id}/start", {"actor": "mallory"}, "x")[0] == 401
-    cli = run_cli("alerts", "ack", alert_id, "--db", str(w.db), "--actor", "mallory",
-                  env={"RMM_ADMIN_TOKEN": "wrong"})
+    cli = run_cli("alerts", "ack", alert_id, "--db", str(w.db), "--actor", "mallory", env={"RMM_ADMIN_TOKEN": "wrong"})
     assert cli.returncode == 3 and "401" in cli.stderr
     assert [h["state"] for h in http_json(f"{w.url}/api/alerts/{alert_id}")["history"]] == ["firing"]
     assert http_json(f"{w.url}/api/reviews/{case_id}")["state"] == "open"
 
-    cli = run_cli("alerts", "ack", alert_id, "--db", str(w.db), "--actor", "qppv.wang",
-                  "--comment", "GZ-03 card process under review", "--json", env={"RMM_ADMIN_TOKEN": TOKEN})
+    cli = run_cli(
+        "alerts",
+        "ack",
+        alert_id,
+        "--db",
+        str(w.db),
+        "--actor",
+        "qppv.wang",
+        "--comment",
+        "GZ-03 card process under review",
+        "--json",
+        env={"RMM_ADMIN_TOKEN": TOKEN},
+    )
     assert cli.returncode == 0, cli.stderr
     trail = json.loads(cli.stdout)["history"]
     assert [(h["state"], h["actor"], h["comment"]) for h in trail] == [
-        ("firing", "system", trail[0]["comment"]), ("acknowledged", "qppv.wang", "GZ-03 card process under review")]
+        ("firing", "system", trail[0]["comment"]),
+        ("acknowledged", "qppv.wang", "GZ-03 card process under review"),
+    ]
     assert post(ack_url, {"actor": "qppv.wang"}, TOKEN)[0] == 409, "an acknowledged alert cannot be acked again"
     status, case = post(f"{w.url}/api/reviews/{case_id}/start", {"actor": "qppv.wang"}, TOKEN)
     assert (status, case["state"]) == (200, "in_review")
@@ -204,10 +260,14 @@ def check_alertmanager_delivers_the_prometheus_rule_alert(scenario):
             for a in json.loads(req["body"])["alerts"]:
                 if a["status"] == "firing" and a["labels"].get("site") == "GZ-03":
                     return a
+
     alert = wait_until(gz03_firing, 45, "Alertmanager webhook call for GZ-03")
     assert alert["labels"]["alertname"] == "RmmKpiBreachAlertCardIssued"
-    assert (alert["labels"]["kpi"], alert["labels"]["product"], alert["labels"]["severity"]) == \
-        ("alert_card_issued", "CTX-19", "critical")
+    assert (alert["labels"]["kpi"], alert["labels"]["product"], alert["labels"]["severity"]) == (
+        "alert_card_issued",
+        "CTX-19",
+        "critical",
+    )
     assert "rmm kpis --explain alert_card_issued" in alert["annotations"]["runbook"]
     # the e-mail receiver has require_tls: false set explicitly, so the plain loopback server accepts it
     mail = wait_until(lambda: scenario.am_smtp.messages, 30, "Alertmanager e-mail")[0]
@@ -229,17 +289,42 @@ def check_same_scenario_twice_creates_nothing_new_and_a_release_closes_the_case(
     alert = s.gz03()
 
     now = clock.now().isoformat()
-    produce_events([{"event_id": "mat-e2e-v3", "event_type": "material_version_released", "schema_version": 1,
-                     "occurred_at": now, "product": "CTX-19", "site_id": "MAH-HQ", "material_id": "CTX19-PAT",
-                     "version": 3, "sections": ["alert_card"]}], s.broker.bootstrap)
-    closed = wait_until(lambda: [c for c in http_json(s.worker.url + "/api/reviews")
-                                 if c["state"] == "closed" and c["case_id"] == alert["case_id"]],
-                        20, "case closed by the release")
-    assert (closed[0]["outcome"], closed[0]["material_version"], closed[0]["state_actor"]) == \
-        ("material_updated", 3, "system")
+    produce_events(
+        [
+            {
+                "event_id": "mat-e2e-v3",
+                "event_type": "material_version_released",
+                "schema_version": 1,
+                "occurred_at": now,
+                "product": "CTX-19",
+                "site_id": "MAH-HQ",
+                "material_id": "CTX19-PAT",
+                "version": 3,
+                "sections": ["alert_card"],
+            }
+        ],
+        s.broker.bootstrap,
+    )
+    closed = wait_until(
+        lambda: [
+            c
+            for c in http_json(s.worker.url + "/api/reviews")
+            if c["state"] == "closed" and c["case_id"] == alert["case_id"]
+        ],
+        20,
+        "case closed by the release",
+    )
+    assert (closed[0]["outcome"], closed[0]["material_version"], closed[0]["state_actor"]) == (
+        "material_updated",
+        3,
+        "system",
+    )
     history = http_json(f"{s.worker.url}/api/reviews/{alert['case_id']}")["history"]
-    assert [(h["state"], h["actor"]) for h in history] == \
-        [("open", "system"), ("in_review", "qppv.wang"), ("closed", "system")]
+    assert [(h["state"], h["actor"]) for h in history] == [
+        ("open", "system"),
+        ("in_review", "qppv.wang"),
+        ("closed", "system"),
+    ]
     # the KPI alert stays until the KPI recovers: a new material version does not fix the site's past quarter
     assert http_json(f"{s.worker.url}/api/alerts/{alert['alert_id']}")["state"] == "acknowledged"
 

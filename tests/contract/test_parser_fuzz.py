@@ -1,6 +1,7 @@
 """Fuzzing the event parser: random bytes, random JSON and mutations of valid events never raise anything but a
 validation outcome, never get an invalid event accepted, and the batch path (validate_batch + the store's SQL
 format check) decides exactly as the single-event path (validate_one)."""
+
 from __future__ import annotations
 
 import json
@@ -9,19 +10,19 @@ from functools import lru_cache
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
-
-from rmm_monitor.dev import simulate
-from rmm_monitor.contract import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
-from rmm_monitor.store import process_batch
-from rmm_monitor.store import TOPIC_TABLES, Store
-
-from support.workers import NOW
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from support.scenario import events as scenario_events
+from support.workers import NOW
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                         HealthCheck.function_scoped_fixture])
-# Written from DESIGN.md, independently of contract.py's patterns: what the fuzzer holds the parser to.
+from rmm_monitor.contract import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
+from rmm_monitor.dev import simulate
+from rmm_monitor.store import TOPIC_TABLES, Store, process_batch
+
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+# Written from docs/contract.md, independently of contract/events.py's patterns: what the fuzzer holds the parser to.
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 PATIENT_REF = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
@@ -53,7 +54,8 @@ def is_outcome(result) -> bool:
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
-    max_leaves=25)
+    max_leaves=25,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +81,16 @@ def test_random_json_gives_an_outcome_and_is_refused(value):
     assert event is None, f"random JSON accepted: {raw!r}"
 
 
-MUTATIONS = ("drop_required", "unknown_field", "wrong_type", "bad_event_type", "bad_timestamp", "bad_patient_ref",
-             "oversize", "pii")
+MUTATIONS = (
+    "drop_required",
+    "unknown_field",
+    "wrong_type",
+    "bad_event_type",
+    "bad_timestamp",
+    "bad_patient_ref",
+    "oversize",
+    "pii",
+)
 
 
 @st.composite
@@ -117,9 +127,22 @@ def mutated(draw):
     elif kind == "bad_event_type":
         base["event_type"] = draw(st.text(max_size=30).filter(lambda t: t not in EVENT_TYPES))
     elif kind == "bad_timestamp":
-        value = draw(st.text(max_size=40) | st.sampled_from(
-            ["2026-07-01T10:00:00", "2026-02-30T10:00:00Z", "2026-07-01 10:00:00Z", "2026-13-01T10:00:00Z",
-             "2026-07-01T24:00:00Z", "2026-07-01T10:00:00+25:00", "2026-07-01", "T10:00:00Z", "2026-07-01T10:00Z"]))
+        value = draw(
+            st.text(max_size=40)
+            | st.sampled_from(
+                [
+                    "2026-07-01T10:00:00",
+                    "2026-02-30T10:00:00Z",
+                    "2026-07-01 10:00:00Z",
+                    "2026-13-01T10:00:00Z",
+                    "2026-07-01T24:00:00Z",
+                    "2026-07-01T10:00:00+25:00",
+                    "2026-07-01",
+                    "T10:00:00Z",
+                    "2026-07-01T10:00Z",
+                ]
+            )
+        )
         assume(not RFC3339.fullmatch(value))
         base[draw(st.sampled_from(["occurred_at", "recorded_at"]))] = value
     elif kind == "bad_patient_ref":

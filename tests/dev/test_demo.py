@@ -1,5 +1,6 @@
 """`rmm demo`: bundled broker + worker + simulator, one final JSON line; and nothing it starts outlives it, however
 it ends (Ctrl-C once, twice, SIGTERM, SIGHUP, SIGKILL)."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from support.procs import Proc, children, wait_gone
+from support.workers import run_cli
 
 from rmm_monitor.kpi import load_catalog
-
-from support.workers import run_cli
-from support.procs import Proc, children, wait_gone
 
 STOP_WITHIN_S = 10.0
 
@@ -54,8 +54,22 @@ class Demo:
         self.stdout, self.stderr = tmp_path / "demo.out", tmp_path / "demo.err"
         with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rmm_monitor.cli", "demo", "--patients", "40", "--rate", "400",
-                 "--dir", str(tmp_path / "demo")], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "rmm_monitor.cli",
+                    "demo",
+                    "--patients",
+                    "40",
+                    "--rate",
+                    "400",
+                    "--dir",
+                    str(tmp_path / "demo"),
+                ],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
 
     def err(self) -> str:
         return self.stderr.read_text(errors="replace")
@@ -69,8 +83,18 @@ class Demo:
 
     def children(self) -> dict[str, Proc]:
         kids = children(self.proc.pid)
-        named = {("broker" if "tansu" in p.cmdline else "worker" if " worker" in p.cmdline else
-                  "export" if " export" in p.cmdline else p.cmdline): p for p in kids}
+        named = {
+            (
+                "broker"
+                if "tansu" in p.cmdline
+                else "worker"
+                if " worker" in p.cmdline
+                else "export"
+                if " export" in p.cmdline
+                else p.cmdline
+            ): p
+            for p in kids
+        }
         return named
 
     def final(self) -> dict:

@@ -1,5 +1,6 @@
 """The simulated CAR-T programme: contract-valid, deterministic, bounded by `end`, duplicated as asked, and
 showing every documented weakness."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from statistics import median
 
 import pytest
 
-from rmm_monitor.core import clock
 from rmm_monitor.contract import TOPIC_OF_TYPE, validate_one
+from rmm_monitor.core import clock
 from rmm_monitor.dev.simulate import PRODUCTS, PROGRAMME_SITE_ID, STRONG_SITES, WEAK_SITES, generate, to_jsonl, topic_of
 
 END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
@@ -178,10 +179,15 @@ def test_strong_sites_do_it_right(by_type):
     cards = defaultdict(list)
     for c in by_type["alert_card_issued"]:
         cards[(c["product"], c["patient_ref"])].append(ts(c["occurred_at"]))
-    infusions = [i for i in by_type["infusion_administered"] if i["site_id"] in STRONG_SITES
-                 and ts(i["occurred_at"]) < END - timedelta(days=1)]
-    on_time = sum(any(t <= ts(i["occurred_at"]) + timedelta(hours=24) for t in cards[(i["product"], i["patient_ref"])])
-                  for i in infusions)
+    infusions = [
+        i
+        for i in by_type["infusion_administered"]
+        if i["site_id"] in STRONG_SITES and ts(i["occurred_at"]) < END - timedelta(days=1)
+    ]
+    on_time = sum(
+        any(t <= ts(i["occurred_at"]) + timedelta(hours=24) for t in cards[(i["product"], i["patient_ref"])])
+        for i in infusions
+    )
     assert on_time / len(infusions) >= 0.9
 
 
@@ -193,12 +199,16 @@ def test_every_weak_site_appears(unique):
 
 
 def test_gz03_late_or_wrong_alert_cards(by_type):
-    infusions = {(i["product"], i["patient_ref"]): i for i in by_type["infusion_administered"]
-                 if i["site_id"] == "GZ-03"}
+    infusions = {
+        (i["product"], i["patient_ref"]): i for i in by_type["infusion_administered"] if i["site_id"] == "GZ-03"
+    }
     cards = {(c["product"], c["patient_ref"]): c for c in by_type["alert_card_issued"] if c["site_id"] == "GZ-03"}
     closed = [k for k, i in infusions.items() if ts(i["occurred_at"]) < END - timedelta(days=1)]
-    late_or_missing = [k for k in closed if k not in cards
-                       or ts(cards[k]["occurred_at"]) > ts(infusions[k]["occurred_at"]) + timedelta(hours=24)]
+    late_or_missing = [
+        k
+        for k in closed
+        if k not in cards or ts(cards[k]["occurred_at"]) > ts(infusions[k]["occurred_at"]) + timedelta(hours=24)
+    ]
     wrong_or_null = [k for k in closed if k in cards and cards[k]["lot_id"] != infusions[k]["lot_id"]]
     assert len(late_or_missing) / len(closed) > 0.2
     assert len(set(late_or_missing) | set(wrong_or_null)) / len(closed) > 0.35
@@ -209,8 +219,11 @@ def test_wh04_untrained_infusions(by_type):
     for t in by_type["training_completed"]:
         if t["passed"]:
             passed[(t["product"], t["hcp_id"])].append(ts(t["occurred_at"]))
-    untrained = {(i["product"], i["hcp_id"]) for i in by_type["infusion_administered"]
-                 if not any(p <= ts(i["occurred_at"]) for p in passed[(i["product"], i["hcp_id"])])}
+    untrained = {
+        (i["product"], i["hcp_id"])
+        for i in by_type["infusion_administered"]
+        if not any(p <= ts(i["occurred_at"]) for p in passed[(i["product"], i["hcp_id"])])
+    }
     assert untrained and {h.split("-")[1] for _, h in untrained} == {"WH04"}
 
 
@@ -255,12 +268,16 @@ def test_nj07_thawing_cluster(by_type):
 def test_xa08_stock_and_suspension(by_type):
     stock = [e["doses_on_hand"] for e in by_type["tocilizumab_stock_reported"] if e["site_id"] == "XA-08"]
     assert sum(d < 2 for d in stock) / len(stock) > 0.3
-    changes = sorted((ts(e["occurred_at"]), e["status"]) for e in by_type["site_certification_changed"]
-                     if e["site_id"] == "XA-08")
+    changes = sorted(
+        (ts(e["occurred_at"]), e["status"]) for e in by_type["site_certification_changed"] if e["site_id"] == "XA-08"
+    )
     suspended = [(t, changes[i + 1][0]) for i, (t, s) in enumerate(changes) if s == "suspended"]
     assert suspended
-    during = [i for i in by_type["infusion_administered"] if i["site_id"] == "XA-08"
-              and any(a <= ts(i["occurred_at"]) < b for a, b in suspended)]
+    during = [
+        i
+        for i in by_type["infusion_administered"]
+        if i["site_id"] == "XA-08" and any(a <= ts(i["occurred_at"]) < b for a, b in suspended)
+    ]
     assert len(during) == 1
 
 

@@ -2,6 +2,7 @@
 headless, PDF pages turned into PNG with pdftoppm and looked at for charts), byte-identical on a re-run with
 the same as-of — also when the second run goes through the HTTP API of a worker that owns the DB and keeps
 ingesting meanwhile."""
+
 from __future__ import annotations
 
 import csv
@@ -17,14 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 from openpyxl import load_workbook
 from PIL import Image
+from support.workers import http_text, run_cli
 
-from rmm_monitor.kpi import catalog_hash, load_catalog
-from rmm_monitor.store import process_batch
 from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.dev.simulate import generate
-from rmm_monitor.store import Store
-
-from support.workers import http_text, run_cli
+from rmm_monitor.kpi import catalog_hash, load_catalog
+from rmm_monitor.store import Store, process_batch
 
 # meant to keep the module on one xdist process (`make test` uses loadgroup); see `offline` for why it is not enough
 pytestmark = pytest.mark.xdist_group(name="export")
@@ -56,8 +55,9 @@ def offline(tmp_path_factory, events):
         if not done.exists():
             with Store(db) as store:
                 process_batch(store, [json.dumps(e).encode() for e in events])
-            res = run_cli("export", "--quarter", QUARTER, "--db", str(db), "--out", str(out), "--as-of", AS_OF,
-                          timeout=600)
+            res = run_cli(
+                "export", "--quarter", QUARTER, "--db", str(db), "--out", str(out), "--as-of", AS_OF, timeout=600
+            )
             assert res.returncode == 0, res.stderr
             done.write_text(json.dumps({"stderr": res.stderr}))
     return db, out, json.loads(done.read_text())["stderr"]
@@ -89,9 +89,15 @@ def test_kpi_files_hold_the_rows_of_rmm_kpis(offline):
         got = list(csv.DictReader(fh))
     assert len(got) == len(want) > 16
     for g, w in zip(got, want):
-        assert (g["kpi"], g["product"], g["site_id"] or None, int(g["numerator"]), int(g["denominator"]),
-                g["status"], json.loads(g["stats"])) == \
-               (w["kpi"], w["product"], w["site_id"], w["numerator"], w["denominator"], w["status"], w["stats"])
+        assert (
+            g["kpi"],
+            g["product"],
+            g["site_id"] or None,
+            int(g["numerator"]),
+            int(g["denominator"]),
+            g["status"],
+            json.loads(g["stats"]),
+        ) == (w["kpi"], w["product"], w["site_id"], w["numerator"], w["denominator"], w["status"], w["stats"])
     table = pq.read_table(out / "kpis.parquet").to_pylist()
     assert [(r["kpi"], r["site_id"], r["value"]) for r in table] == [(w["kpi"], w["site_id"], w["value"]) for w in want]
     units = pq.read_table(out / "units.parquet")
@@ -128,9 +134,22 @@ def test_xlsx_opens_with_formatting(offline):
 
 def test_xlsx_converts_with_libreoffice(offline, tmp_path):
     _, out, _ = offline
-    res = subprocess.run(["soffice", "--headless", "--norestore", f"-env:UserInstallation=file://{tmp_path}/lo",
-                          "--convert-to", "csv", "--outdir", str(tmp_path), str(out / "kpis.xlsx")],
-                         capture_output=True, text=True, timeout=180)
+    res = subprocess.run(
+        [
+            "soffice",
+            "--headless",
+            "--norestore",
+            f"-env:UserInstallation=file://{tmp_path}/lo",
+            "--convert-to",
+            "csv",
+            "--outdir",
+            str(tmp_path),
+            str(out / "kpis.xlsx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert res.returncode == 0, res.stderr
     text = (tmp_path / "kpis.csv").read_text()  # the first sheet: Summary
     assert text.startswith("KPI,title,aRMM") and "alert_card_issued" in text
@@ -140,12 +159,23 @@ def test_pdf_pages_show_the_report_with_charts(offline, tmp_path):
     _, out, _ = offline
     pdf = out / "report.pdf"
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
-    pages = int(next(l.split()[-1] for l in info.splitlines() if l.startswith("Pages:")))
+    pages = int(next(x.split()[-1] for x in info.splitlines() if x.startswith("Pages:")))
     assert pages >= 8
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
-    for heading in ("Programme summary", "Centre certification", "HCP education and training effectiveness",
-                    "Patient alert card", "Traceability", "CRS management", "Adverse event reporting",
-                    "Long-term follow-up", "Alerts and review cases", "Data quality", "Method notes", "Wilson"):
+    for heading in (
+        "Programme summary",
+        "Centre certification",
+        "HCP education and training effectiveness",
+        "Patient alert card",
+        "Traceability",
+        "CRS management",
+        "Adverse event reporting",
+        "Long-term follow-up",
+        "Alerts and review cases",
+        "Data quality",
+        "Method notes",
+        "Wilson",
+    ):
         assert heading in text, heading
     subprocess.run(["pdftoppm", "-r", "50", "-png", "-f", "1", "-l", "5", str(pdf), str(tmp_path / "p")], check=True)
     coloured_pages = 0
@@ -177,16 +207,19 @@ def test_report_names_every_site_in_breach_or_warning_under_its_kpi(offline):
         assert f"Per site: {len(mine)} site rows" in section, kpi.id
         sites = section.split("Per site:", 1)[1]  # the programme table above it has status rows too
         listed = re.findall(r'<tr class="(?:breach|warning)"><td>([^<]*)</td><td>([^<]*)</td>', sites)
-        assert sorted(listed) == sorted((r["site_id"], r["product"]) for r in mine
-                                        if r["status"] in ("breach", "warning")), kpi.id
+        assert sorted(listed) == sorted(
+            (r["site_id"], r["product"]) for r in mine if r["status"] in ("breach", "warning")
+        ), kpi.id
 
 
-def test_export_through_the_worker_is_identical_and_does_not_block_it(offline, broker, worker_factory, events,
-                                                                       tmp_path):
+def test_export_through_the_worker_is_identical_and_does_not_block_it(
+    offline, broker, worker_factory, events, tmp_path
+):
     _, first, _ = offline
     # a DQ run every 5 s from the start; KPI refresh slowed so the test's export does not queue behind it
-    worker = worker_factory(broker.bootstrap, RMM_DQ_FIRST_DELAY="0", RMM_DQ_SECONDS="5",
-                            RMM_REFRESH_SECONDS="30").start()
+    worker = worker_factory(
+        broker.bootstrap, RMM_DQ_FIRST_DELAY="0", RMM_DQ_SECONDS="5", RMM_REFRESH_SECONDS="30"
+    ).start()
     produce_events(events, broker.bootstrap)
     unique = len({e["event_id"] for e in events})
     worker.wait_for(lambda s: s["ingested"] >= unique, timeout=120, what="the simulation ingested")
@@ -196,8 +229,9 @@ def test_export_through_the_worker_is_identical_and_does_not_block_it(offline, b
     feeder = threading.Thread(target=produce_events, args=(late, broker.bootstrap), kwargs={"rate": 400})
     feeder.start()
     out = tmp_path / "via-worker"
-    res = run_cli("export", "--quarter", QUARTER, "--db", str(worker.db), "--out", str(out), "--as-of", AS_OF,
-                  timeout=300)
+    res = run_cli(
+        "export", "--quarter", QUARTER, "--db", str(worker.db), "--out", str(out), "--as-of", AS_OF, timeout=300
+    )
     feeder.join()
     assert res.returncode == 0, res.stderr
     assert "from http://127.0.0.1:" in res.stderr  # the locked DB was read through the worker's API
@@ -208,15 +242,19 @@ def test_export_through_the_worker_is_identical_and_does_not_block_it(offline, b
 
     # the periodic DQ run publishes per-expectation results on /metrics
     def dq_published(_status) -> bool:
-        return 'rmm_dq_expectation_success{expectation="lot_received_at_site",suite="infusion_administered"} 0.0' \
+        return (
+            'rmm_dq_expectation_success{expectation="lot_received_at_site",suite="infusion_administered"} 0.0'
             in http_text(worker.url + "/metrics")
+        )
+
     worker.wait_for(dq_published, timeout=90, what="DQ results on /metrics")
     metrics = http_text(worker.url + "/metrics")
     assert 'rmm_dq_expectation_success{expectation="event_id_present",suite="events"} 1.0' in metrics
     assert worker.stop() == 0
     with Store(worker.db, read_only=True) as store:
-        failing = store.con.execute("SELECT DISTINCT suite || '.' || expectation FROM dq_results "
-                                    "WHERE critical AND NOT success").fetchall()
+        failing = store.con.execute(
+            "SELECT DISTINCT suite || '.' || expectation FROM dq_results WHERE critical AND NOT success"
+        ).fetchall()
     assert ("infusion_administered.lot_received_at_site",) in failing
 
 
@@ -225,18 +263,29 @@ def test_alerts_and_review_cases_appear_with_their_audit_trail_as_of_t(offline, 
     import shutil
 
     from rmm_monitor.alerting import records as alerts
-    from rmm_monitor.export import Progress, gather
-    from rmm_monitor.export import LocalSource
-    from rmm_monitor.export.xlsx import write_xlsx
     from rmm_monitor.core.periods import parse_time
+    from rmm_monitor.export import LocalSource, Progress, gather
+    from rmm_monitor.export.xlsx import write_xlsx
 
     db = tmp_path / "alerts.duckdb"
     shutil.copy(offline[0], db)
     with Store(db) as store:
         fired = parse_time("2026-09-20T08:00:00Z")
-        alert_id = alerts.fire(store.con, alerts.NewAlert(
-            signal="kpi_breach", product="CTX-19", site_id="GZ-03", section="alert_card", kpi="alert_card_issued",
-            severity="critical", title="alert_card_issued breached at GZ-03", triggered_at=fired), [], now=fired)
+        alert_id = alerts.fire(
+            store.con,
+            alerts.NewAlert(
+                signal="kpi_breach",
+                product="CTX-19",
+                site_id="GZ-03",
+                section="alert_card",
+                kpi="alert_card_issued",
+                severity="critical",
+                title="alert_card_issued breached at GZ-03",
+                triggered_at=fired,
+            ),
+            [],
+            now=fired,
+        )
         alerts.acknowledge(store.con, alert_id, "qppv", "looking into it", now=parse_time("2026-10-01T09:00:00Z"))
         alerts.resolve(store.con, alert_id, "qppv", "fixed", now=parse_time("2026-10-20T09:00:00Z"))  # after T
 
@@ -252,17 +301,19 @@ def test_alerts_and_review_cases_appear_with_their_audit_trail_as_of_t(offline, 
     ws = load_workbook(tmp_path / "kpis.xlsx")["Alerts and reviews"]
     rows = [[c.value for c in r] for r in ws.iter_rows(min_row=2)]
     assert [(r[0], r[1], r[7], r[8]) for r in rows] == [
-        ("alert", alert_id, "firing", "system"), ("alert", alert_id, "acknowledged", "qppv"),
-        ("review case", snap.cases[0]["case_id"], "open", "system")]
+        ("alert", alert_id, "firing", "system"),
+        ("alert", alert_id, "acknowledged", "qppv"),
+        ("review case", snap.cases[0]["case_id"], "open", "system"),
+    ]
 
 
 def test_each_kpi_is_computed_once_for_every_period_it_shows(offline):
     """LocalSource.figures derives the quarter, the previous quarter, the trend months and the units from one
     run of each KPI's SQL over a window; each must equal what the engine answers for that period alone."""
+    from rmm_monitor.core.periods import Period, parse_period, parse_time, previous_quarter
     from rmm_monitor.export.evaluation import trend_months
     from rmm_monitor.export.sources import LocalSource, units_table
     from rmm_monitor.kpi import Engine
-    from rmm_monitor.core.periods import Period, parse_period, parse_time, previous_quarter
 
     as_of = parse_time(AS_OF)
     quarter = parse_period(QUARTER, as_of)
@@ -278,10 +329,12 @@ def test_each_kpi_is_computed_once_for_every_period_it_shows(offline):
             got = source.figures(kpi, as_of, quarter, prev, window)
             assert got.rows == engine.compute(as_of=as_of, period=QUARTER, by="site", kpi_ids=[kpi.id]), kpi.id
             assert got.previous == engine.compute(as_of=as_of, period=prev.label, by="product", kpi_ids=[kpi.id])
-            assert [t for t in got.trend if first <= t["month"] <= last] == \
-                   [t for t in trend if t["kpi"] == kpi.id and first <= t["month"] <= last], kpi.id
-            want = units_table(engine.units(kpi.id, as_of=as_of, period=QUARTER,
-                                            outcomes=["success", "failure", "pending"]))
+            assert [t for t in got.trend if first <= t["month"] <= last] == [
+                t for t in trend if t["kpi"] == kpi.id and first <= t["month"] <= last
+            ], kpi.id
+            want = units_table(
+                engine.units(kpi.id, as_of=as_of, period=QUARTER, outcomes=["success", "failure", "pending"])
+            )
             assert got.units.equals(want), kpi.id
             seen_units += got.units.num_rows
         assert seen_units > 1000 and any(t["month"] < "2026-07" for t in trend)
@@ -297,8 +350,14 @@ def test_units_parquet_is_written_row_group_by_row_group_with_the_same_bytes(tmp
     chunked = pa.concat_tables([table.slice(0, 900), table.slice(900)])
     monkeypatch.setattr(export, "_ROW_GROUP", 1000)
     export._write_parquet(chunked, tmp_path / "streamed.parquet")
-    pq_.write_table(table, tmp_path / "whole.parquet", row_group_size=1000, compression="zstd",
-                    write_statistics=True, store_schema=False)
+    pq_.write_table(
+        table,
+        tmp_path / "whole.parquet",
+        row_group_size=1000,
+        compression="zstd",
+        write_statistics=True,
+        store_schema=False,
+    )
     assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
     assert pq_.ParquetFile(tmp_path / "streamed.parquet").metadata.num_row_groups == 3
     export._write_parquet(table.slice(0, 0), tmp_path / "empty.parquet")
@@ -306,9 +365,8 @@ def test_units_parquet_is_written_row_group_by_row_group_with_the_same_bytes(tmp
 
 
 def test_charts_drawn_in_worker_processes_are_the_charts_drawn_inline(offline):
-    from rmm_monitor.export import Progress, gather
-    from rmm_monitor.export import LocalSource
     from rmm_monitor.core.periods import parse_time
+    from rmm_monitor.export import LocalSource, Progress, gather
     from rmm_monitor.export.report import Charts, build
 
     class NoGx(LocalSource):  # charts do not depend on data quality
@@ -330,8 +388,11 @@ def test_data_quality_process_reads_the_file_with_one_duckdb_thread(offline, mon
     """Beside the KPI queries (which keep both cores busy) the suites' own process uses one DuckDB thread."""
     from rmm_monitor.export import sources as export_data
 
-    monkeypatch.setattr(export_data, "_dq_on", lambda con, tz, as_of, period:
-                        con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+    monkeypatch.setattr(
+        export_data,
+        "_dq_on",
+        lambda con, tz, as_of, period: con.execute("SELECT current_setting('threads')").fetchall()[0][0],
+    )
     assert export_data._dq_of_file(str(offline[0]), "UTC", None, QUARTER) == 1
 
 
@@ -340,8 +401,8 @@ def test_data_quality_is_the_same_in_a_process_of_its_own_and_on_a_cursor(offlin
     process may open it) gets them on a cursor of the same connection. Same rows either way."""
     import shutil
 
-    from rmm_monitor.export import LocalSource
     from rmm_monitor.core.periods import parse_time
+    from rmm_monitor.export import LocalSource
 
     def without_run_time(rows):
         return [{k: v for k, v in r.items() if k != "run_at"} for r in rows]

@@ -3,14 +3,13 @@
 Given rows go through the same validation and store as production events; expected KPI rows and units are
 compared key by key. A catalog test that no longer matches fails here with the KPI, the test name and the diff.
 """
+
 import pytest
 
-from rmm_monitor.kpi import load_catalog
-from rmm_monitor.kpi.fixtures import encode, events_from_given, find_row, mismatches
-from rmm_monitor.store import process_batch
-from rmm_monitor.kpi import Engine
 from rmm_monitor.core.periods import parse_time
-from rmm_monitor.store import Store
+from rmm_monitor.kpi import Engine, load_catalog
+from rmm_monitor.kpi.fixtures import encode, events_from_given, find_row, mismatches
+from rmm_monitor.store import Store, process_batch
 
 CASES = [(kpi, case) for kpi in load_catalog() for case in kpi.tests]
 
@@ -36,8 +35,12 @@ def test_catalog_case(kpi, case, tmp_path):
             continue
         problems += mismatches(want, got)
     if case.get("expect_units"):
-        units = {u["unit_id"]: u for u in engine.units(kpi.id, as_of=as_of, period=case.get("period"),
-                                                        outcomes=("success", "failure", "pending"))}
+        units = {
+            u["unit_id"]: u
+            for u in engine.units(
+                kpi.id, as_of=as_of, period=case.get("period"), outcomes=("success", "failure", "pending")
+            )
+        }
         for want in case["expect_units"]:
             got = units.get(want["unit_id"])
             if got is None:
@@ -56,16 +59,19 @@ def test_topic_filters_match_the_event_types():
     topic tables (kpis.py). A wrong topic would silently empty the relation: each must be the type's own."""
     import re
 
-    from rmm_monitor.kpi.catalog import catalog_dir
     from rmm_monitor.contract import TOPIC_OF_TYPE
+    from rmm_monitor.kpi.catalog import catalog_dir
 
     root = catalog_dir()
     for path in [*root.glob("*.sql"), *root.glob("shared/*.sql")]:
         code = "\n".join(line.split("--")[0] for line in path.read_text().splitlines())
         for alias, event_type, topic_alias, topic in re.findall(
-                r"\b(\w+\.)?event_type = '(\w+)' and (\w+\.)?topic = '([\w.]+)'", code):
+            r"\b(\w+\.)?event_type = '(\w+)' and (\w+\.)?topic = '([\w.]+)'", code
+        ):
             assert (alias, topic) == (topic_alias, TOPIC_OF_TYPE[event_type]), f"{path.name}: {event_type} / {topic}"
-        assert code.count("topic = '") == len(re.findall(r"event_type = '\w+' and (?:\w+\.)?topic = '", code)), path.name
+        assert code.count("topic = '") == len(re.findall(r"event_type = '\w+' and (?:\w+\.)?topic = '", code)), (
+            path.name
+        )
         for alias, event_type, rest in re.findall(r"\b(\w+\.)?event_type = '(\w+)'(.{0,40})", code):
             if TOPIC_OF_TYPE[event_type] != "rmm.ae":
                 assert rest.startswith(f" and {alias}topic = "), f"{path.name}: {event_type} without its topic"

@@ -1,20 +1,23 @@
-"""Dense logic of the common rules (KPIS.md): Wilson interval, status, periods, time parsing."""
+"""Dense logic of the common rules (docs/kpi-rules.md): Wilson interval, status, periods, time parsing."""
+
 from datetime import datetime, timezone
 
 import pytest
 
-from rmm_monitor.kpi import load_catalog
-from rmm_monitor.kpi import status_of, wilson
 from rmm_monitor.core.periods import parse_period, parse_time, previous_quarter, quarter_of
+from rmm_monitor.kpi import load_catalog, status_of, wilson
 
 
-@pytest.mark.parametrize("x,n,low,high", [
-    (41, 44, 0.8177, 0.9765),   # the example row of KPIS.md
-    (0, 10, 0.0, 0.2775),
-    (10, 10, 0.7225, 1.0),
-    (5, 10, 0.2366, 0.7634),
-    (1, 1, 0.2065, 1.0),
-])
+@pytest.mark.parametrize(
+    "x,n,low,high",
+    [
+        (41, 44, 0.8177, 0.9765),  # the example row of docs/kpi-rules.md
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (5, 10, 0.2366, 0.7634),
+        (1, 1, 0.2065, 1.0),
+    ],
+)
 def test_wilson_known_values(x, n, low, high):
     lo, hi = wilson(x, n)
     assert (round(lo, 4), round(hi, 4)) == (low, high)
@@ -38,10 +41,10 @@ def rule(k, x, n, theta=None):
 def test_status_higher_is_better():
     k = kpi("alert_card_issued")  # θ 0.90, min_n 10
     assert rule(k, 9, 9) == "insufficient_data"
-    assert rule(k, 41, 44) == "ok"            # 0.93 ≥ 0.90
-    assert rule(k, 17, 20) == "warning"       # 0.85 < 0.90, ci_high 0.95 ≥ 0.90
-    assert rule(k, 10, 20) == "breach"        # ci_high 0.70 < 0.90
-    assert rule(k, 9, 10) == "ok"             # exactly θ is ok
+    assert rule(k, 41, 44) == "ok"  # 0.93 ≥ 0.90
+    assert rule(k, 17, 20) == "warning"  # 0.85 < 0.90, ci_high 0.95 ≥ 0.90
+    assert rule(k, 10, 20) == "breach"  # ci_high 0.70 < 0.90
+    assert rule(k, 9, 10) == "ok"  # exactly θ is ok
 
 
 def test_status_lower_is_better():

@@ -2,6 +2,7 @@
 it mounts exists, every port and RMM_* variable agrees with the worker's configuration and the other services,
 the Dockerfile installs the package the way `make` does, and its Prometheus and Alertmanager configs pass
 `promtool check config` / `amtool check-config` with the rule files they would load."""
+
 import re
 import shutil
 import subprocess
@@ -10,12 +11,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
+from support.paths import REPO
 
-from rmm_monitor.ops import compose as compose_config
-from rmm_monitor.ops import grafana as dashboards
 from rmm_monitor.contract import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
 from rmm_monitor.core.settings import Settings
-from support.paths import REPO
+from rmm_monitor.ops import compose as compose_config
+from rmm_monitor.ops import grafana as dashboards
 
 ROOT = REPO
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -41,7 +42,7 @@ def env(service: str) -> dict[str, str]:
 def host_file(service: str, container_path: str) -> Path:
     for target, source in sorted(bind_mounts(service).items(), key=lambda kv: -len(kv[0])):
         if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
-            return source / container_path[len(target):].lstrip("/")
+            return source / container_path[len(target) :].lstrip("/")
     raise AssertionError(f"{service}: {container_path} is not mounted from the repo")
 
 
@@ -59,8 +60,11 @@ def test_services_and_volumes_of_the_stack():
             if not source.startswith((".", "/")):
                 assert source in COMPOSE["volumes"], f"{name}: volume {source} not declared"
     worker_db = env("worker")["RMM_DB"]
-    assert any(worker_db.startswith(spec.split(":")[1] + "/") for spec in SERVICES["worker"]["volumes"]
-               if not spec.startswith(".")), "the DuckDB file lives on a named volume"
+    assert any(
+        worker_db.startswith(spec.split(":")[1] + "/")
+        for spec in SERVICES["worker"]["volumes"]
+        if not spec.startswith(".")
+    ), "the DuckDB file lives on a named volume"
     assert any(spec.endswith(":/prometheus") for spec in SERVICES["prometheus"]["volumes"])
 
 
@@ -102,13 +106,17 @@ def test_worker_environment_matches_settings_and_the_other_services(monkeypatch)
 
 
 def test_prometheus_scrapes_the_worker_and_passes_promtool(tmp_path):
-    config_in_container = next(a.split("=", 1)[1] for a in SERVICES["prometheus"]["command"]
-                               if a.startswith("--config.file="))
+    config_in_container = next(
+        a.split("=", 1)[1] for a in SERVICES["prometheus"]["command"] if a.startswith("--config.file=")
+    )
     config_file = host_file("prometheus", config_in_container)
     config = yaml.safe_load(config_file.read_text())
     [job] = [j for j in config["scrape_configs"] if j["job_name"] == dashboards.WORKER_JOB]
-    assert job["static_configs"][0]["targets"] == [f"worker:{Settings.from_env().web_port}"] == \
-        [f"worker:{env('worker')['RMM_WEB_PORT']}"]
+    assert (
+        job["static_configs"][0]["targets"]
+        == [f"worker:{Settings.from_env().web_port}"]
+        == [f"worker:{env('worker')['RMM_WEB_PORT']}"]
+    )
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     assert "9093:9093" in SERVICES["alertmanager"]["ports"] and "9090:9090" in SERVICES["prometheus"]["ports"]
 
@@ -121,15 +129,17 @@ def test_prometheus_scrapes_the_worker_and_passes_promtool(tmp_path):
         rule_files += [str(m) for m in matches]
     local = dict(config, rule_files=rule_files)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(local))
-    out = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout and len(rule_files) >= 1
 
 
 def test_alertmanager_config_is_generated_mails_to_mailpit_and_passes_amtool():
-    config_in_container = next(a.split("=", 1)[1] for a in SERVICES["alertmanager"]["command"]
-                               if a.startswith("--config.file="))
+    config_in_container = next(
+        a.split("=", 1)[1] for a in SERVICES["alertmanager"]["command"] if a.startswith("--config.file=")
+    )
     path = host_file("alertmanager", config_in_container)
     assert path.read_text() == compose_config.render()[path.name], "stale: run `make dashboards`"
     config = yaml.safe_load(path.read_text())
@@ -166,8 +176,12 @@ def test_dockerfile_installs_the_package_like_make():
     assert f">={python}" in pyproject["project"]["requires-python"]
     copied = set(re.findall(r"^COPY (.+) \S+$", dockerfile, re.M))
     sources = {s for line in copied for s in line.split()}
-    for needed in ["pyproject.toml", constraints, pyproject["project"]["readme"],
-                   *pyproject["tool"]["setuptools"]["package-dir"].values()]:
+    for needed in [
+        "pyproject.toml",
+        constraints,
+        pyproject["project"]["readme"],
+        *pyproject["tool"]["setuptools"]["package-dir"].values(),
+    ]:
         assert needed in sources, f"the Dockerfile does not COPY {needed}"
     cmd = re.search(r'^CMD \["rmm", "worker"\]', dockerfile, re.M)
     assert cmd and "rmm" in pyproject["project"]["scripts"]

@@ -1,22 +1,45 @@
 """The Grafana dashboards as code: committed JSON equals the generator's output, and the dashboards pass lint
 (unique panel ids, the fixed data source everywhere, units on every panel, every expr names an exported metric).
 Whether each query returns data from a real Prometheus is tests/test_dashboards_live.py."""
+
 import json
 import re
 
 import yaml
+from support.paths import REPO
 
-from rmm_monitor.ops import grafana as dashboards
 from rmm_monitor.kpi import load_catalog
+from rmm_monitor.ops import grafana as dashboards
 from rmm_monitor.streams.alerting import AlertMetrics
 from rmm_monitor.streams.telemetry import WorkerMetrics
-from support.paths import REPO
 
 ROOT = REPO
 GRAFANA = ROOT / "dashboards" / "grafana"
 # Grafana and PromQL words that look like metric names in an expr but are not.
-PROMQL_WORDS = {"sum", "by", "rate", "increase", "count", "max", "min", "avg", "histogram_quantile", "time", "vector", "bool",
-                "or", "and", "unless", "le", "without", "on", "ignoring", "group_left", "group_right", "offset"}
+PROMQL_WORDS = {
+    "sum",
+    "by",
+    "rate",
+    "increase",
+    "count",
+    "max",
+    "min",
+    "avg",
+    "histogram_quantile",
+    "time",
+    "vector",
+    "bool",
+    "or",
+    "and",
+    "unless",
+    "le",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+}
 
 
 def committed() -> dict[str, dict]:
@@ -33,15 +56,28 @@ def exported_metric_names() -> set[str]:
     """Every sample name the worker's /metrics can expose (counters' _total, histograms' _bucket ...)."""
     metrics = WorkerMetrics()
     AlertMetrics(metrics.registry)  # the alerting part registers on the worker's registry
-    metrics.kpis.rows = [{"kpi": "k", "product": "P", "site_id": None, "value": 0.5, "numerator": 1,
-                          "denominator": 2, "pending": 0, "threshold": 0.9, "ci_low": 0.1, "ci_high": 0.9,
-                          "status": "ok"}]
+    metrics.kpis.rows = [
+        {
+            "kpi": "k",
+            "product": "P",
+            "site_id": None,
+            "value": 0.5,
+            "numerator": 1,
+            "denominator": 2,
+            "pending": 0,
+            "threshold": 0.9,
+            "ci_low": 0.1,
+            "ci_high": 0.9,
+            "status": "ok",
+        }
+    ]
     metrics.ingested.labels("rmm.site").inc()
     metrics.rejected.labels("not_json").inc()
     metrics.consumed.labels("rmm.site").inc()
     metrics.duplicates.labels("rmm.site").inc()
     metrics.lag.labels("rmm.site", "0").set(0)
     from prometheus_client.parser import text_string_to_metric_families
+
     served = text_string_to_metric_families(metrics.exposition().decode())  # what /metrics serves
     return {s.name for family in served for s in family.samples} | {"up"}
 
@@ -71,7 +107,11 @@ def test_every_kpi_has_a_status_coloured_stat_panel_with_its_threshold_in_its_ar
                 status_override = panel["fieldConfig"]["overrides"][0]["properties"]
                 mappings = next(p["value"] for p in status_override if p["id"] == "mappings")[0]["options"]
                 assert {v["text"]: v["color"] for v in mappings.values()} == {
-                    "ok": "green", "warning": "orange", "breach": "red", "insufficient data": "text"}
+                    "ok": "green",
+                    "warning": "orange",
+                    "breach": "red",
+                    "insufficient data": "text",
+                }
     for kpi in load_catalog():
         assert placed.get(kpi.id) == f"aRMM: {kpi.armm}", f"{kpi.id} has no stat panel in its aRMM row"
         panel = next(p for p in panels if p["type"] == "stat" and f'kpi="{kpi.id}"' in p["targets"][0]["expr"])
@@ -123,9 +163,17 @@ def test_every_expr_names_only_metrics_the_worker_exports():
                     continue
                 assert word in exported, f"{name}: {expr!r} names {word!r}, which the worker does not export"
                 seen.add(word)
-    assert {"rmm_kpi_value", "rmm_kpi_status", "rmm_events_ingested_total", "rmm_events_rejected_total",
-            "rmm_consumer_lag", "rmm_last_batch_age_seconds", "rmm_kpi_refresh_duration_seconds", "rmm_alerts_open",
-            "rmm_review_cases_open"} <= seen
+    assert {
+        "rmm_kpi_value",
+        "rmm_kpi_status",
+        "rmm_events_ingested_total",
+        "rmm_events_rejected_total",
+        "rmm_consumer_lag",
+        "rmm_last_batch_age_seconds",
+        "rmm_kpi_refresh_duration_seconds",
+        "rmm_alerts_open",
+        "rmm_review_cases_open",
+    } <= seen
 
 
 def test_provisioning_points_at_the_fixed_datasource_and_locks_ui_edits():
@@ -147,8 +195,19 @@ def test_make_dashboards_target_runs_the_generator():
 def test_metrics_serve_the_latest_kpi_snapshot():
     """The KPI families are rendered once per refresh snapshot; a new snapshot must show at the next scrape."""
     metrics = WorkerMetrics()
-    row = {"kpi": "k", "product": "P", "site_id": None, "value": 0.5, "numerator": 1, "denominator": 2,
-           "pending": 0, "threshold": 0.9, "ci_low": 0.1, "ci_high": 0.9, "status": "breach"}
+    row = {
+        "kpi": "k",
+        "product": "P",
+        "site_id": None,
+        "value": 0.5,
+        "numerator": 1,
+        "denominator": 2,
+        "pending": 0,
+        "threshold": 0.9,
+        "ci_low": 0.1,
+        "ci_high": 0.9,
+        "status": "breach",
+    }
     metrics.kpis.rows = [row]
     first = metrics.exposition().decode()
     metrics.kpis.rows = [{**row, "value": 0.75, "status": "ok"}]

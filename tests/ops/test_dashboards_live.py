@@ -6,6 +6,7 @@ scraped every second by a real Prometheus (Debian package), shared by the tests 
   return at least one series with a number;
 - the built-in page at `/` loads in a real headless Chromium and shows the values and statuses the API returns.
 """
+
 import json
 import math
 import re
@@ -14,18 +15,17 @@ import urllib.parse
 from typing import Optional
 
 import pytest
+from support.browser import Browser
+from support.paths import REPO
+from support.promserver import PrometheusServer, _get_json
+from support.workers import NOW, WorkerProc, http_json, http_text
+from test_dashboards import all_panels, committed
 
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.broker import Broker
+from rmm_monitor.dev.producer import produce_events, produce_raw
 from rmm_monitor.kpi import load_catalog
 from rmm_monitor.ops.grafana import by_armm
-from rmm_monitor.dev.producer import produce_events, produce_raw
-
-from support.browser import Browser
-from support.workers import NOW, WorkerProc, http_json, http_text
-from support.promserver import PrometheusServer, _get_json
-from test_dashboards import all_panels, committed
-from support.paths import REPO
 
 # One process runs this module under pytest-xdist (`--dist loadgroup`), so the stack below starts once.
 pytestmark = pytest.mark.xdist_group("dashboards-live")
@@ -34,10 +34,16 @@ ROOT = REPO
 SCREENSHOT = ROOT / "build" / "artifacts" / "dashboard-page.png"
 # Grafana's $__rate_interval is at least 4 scrape intervals; the test Prometheus scrapes every second.
 RATE_INTERVAL = "10s"
-POISON = [("rmm.site", None, b"not json at all"),
-          ("rmm.infusion", None, b'{"event_id":"p-1","event_type":"alert_card_issued","schema_version":1,'
-                                 b'"occurred_at":"2026-07-01T10:00:00Z","product":"CTX-19","site_id":"SH-01",'
-                                 b'"patient_ref":"PT-CTX19-000001","patient_name":"Zhang San"}')]
+POISON = [
+    ("rmm.site", None, b"not json at all"),
+    (
+        "rmm.infusion",
+        None,
+        b'{"event_id":"p-1","event_type":"alert_card_issued","schema_version":1,'
+        b'"occurred_at":"2026-07-01T10:00:00Z","product":"CTX-19","site_id":"SH-01",'
+        b'"patient_ref":"PT-CTX19-000001","patient_name":"Zhang San"}',
+    ),
+]
 
 
 class Stack:
@@ -53,8 +59,12 @@ def stack(tmp_path_factory):
     try:
         # A KPI refresh of this catalog takes ~2 s here; refreshing every second would queue the page's API
         # calls behind it on the store thread.
-        worker = WorkerProc(db=tmp / "worker.duckdb", bootstrap=broker.bootstrap, log=tmp / "worker.log",
-                            env_extra={"RMM_REFRESH_SECONDS": "4"}).start()
+        worker = WorkerProc(
+            db=tmp / "worker.duckdb",
+            bootstrap=broker.bootstrap,
+            log=tmp / "worker.log",
+            env_extra={"RMM_REFRESH_SECONDS": "4"},
+        ).start()
         prometheus = PrometheusServer(tmp, scrape_targets=[worker.url.removeprefix("http://")]).start()
         prometheus.wait_for_scrape()
         fed_from = prometheus.now()
@@ -62,8 +72,11 @@ def stack(tmp_path_factory):
         # Spread over a few seconds so the rate panels see ingest across several scrapes.
         sent = produce_events(events, broker.bootstrap, rate=1000)
         produce_raw(POISON, broker.bootstrap)
-        worker.wait_for(lambda s: s["ingested"] + s["duplicates"] + s["rejected"] >= sent + len(POISON), 60,
-                        "every record ingested, deduplicated or dead-lettered")
+        worker.wait_for(
+            lambda s: s["ingested"] + s["duplicates"] + s["rejected"] >= sent + len(POISON),
+            60,
+            "every record ingested, deduplicated or dead-lettered",
+        )
         prometheus.wait_for('rmm_kpi_denominator{site=""} > 0', 30)
         time.sleep(3)  # a few scrapes of the final KPI snapshot
         yield Stack(broker, worker, prometheus, fed_from)
@@ -126,7 +139,7 @@ def _has_number(result: list[dict]) -> bool:
 
 
 def _answers(prom: PrometheusServer, expr: str, instant: bool, start: float, tries: int = 6) -> Optional[bool]:
-    """True: the query returns a number; None: empty, as KPIS.md says it must be (see below); False: empty.
+    """True: the query returns a number; None: empty, as the KPI rules say it must be (see below); False: empty.
     Scrapes time out at the 1 s interval when the machine is busy, and Prometheus then marks every series
     stale until the next good scrape: an empty answer is asked again a few times before it counts."""
     for _ in range(tries):
@@ -139,7 +152,7 @@ def _answers(prom: PrometheusServer, expr: str, instant: bool, start: float, tri
 
 
 def _null_by_definition(prom: PrometheusServer, expr: str) -> bool:
-    """A KPI value (and its CI) is null, so not exported, while its denominator is 0 (KPIS.md): a value query
+    """A KPI value (and its CI) is null, so not exported, while its denominator is 0 (docs/kpi-rules.md): a value query
     without data is right only if the same selector finds the KPI's rows and every denominator is 0."""
     if not re.search(r"rmm_kpi_(value|ci_low|ci_high)\b", expr):
         return False
@@ -175,12 +188,18 @@ def test_pipeline_panels_show_the_flow_that_happened(stack):
 
 
 # --- the built-in page in a real Chromium -----------------------------------------------------------------------
-TILES_JS = ("return [...document.querySelectorAll('.tile')].map(t => ({kpi: t.dataset.kpi, status: t.dataset.status,"
-            " text: t.querySelector('.value').textContent, colour: getComputedStyle(t).borderLeftColor,"
-            " badge: getComputedStyle(t.querySelector('.status')).backgroundColor,"
-            " lines: t.querySelectorAll('svg polyline').length}))")
-STATUS_RGB = {"ok": "rgb(46, 125, 50)", "warning": "rgb(239, 108, 0)", "breach": "rgb(198, 40, 40)",
-              "insufficient_data": "rgb(117, 117, 117)"}
+TILES_JS = (
+    "return [...document.querySelectorAll('.tile')].map(t => ({kpi: t.dataset.kpi, status: t.dataset.status,"
+    " text: t.querySelector('.value').textContent, colour: getComputedStyle(t).borderLeftColor,"
+    " badge: getComputedStyle(t.querySelector('.status')).backgroundColor,"
+    " lines: t.querySelectorAll('svg polyline').length}))"
+)
+STATUS_RGB = {
+    "ok": "rgb(46, 125, 50)",
+    "warning": "rgb(239, 108, 0)",
+    "breach": "rgb(198, 40, 40)",
+    "insufficient_data": "rgb(117, 117, 117)",
+}
 
 
 def _expected_text(value) -> str:
@@ -207,13 +226,14 @@ def _wait_alerts_match(browser: Browser, url: str, timeout: float = 30.0) -> int
     """The alert panel counts what /api/alerts and /api/reviews hold open, and lists the open alerts."""
     deadline = time.monotonic() + timeout
     while True:
-        shown = browser.run("const a = document.getElementById('alerts'); return a.hidden ? null : "
-                            "[a.querySelector('h2').textContent, [...a.querySelectorAll('tr.alert')]"
-                            ".map(r => r.dataset.alert)]")
+        shown = browser.run(
+            "const a = document.getElementById('alerts'); return a.hidden ? null : "
+            "[a.querySelector('h2').textContent, [...a.querySelectorAll('tr.alert')]"
+            ".map(r => r.dataset.alert)]"
+        )
         alerts = [a for a in http_json(url + "/api/alerts", timeout=30) if a["state"] != "resolved"]
         cases = [c for c in http_json(url + "/api/reviews", timeout=30) if c["state"] != "closed"]
-        wanted = [f"Open alerts: {len(alerts)} · open review cases: {len(cases)}",
-                  [a["alert_id"] for a in alerts][:12]]
+        wanted = [f"Open alerts: {len(alerts)} · open review cases: {len(cases)}", [a["alert_id"] for a in alerts][:12]]
         if shown == wanted:
             return len(alerts)
         if time.monotonic() > deadline:
@@ -226,11 +246,14 @@ def test_builtin_page_shows_the_api_values_in_real_chromium(stack, tmp_path):
     catalog = load_catalog()
     with Browser(tmp_path) as browser:
         browser.get(url + "/")
-        browser.wait_for("return document.querySelectorAll('.tile[data-loaded]').length === %d" % len(catalog),
-                         what="every catalog tile painted from /api/kpis")
+        browser.wait_for(
+            "return document.querySelectorAll('.tile[data-loaded]').length === %d" % len(catalog),
+            what="every catalog tile painted from /api/kpis",
+        )
         tiles, rows = _wait_tiles_match(browser, url + "/api/kpis?by=none")
-        assert [t["kpi"] for t in tiles] == [k.id for kpis in by_armm(catalog).values() for k in kpis], \
+        assert [t["kpi"] for t in tiles] == [k.id for kpis in by_armm(catalog).values() for k in kpis], (
             "tiles follow the catalog, grouped by aRMM"
+        )
         statuses = {t["status"] for t in tiles}
         assert statuses - {"insufficient_data"}, "the simulated programme gives real statuses"
         for t in tiles:
@@ -246,8 +269,11 @@ def test_builtin_page_shows_the_api_values_in_real_chromium(stack, tmp_path):
 
         # one product: the selector re-reads the API for that product
         product = sorted({r["product"] for r in http_json(url + "/api/kpis?by=product")})[0]
-        browser.run("const s = document.getElementById('product'); s.value = arguments[0];"
-                    " s.dispatchEvent(new Event('change'));", product)
+        browser.run(
+            "const s = document.getElementById('product'); s.value = arguments[0];"
+            " s.dispatchEvent(new Event('change'));",
+            product,
+        )
         _wait_tiles_match(browser, url + f"/api/kpis?by=product&product={product}")
 
 

@@ -1,20 +1,19 @@
 """Data-quality suites (expectations/) with real Great Expectations 1.x over real DuckDB stores: a clean
 simulation passes everything, the simulator's seeded problems and hand-made bad-but-schema-valid events fail
 exactly the expectations meant to catch them, and `rmm dq` records results for the alerting channel."""
+
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
 
 import pytest
-
-from rmm_monitor.quality import suites as dq
-from rmm_monitor.contract import validate_one
-from rmm_monitor.store import process_batch
-from rmm_monitor.dev.simulate import generate, topic_of
-from rmm_monitor.store import Store
-
 from support.workers import run_cli
+
+from rmm_monitor.contract import validate_one
+from rmm_monitor.dev.simulate import generate, topic_of
+from rmm_monitor.quality import suites as dq
+from rmm_monitor.store import Store, process_batch
 
 # meant to keep the module on one xdist process (`make test` uses loadgroup); its fixtures are cheap if it does not
 pytestmark = pytest.mark.xdist_group(name="dq")
@@ -24,14 +23,14 @@ AS_OF = datetime(2026, 10, 15, tzinfo=timezone.utc)
 
 # simulate.DQ_FAULTS -> the expectations that must catch them (and nothing else may fail)
 SEEDED = {
-    "infusion_administered.hcp_registered_at_site",   # WH-04 agency nurse
-    "infusion_administered.lot_received_at_site",     # XA-08 receipt booked under SH-01
-    "site_events.site_registered",                    # XA-08 stock report from "XA-8"
-    "ae_reported.ae_has_awareness",                   # HZ-06 awareness lost
-    "events.recorded_at_not_before_occurred_at",      # GZ-03 clock skew (20 min and 3 days)
-    "events.occurred_at_not_in_future",               # GZ-03 card 3 days ahead
+    "infusion_administered.hcp_registered_at_site",  # WH-04 agency nurse
+    "infusion_administered.lot_received_at_site",  # XA-08 receipt booked under SH-01
+    "site_events.site_registered",  # XA-08 stock report from "XA-8"
+    "ae_reported.ae_has_awareness",  # HZ-06 awareness lost
+    "events.recorded_at_not_before_occurred_at",  # GZ-03 clock skew (20 min and 3 days)
+    "events.occurred_at_not_in_future",  # GZ-03 card 3 days ahead
     "events.duplicate_facts_rate_below_0_1_percent",  # GZ-03 portal re-sends under new event_ids
-    "ae_onset.one_onset_per_ae",                      # ... which includes re-sent AE onsets
+    "ae_onset.one_onset_per_ae",  # ... which includes re-sent AE onsets
 }
 
 
@@ -47,7 +46,9 @@ def load(path, events) -> str:
 
 @pytest.fixture(scope="session")  # survives xdist interleaving other modules in this process
 def faulty_db(tmp_path_factory):
-    return load(tmp_path_factory.mktemp("dq") / "faulty.duckdb", generate(seed=7, patients=200, end=END, dq_faults=True))
+    return load(
+        tmp_path_factory.mktemp("dq") / "faulty.duckdb", generate(seed=7, patients=200, end=END, dq_faults=True)
+    )
 
 
 def failed(rows) -> set[str]:
@@ -93,18 +94,25 @@ def test_every_event_in_scope_is_a_row_gx_checks(faulty_db):
     counts every event of its kind known at the as-of time (and in the period)."""
     from rmm_monitor.core.periods import parse_period
 
-    scopes = {"events": None, "ae_onset": ("ae_onset",), "ae_reported": ("ae_reported",),
-              "infusion_administered": ("infusion_administered",), "ltfu_visit": ("ltfu_visit",),
-              "site_events": ("site_certification_changed", "tocilizumab_stock_reported"),
-              "training_completed": ("training_completed",)}
+    scopes = {
+        "events": None,
+        "ae_onset": ("ae_onset",),
+        "ae_reported": ("ae_reported",),
+        "infusion_administered": ("infusion_administered",),
+        "ltfu_visit": ("ltfu_visit",),
+        "site_events": ("site_certification_changed", "tocilizumab_stock_reported"),
+        "training_completed": ("training_completed",),
+    }
     for period in (None, "2026Q3"):
         per = parse_period(period or "all", AS_OF)
         with Store(faulty_db, read_only=True) as store:
             rows, _ = dq.run(store.con, as_of=AS_OF, period=period)
             want = {}
             for suite, types in scopes.items():
-                sql = "SELECT count(*) FROM events WHERE known_at <= ? AND (? IS NULL OR occurred_at >= ?) " \
-                      "AND (? IS NULL OR occurred_at < ?)" + (" AND event_type IN (SELECT unnest(?))" if types else "")
+                sql = (
+                    "SELECT count(*) FROM events WHERE known_at <= ? AND (? IS NULL OR occurred_at >= ?) "
+                    "AND (? IS NULL OR occurred_at < ?)" + (" AND event_type IN (SELECT unnest(?))" if types else "")
+                )
                 args = [AS_OF, per.start, per.start, per.end, per.end] + ([list(types)] if types else [])
                 want[suite] = store.con.execute(sql, args).fetchall()[0][0]
         assert {r["suite"] for r in rows} == set(scopes)
@@ -117,8 +125,10 @@ def test_every_event_in_scope_is_a_row_gx_checks(faulty_db):
 def test_a_fact_resent_under_new_event_ids_counts_as_duplicate_facts(tmp_path):
     """content_key: the same facts under different event_ids share a key; a fact differing in one field does
     not."""
-    base = [ev(1, "site_registered", "2026-07-01T00:00:00Z", name="Site 1", country="CN"),
-            ev(2, "hcp_registered", "2026-07-01T01:00:00Z", hcp_id="H1", role="infusion_nurse")]
+    base = [
+        ev(1, "site_registered", "2026-07-01T00:00:00Z", name="Site 1", country="CN"),
+        ev(2, "hcp_registered", "2026-07-01T01:00:00Z", hcp_id="H1", role="infusion_nurse"),
+    ]
     card = dict(patient_ref="PT-00000001", lot_id="L1")
     events = base + [ev(10 + i, "alert_card_issued", "2026-07-03T00:00:00Z", **card) for i in range(3)]
     events += [ev(20, "alert_card_issued", "2026-07-03T00:00:01Z", **card)]  # another time: another fact
@@ -130,8 +140,16 @@ def test_a_fact_resent_under_new_event_ids_counts_as_duplicate_facts(tmp_path):
 
 
 def ev(i, etype, t, **fields):
-    base = {"event_id": f"hand-{i:03d}", "event_type": etype, "schema_version": 1, "occurred_at": t,
-            "recorded_at": t, "source": "test", "product": "CTX-19", "site_id": fields.pop("site_id", "S1")}
+    base = {
+        "event_id": f"hand-{i:03d}",
+        "event_type": etype,
+        "schema_version": 1,
+        "occurred_at": t,
+        "recorded_at": t,
+        "source": "test",
+        "product": "CTX-19",
+        "site_id": fields.pop("site_id", "S1"),
+    }
     return {**base, **fields}
 
 
@@ -139,29 +157,79 @@ def test_hand_made_bad_events_fail_the_right_expectations(tmp_path):
     events = [
         ev(1, "site_registered", "2026-07-01T00:00:00Z", name="Site 1", country="CN"),
         ev(2, "hcp_registered", "2026-07-01T01:00:00Z", hcp_id="H1", role="infusion_nurse"),
-        ev(3, "product_received", "2026-07-02T00:00:00Z", patient_ref="PT-00000001", lot_id="L1",
-           coi_verified=True, temperature_excursion=False),
-        ev(4, "infusion_administered", "2026-07-03T00:00:00Z", patient_ref="PT-00000001", lot_id="L1",
-           hcp_id="H1", dose_within_spec=True),                      # all references fine
-        ev(5, "infusion_administered", "2026-07-04T00:00:00Z", site_id="S9", patient_ref="PT-00000002",
-           lot_id="L2", hcp_id="H9", dose_within_spec=True),         # unregistered site, HCP, lot
-        ev(6, "ae_onset", "2026-07-05T00:00:00Z", ae_id="AE1", patient_ref="PT-00000001", term="CRS", grade=2,
-           serious=False),
+        ev(
+            3,
+            "product_received",
+            "2026-07-02T00:00:00Z",
+            patient_ref="PT-00000001",
+            lot_id="L1",
+            coi_verified=True,
+            temperature_excursion=False,
+        ),
+        ev(
+            4,
+            "infusion_administered",
+            "2026-07-03T00:00:00Z",
+            patient_ref="PT-00000001",
+            lot_id="L1",
+            hcp_id="H1",
+            dose_within_spec=True,
+        ),  # all references fine
+        ev(
+            5,
+            "infusion_administered",
+            "2026-07-04T00:00:00Z",
+            site_id="S9",
+            patient_ref="PT-00000002",
+            lot_id="L2",
+            hcp_id="H9",
+            dose_within_spec=True,
+        ),  # unregistered site, HCP, lot
+        ev(
+            6,
+            "ae_onset",
+            "2026-07-05T00:00:00Z",
+            ae_id="AE1",
+            patient_ref="PT-00000001",
+            term="CRS",
+            grade=2,
+            serious=False,
+        ),
         ev(7, "ae_awareness", "2026-07-06T00:00:00Z", ae_id="AE1", patient_ref="PT-00000001"),
-        ev(8, "ae_reported", "2026-07-05T12:00:00Z", ae_id="AE1", patient_ref="PT-00000001", regulator="NMPA",
-           report_kind="periodic", lot_id="L1"),                     # filed before awareness
-        ev(9, "ltfu_visit", "2026-07-10T00:00:00Z", patient_ref="PT-00000077", visit_no=1,
-           due_at="2026-07-10T00:00:00Z", status="done"),            # patient never infused
-        {**ev(10, "alert_card_issued", "2026-07-03T03:00:00Z", patient_ref="PT-00000001", lot_id="L1"),
-         "recorded_at": "2026-07-03T01:00:00Z"},                      # recorded 2 h before it happened
+        ev(
+            8,
+            "ae_reported",
+            "2026-07-05T12:00:00Z",
+            ae_id="AE1",
+            patient_ref="PT-00000001",
+            regulator="NMPA",
+            report_kind="periodic",
+            lot_id="L1",
+        ),  # filed before awareness
+        ev(
+            9,
+            "ltfu_visit",
+            "2026-07-10T00:00:00Z",
+            patient_ref="PT-00000077",
+            visit_no=1,
+            due_at="2026-07-10T00:00:00Z",
+            status="done",
+        ),  # patient never infused
+        {
+            **ev(10, "alert_card_issued", "2026-07-03T03:00:00Z", patient_ref="PT-00000001", lot_id="L1"),
+            "recorded_at": "2026-07-03T01:00:00Z",
+        },  # recorded 2 h before it happened
     ]
     db = load(tmp_path / "hand.duckdb", events)
     with Store(db, read_only=True) as store:
         rows, _ = dq.run(store.con, as_of=AS_OF)
     assert failed(rows) == {
-        "infusion_administered.site_registered", "infusion_administered.hcp_registered_at_site",
-        "infusion_administered.lot_received_at_site", "ae_reported.reported_not_before_awareness",
-        "ltfu_visit.patient_infused", "events.recorded_at_not_before_occurred_at",
+        "infusion_administered.site_registered",
+        "infusion_administered.hcp_registered_at_site",
+        "infusion_administered.lot_received_at_site",
+        "ae_reported.reported_not_before_awareness",
+        "ltfu_visit.patient_infused",
+        "events.recorded_at_not_before_occurred_at",
         "events.occurred_at_not_in_future",  # 120 min ahead: beyond the 60 min tolerance
     }
 

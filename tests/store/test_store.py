@@ -1,22 +1,23 @@
 """The store's layout (schema 2): topic tables behind the `events` view, the event_id ledger, and the move of a
 schema-1 file (one wide `events` table) into it without changing any stored value or KPI."""
+
 import duckdb
-
-from rmm_monitor.dev import simulate
-from rmm_monitor.kpi.fixtures import encode
-from rmm_monitor.store import process_batch
-from rmm_monitor.kpi import Engine
-from rmm_monitor.core.periods import parse_time
-from rmm_monitor.store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store
-
 from support.workers import NOW
+
+from rmm_monitor.core.periods import parse_time
+from rmm_monitor.dev import simulate
+from rmm_monitor.kpi import Engine
+from rmm_monitor.kpi.fixtures import encode
+from rmm_monitor.store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store, process_batch
 
 AS_OF = parse_time("2026-11-01T00:00:00Z")
 # The schema-1 DDL as it shipped: every contract column, the store columns, the key on the table itself.
-V1_DDL = (f"CREATE TABLE events ({', '.join(f'{n} {t}' for n, t in EVENT_COLUMNS)}, topic VARCHAR NOT NULL, "
-          f"seq BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL, "
-          f"PRIMARY KEY (event_id)); CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR); "
-          f"INSERT INTO store_meta VALUES ('schema_version', '1');")
+V1_DDL = (
+    f"CREATE TABLE events ({', '.join(f'{n} {t}' for n, t in EVENT_COLUMNS)}, topic VARCHAR NOT NULL, "
+    f"seq BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL, known_at TIMESTAMPTZ NOT NULL, "
+    f"PRIMARY KEY (event_id)); CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR); "
+    f"INSERT INTO store_meta VALUES ('schema_version', '1');"
+)
 
 
 def _programme() -> list[bytes]:
@@ -36,22 +37,29 @@ def _rows(con) -> list[tuple]:
 def test_each_topic_has_its_table_and_the_view_shows_every_column(tmp_path):
     with Store(tmp_path / "s.duckdb") as store:
         outcome = process_batch(store, _programme())
-        per_table = dict(store.con.execute(" UNION ALL ".join(
-            f"SELECT '{t.topic}', count(*) FROM {t.name}" for t in TOPIC_TABLES.values())).fetchall())
+        per_table = dict(
+            store.con.execute(
+                " UNION ALL ".join(f"SELECT '{t.topic}', count(*) FROM {t.name}" for t in TOPIC_TABLES.values())
+            ).fetchall()
+        )
         per_topic = dict(store.con.execute("SELECT topic, count(*) FROM events GROUP BY ALL").fetchall())
-        types_where = {t.topic: {r[0] for r in store.con.execute(f"SELECT DISTINCT event_type FROM {t.name}").fetchall()}
-                       for t in TOPIC_TABLES.values()}
+        types_where = {
+            t.topic: {r[0] for r in store.con.execute(f"SELECT DISTINCT event_type FROM {t.name}").fetchall()}
+            for t in TOPIC_TABLES.values()
+        }
         view_columns = [d[0] for d in store.con.execute("SELECT * FROM events LIMIT 0").description]
-        pruned = store.con.execute("EXPLAIN SELECT * FROM events WHERE event_type = 'infusion_administered' "
-                                   "AND topic = 'rmm.infusion'").fetchall()[0][1]
+        pruned = store.con.execute(
+            "EXPLAIN SELECT * FROM events WHERE event_type = 'infusion_administered' AND topic = 'rmm.infusion'"
+        ).fetchall()[0][1]
     assert outcome.inserted == sum(per_table.values()) > 0
     assert per_table == per_topic == outcome.inserted_by_topic
     assert all(types <= set(TOPIC_TABLES[topic].event_types) for topic, types in types_where.items())
     assert view_columns == [n for n, _ in EVENT_COLUMNS] + ["topic", "seq", "ingested_at", "known_at"]
     # a query naming the topic reads that topic's table only: the other branches of the view are dropped (an
     # event_type filter alone drops a branch only where the table's min/max statistics rule it out, kpis.py)
-    assert "ev_infusion" in pruned and not any(t.name in pruned for t in TOPIC_TABLES.values()
-                                               if t.topic != "rmm.infusion")
+    assert "ev_infusion" in pruned and not any(
+        t.name in pruned for t in TOPIC_TABLES.values() if t.topic != "rmm.infusion"
+    )
 
 
 def test_a_redelivered_batch_is_ignored_and_a_reopened_store_continues_seq(tmp_path):
@@ -85,7 +93,8 @@ def test_a_schema_1_file_is_moved_into_the_type_tables_unchanged(tmp_path):
         assert _rows(store.con) == want_rows
         assert Engine(store.con).compute(as_of=AS_OF, period="all", by="site") == want_kpis
         assert store.con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall() == [
-            (str(SCHEMA_VERSION),)]
+            (str(SCHEMA_VERSION),)
+        ]
         kinds = dict(store.con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
         assert kinds["events"] == "VIEW" and "events_v1" not in kinds
         # the ledger came along: the old events are duplicates now, and new ones get fresh seq numbers

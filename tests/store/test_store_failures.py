@@ -1,5 +1,6 @@
 """A full disk or an unwritable DB path gives a clear error and leaves the offsets of unstored events
 uncommitted; after space is freed the worker converges to the clean result."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.reliability import clean_run, committed_offsets, kpis_http, metric, records, stream_events
+from support.workers import run_cli
 
 from rmm_monitor.dev.producer import make_producer
 from rmm_monitor.store import Store
-
-from support.workers import run_cli
-from support.reliability import clean_run, committed_offsets, kpis_http, metric, records, stream_events
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,12 @@ class TinyDisk:
     def __init__(self, path: Path):
         self.path = path
         path.mkdir()
-        self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
-                                      capture_output=True).returncode == 0
+        self.mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)], capture_output=True
+            ).returncode
+            == 0
+        )
         self.pid = None
 
     def limit(self, pid: int) -> None:

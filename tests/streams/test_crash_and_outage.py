@@ -3,6 +3,7 @@
 Both compare with a clean `rmm replay` of the same 50 k events (with duplicates): the stored count and every KPI
 row by site must be equal. Real parts: `rmm worker` subprocesses, the tansu broker, kafka-python as the source.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,15 +13,23 @@ import time
 from random import Random
 
 import pytest
+from support.reliability import (
+    clean_run,
+    committed_offsets,
+    end_offsets,
+    kpis_http,
+    metric,
+    records,
+    stream_events,
+    unique_count,
+)
 
 from rmm_monitor.dev.broker import Broker, ensure_topics
 from rmm_monitor.dev.producer import make_producer
 from rmm_monitor.store import Store
 
-from support.reliability import clean_run, committed_offsets, end_offsets, kpis_http, metric, records, stream_events, unique_count
-
 KILLS = 10
-OUTAGE_S = 62          # a minute without the broker, and the minute's reminder line
+OUTAGE_S = 62  # a minute without the broker, and the minute's reminder line
 STOP_WITHIN_S = 10.0
 SEED = int(os.environ.get("RMM_RELIABILITY_SEED", "20261125"))
 
@@ -55,7 +64,7 @@ def wait_drained(bootstrap: str, recs, timeout: float = 90.0) -> None:
 def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(broker, worker_factory, tmp_path, stream):
     events, n_unique, clean_rows = stream
     recs = records(events)
-    chunks = [recs[i * len(recs) // KILLS:(i + 1) * len(recs) // KILLS] for i in range(KILLS)]
+    chunks = [recs[i * len(recs) // KILLS : (i + 1) * len(recs) // KILLS] for i in range(KILLS)]
     rng = Random(SEED)
     db = tmp_path / "killed.duckdb"
     producer = make_producer(broker.bootstrap)
@@ -123,8 +132,9 @@ def test_broker_outage_of_a_minute_one_log_line_a_minute_then_converges(worker_f
         assert metric(worker.url, "rmm_broker_up") == 0.0
         assert worker.status()["broker_up"] is False
         outage_log = worker.log.read_text(errors="replace").splitlines()[lines_before:]
-        assert len(outage_log) < 100, f"{len(outage_log)} log lines in {OUTAGE_S} s of outage:\n" + \
-            "\n".join(outage_log[:40])
+        assert len(outage_log) < 100, f"{len(outage_log)} log lines in {OUTAGE_S} s of outage:\n" + "\n".join(
+            outage_log[:40]
+        )
         assert sum("unreachable;" in line for line in outage_log) == 1, "one line when the broker goes away"
         assert sum("still unreachable after" in line for line in outage_log) >= 1, "one a minute while it is away"
 
@@ -156,13 +166,14 @@ def _sigterm(worker) -> float:
         worker.proc.wait(STOP_WITHIN_S)
     except subprocess.TimeoutExpired:
         worker.kill()
-        raise AssertionError(f"the worker did not stop within {STOP_WITHIN_S:.0f} s of SIGTERM; log:\n"
-                             f"{worker.log.read_text(errors='replace')[-3000:]}")
+        raise AssertionError(  # noqa: B904 -- the timeout is the finding, not a failure while handling one
+            f"the worker did not stop within {STOP_WITHIN_S:.0f} s of SIGTERM; log:\n"
+            f"{worker.log.read_text(errors='replace')[-3000:]}"
+        )
     return time.monotonic() - started
 
 
-def test_sigterm_stops_the_worker_within_10_s_broker_or_no_broker_and_loses_nothing(worker_factory, tmp_path,
-                                                                                      stream):
+def test_sigterm_stops_the_worker_within_10_s_broker_or_no_broker_and_loses_nothing(worker_factory, tmp_path, stream):
     """SIGTERM while a stream flows, then SIGTERM with the broker gone: each stop ends the worker within 10 s, a
     batch whose offsets were not committed is fetched again by the next worker, and the store holds every event
     once: the same KPIs as a clean run."""
@@ -177,12 +188,12 @@ def test_sigterm_stops_the_worker_within_10_s_broker_or_no_broker_and_loses_noth
         producer = make_producer(broker.bootstrap)
         send(producer, recs[:third])
         worker.wait_for(lambda s: s["batches"] >= 1, timeout=60, what="the worker consuming")
-        send(producer, recs[third:2 * third])  # still flowing when the stop comes
+        send(producer, recs[third : 2 * third])  # still flowing when the stop comes
         took_up = _sigterm(worker)
         assert worker.proc.returncode == 0
 
         worker = worker_factory(broker.bootstrap, db=db).start()
-        send(producer, recs[2 * third:])
+        send(producer, recs[2 * third :])
         producer.close()
         worker.wait_for(lambda s: s["ingested"] + s["duplicates"] > 0, timeout=60, what="the second worker consuming")
         broker.kill()

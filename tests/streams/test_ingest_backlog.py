@@ -1,26 +1,31 @@
 """The worker's backlog: batches fetched while the store step works are stored next as one batch. The merge must
 keep every record's position, so a rejected record is dead-lettered with its own partition and offset, and the
 commit position of each partition is its latest."""
+
 from __future__ import annotations
 
 import asyncio
 import json
 
 from aiokafka import TopicPartition
-
-from rmm_monitor.store import check_batch, store_checked
-from rmm_monitor.store import Store
-from rmm_monitor.streams.ingest import Backlog, Flat
-
 from support.scenario import events
+
+from rmm_monitor.store import Store, check_batch, store_checked
+from rmm_monitor.streams.ingest import Backlog, Flat
 
 AE = TopicPartition("rmm.ae", 0)
 INF = TopicPartition("rmm.infusion", 1)
 
 
 def fetched(records: list[tuple[TopicPartition, int, bytes]]) -> tuple[Flat, object]:
-    flat = Flat([v for _, _, v in records], [None] * len(records), [tp.topic for tp, _, _ in records],
-                [tp.partition for tp, _, _ in records], [off for _, off, _ in records], {})
+    flat = Flat(
+        [v for _, _, v in records],
+        [None] * len(records),
+        [tp.topic for tp, _, _ in records],
+        [tp.partition for tp, _, _ in records],
+        [off for _, off, _ in records],
+        {},
+    )
     for tp, off, _ in records:
         flat.next_offsets[tp] = off + 1
     return flat, check_batch(flat.values, flat.topics)
@@ -49,8 +54,10 @@ def test_merged_batches_keep_each_records_place_and_the_latest_commit_position(t
     with Store(tmp_path / "s.duckdb") as store:
         outcome = store_checked(store, checked)
     # each rejected record keeps its index in the merged batch, which `where` maps back to its own offset
-    assert [(flat.where(r.index), r.reason.split(":")[0]) for r in outcome.rejects] == \
-        [((0, 11), "unknown_field"), ((0, 13), "bad_json")]
+    assert [(flat.where(r.index), r.reason.split(":")[0]) for r in outcome.rejects] == [
+        ((0, 11), "unknown_field"),
+        ((0, 13), "bad_json"),
+    ]
     assert (outcome.inserted, outcome.duplicates) == (3, 1)
 
 
@@ -76,6 +83,7 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_thresholds():
     import gc
 
     from rmm_monitor.streams.ingest import GC_THRESHOLDS, tune_gc
+
     before = gc.get_threshold()
     try:
         tune_gc()

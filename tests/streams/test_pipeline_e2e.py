@@ -1,5 +1,6 @@
 """End to end on the real bundled broker: kafka-python producer → `rmm worker` (faust, batch consumer) →
 DuckDB → KPIs over HTTP and /metrics; rejects in rmm.deadletter; crash between store and commit; replay path."""
+
 from __future__ import annotations
 
 import json
@@ -7,13 +8,12 @@ import time
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
-
-from rmm_monitor.kpi.fixtures import mismatches
-from rmm_monitor.dev.producer import produce_events, produce_raw
-from rmm_monitor.store import Store
-
-from support.workers import http_json, http_text, run_cli
 from support.scenario import AS_OF, EXPECTED, INVALID, PERIOD, events
+from support.workers import http_json, http_text, run_cli
+
+from rmm_monitor.dev.producer import produce_events, produce_raw
+from rmm_monitor.kpi.fixtures import mismatches
+from rmm_monitor.store import Store
 
 N_UNIQUE = len({e["event_id"] for e in events()})
 N_DUPLICATES = len(events()) - N_UNIQUE
@@ -42,8 +42,10 @@ def test_scripted_stream_gives_hand_computed_kpis(broker, worker_factory):
     produce_events(events(), broker.bootstrap)
     produce_raw([(topic, b"k", json.dumps(ev).encode()) for topic, ev, _ in INVALID], broker.bootstrap)
 
-    status = worker.wait_for(lambda s: s["ingested"] + s["duplicates"] + s["rejected"] >= len(events()) + len(INVALID),
-                             what="all events consumed")
+    status = worker.wait_for(
+        lambda s: s["ingested"] + s["duplicates"] + s["rejected"] >= len(events()) + len(INVALID),
+        what="all events consumed",
+    )
     assert (status["ingested"], status["duplicates"], status["rejected"]) == (N_UNIQUE, N_DUPLICATES, len(INVALID))
 
     rows = http_json(f"{worker.url}/api/kpis?as_of={AS_OF}&period={PERIOD}")
@@ -91,7 +93,7 @@ def test_replay_gives_the_same_kpis_as_kafka(broker, worker_factory, tmp_path):
     out = run_cli("replay", str(src), "--db", str(db))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"accepted": N_UNIQUE, "rejected": 1, "duplicates": N_DUPLICATES}
-    rejected = [json.loads(l) for l in (tmp_path / "replay.rejected.jsonl").read_text().splitlines()]
+    rejected = [json.loads(line) for line in (tmp_path / "replay.rejected.jsonl").read_text().splitlines()]
     assert [(r["line"], r["reason"]) for r in rejected] == [(len(lines), "unknown_field:patient_name")]
 
     via_replay = run_cli("kpis", "--db", str(db), "--as-of", AS_OF, "--period", PERIOD, "--by", "site", "--json")
@@ -121,8 +123,9 @@ def test_crash_between_store_and_commit_loses_nothing_and_counts_nothing_twice(b
     src = tmp_path / "all.jsonl"
     src.write_text("\n".join(json.dumps(e) for e in events()) + "\n")
     assert run_cli("replay", str(src), "--db", str(clean_db)).returncode == 0
-    clean = json.loads(run_cli("kpis", "--db", str(clean_db), "--as-of", AS_OF, "--period", PERIOD, "--by", "site",
-                               "--json").stdout)
+    clean = json.loads(
+        run_cli("kpis", "--db", str(clean_db), "--as-of", AS_OF, "--period", PERIOD, "--by", "site", "--json").stdout
+    )
     assert rows == clean
     with Store(db, read_only=True) as store:
         assert store.event_count() == N_UNIQUE

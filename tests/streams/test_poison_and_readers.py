@@ -1,6 +1,7 @@
 """10 k poison events in the stream all reach rmm.deadletter with their reason, valid events are unaffected and
 the pipeline does not stall; `rmm kpis` and `rmm export` run concurrently with the writing worker without lock
 errors."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,11 @@ import threading
 import time
 
 import pytest
+from support.reliability import AS_OF, PERIOD, clean_run, kpis_http, read_topic, records, stream_events, unique_count
+from support.workers import run_cli
 
 from rmm_monitor.dev.poison import KINDS, poison
 from rmm_monitor.dev.producer import make_producer
-
-from support.workers import run_cli
-from support.reliability import AS_OF, PERIOD, clean_run, kpis_http, read_topic, records, stream_events, unique_count
 
 N_POISON = 10_000
 
@@ -34,8 +34,8 @@ def test_ten_thousand_poison_events_are_dead_lettered_with_their_reason(broker, 
     mixed: list[tuple[str, bytes, bytes]] = []
     step = len(good) // N_POISON + 1
     for i, (topic, key, value, _) in enumerate(bad):  # interleaved, so nearly every batch carries poison
-        mixed += good[i * step:(i + 1) * step] + [(topic, key, value)]
-    mixed += good[N_POISON * step:]
+        mixed += good[i * step : (i + 1) * step] + [(topic, key, value)]
+    mixed += good[N_POISON * step :]
     assert len(mixed) == len(good) + N_POISON
 
     worker = worker_factory(broker.bootstrap).start()
@@ -44,8 +44,11 @@ def test_ten_thousand_poison_events_are_dead_lettered_with_their_reason(broker, 
         producer.send(topic, key=key, value=value)
     producer.flush(120)
     producer.close()
-    status = worker.wait_for(lambda s: s["ingested"] + s["duplicates"] + s["rejected"] >= len(mixed), timeout=120,
-                             what="the whole stream handled (no stall)")
+    status = worker.wait_for(
+        lambda s: s["ingested"] + s["duplicates"] + s["rejected"] >= len(mixed),
+        timeout=120,
+        what="the whole stream handled (no stall)",
+    )
     assert (status["ingested"], status["rejected"]) == (n_unique, N_POISON)
 
     dead = read_topic(broker.bootstrap, "rmm.deadletter", N_POISON)
@@ -69,12 +72,38 @@ def test_kpis_cli_while_the_worker_writes(broker, worker_factory, tmp_path, vali
 
     def read_repeatedly() -> None:
         for _ in range(6):
-            results.append(run_cli("kpis", "--db", str(worker.db), "--as-of", AS_OF, "--period", PERIOD,
-                                   "--by", "site", "--json", timeout=120))
+            results.append(
+                run_cli(
+                    "kpis",
+                    "--db",
+                    str(worker.db),
+                    "--as-of",
+                    AS_OF,
+                    "--period",
+                    PERIOD,
+                    "--by",
+                    "site",
+                    "--json",
+                    timeout=120,
+                )
+            )
 
     def export_once() -> None:
-        results.append(run_cli("export", "--quarter", "2026Q3", "--as-of", AS_OF, "--db", str(worker.db),
-                               "--out", str(tmp_path / "export"), "--quiet", timeout=170))
+        results.append(
+            run_cli(
+                "export",
+                "--quarter",
+                "2026Q3",
+                "--as-of",
+                AS_OF,
+                "--db",
+                str(worker.db),
+                "--out",
+                str(tmp_path / "export"),
+                "--quiet",
+                timeout=170,
+            )
+        )
 
     reader = threading.Thread(target=read_repeatedly)
     exporter = threading.Thread(target=export_once)

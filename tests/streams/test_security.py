@@ -1,7 +1,8 @@
 """Security: no patient_ref in /metrics or the aggregate API, bounded inputs, and event strings never become SQL.
 
-(Bearer-token checks of the admin endpoints live with the alerting tests, issue 5.)
+(Bearer-token checks of the admin endpoints live with the alerting tests.)
 """
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,12 @@ import urllib.request
 from urllib.parse import quote
 
 import pytest
-
-from rmm_monitor.dev import simulate
-from rmm_monitor.contract import MAX_EVENT_BYTES, validate_batch, validate_one
-from rmm_monitor.store import process_batch
-from rmm_monitor.dev.producer import produce_events
-from rmm_monitor.store import Store
-
 from support.workers import NOW, http_text, run_cli
+
+from rmm_monitor.contract import MAX_EVENT_BYTES, validate_batch, validate_one
+from rmm_monitor.dev import simulate
+from rmm_monitor.dev.producer import produce_events
+from rmm_monitor.store import Store, process_batch
 
 INJECTIONS = [
     "x'); DROP TABLE events; --",
@@ -37,9 +36,17 @@ def test_metrics_and_aggregate_api_carry_no_patient_ref(broker, worker_factory):
     produce_events(events, broker.bootstrap)
     n_unique = len({e["event_id"] for e in events})
     worker.wait_for(lambda s: s["stored"] == n_unique, timeout=90, what="events stored and KPIs refreshed")
-    pages = {path: http_text(worker.url + path, timeout=60) for path in
-             ("/metrics", "/api/kpis", "/api/kpis?by=site&period=all", "/api/trend?period=all", "/api/status",
-              "/healthz")}
+    pages = {
+        path: http_text(worker.url + path, timeout=60)
+        for path in (
+            "/metrics",
+            "/api/kpis",
+            "/api/kpis?by=site&period=all",
+            "/api/trend?period=all",
+            "/api/status",
+            "/healthz",
+        )
+    }
     assert "rmm_kpi_value" in pages["/metrics"] and json.loads(pages["/api/kpis?by=site&period=all"])
     leaks = {path: sorted(r for r in refs if r in body)[:3] for path, body in pages.items()}
     assert not any(leaks.values()), leaks
@@ -48,8 +55,15 @@ def test_metrics_and_aggregate_api_carry_no_patient_ref(broker, worker_factory):
 
 
 def test_event_size_is_bounded_at_64_kib():
-    event = {"event_id": "size-1", "event_type": "tocilizumab_stock_reported", "schema_version": 1,
-             "occurred_at": "2026-07-01T10:00:00Z", "product": "CTX-19", "site_id": "SH-01", "doses_on_hand": 4}
+    event = {
+        "event_id": "size-1",
+        "event_type": "tocilizumab_stock_reported",
+        "schema_version": 1,
+        "occurred_at": "2026-07-01T10:00:00Z",
+        "product": "CTX-19",
+        "site_id": "SH-01",
+        "doses_on_hand": 4,
+    }
     raw = json.dumps(event).encode()
     at_limit = raw[:-1] + b" " * (MAX_EVENT_BYTES - len(raw)) + b"}"  # JSON whitespace: same event, 64 KiB exactly
     over = raw[:-1] + b" " * (MAX_EVENT_BYTES - len(raw) + 1) + b"}"
@@ -74,11 +88,24 @@ def test_oversized_http_query_is_refused_and_the_worker_stays_up(broker, worker_
 def _injected_events() -> list[dict]:
     out = []
     for i, text in enumerate(INJECTIONS):
-        base = {"schema_version": 1, "occurred_at": "2026-07-01T10:00:00Z", "recorded_at": "2026-07-01T10:01:00Z",
-                "product": "CTX-19", "site_id": "SH-01", "source": text}
+        base = {
+            "schema_version": 1,
+            "occurred_at": "2026-07-01T10:00:00Z",
+            "recorded_at": "2026-07-01T10:01:00Z",
+            "product": "CTX-19",
+            "site_id": "SH-01",
+            "source": text,
+        }
         out.append({**base, "event_id": text, "event_type": "site_registered", "name": text, "country": "CN"})
-        out.append({**base, "event_id": f"si-{i}", "event_type": "safety_information_updated",
-                    "sections": ["dosing"], "summary": text})
+        out.append(
+            {
+                **base,
+                "event_id": f"si-{i}",
+                "event_type": "safety_information_updated",
+                "sections": ["dosing"],
+                "summary": text,
+            }
+        )
     return out
 
 

@@ -7,6 +7,7 @@ Plain HTTP+JSON to chromedriver, so no client library and no browser download: t
         browser.wait_for("return document.title")
         browser.screenshot(path)
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,15 +22,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rmm_monitor.dev.broker import free_port
-
 from support.promserver import stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 # As root on an offline machine: no sandbox, and nothing that phones home (its connections are refused here).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--hide-scrollbars"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+]
 
 
 class WebDriverError(AssertionError):
@@ -49,8 +58,9 @@ class Browser:
 
     def _call(self, method: str, path: str, body: Optional[dict] = None, timeout: float = 60.0) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return json.loads(resp.read())["value"]
@@ -58,8 +68,12 @@ class Browser:
             raise WebDriverError(f"{method} {path}: {exc.code} {exc.read()[:2000]!r}") from None
 
     def start(self) -> "Browser":
-        self.proc = subprocess.Popen([CHROMEDRIVER, f"--port={self.port}", f"--log-path={self.log}"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={self.port}", f"--log-path={self.log}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while True:
             if self._driver_ready():
@@ -67,9 +81,15 @@ class Browser:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise WebDriverError(f"chromedriver not ready; log:\n{self._log_tail()}")
             time.sleep(0.2)
-        args = CHROMIUM_ARGS + [f"--user-data-dir={self.dir / 'profile'}", f"--window-size={self.size[0]},{self.size[1]}"]
-        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": CHROMIUM, "args": args}}}}
+        args = CHROMIUM_ARGS + [
+            f"--user-data-dir={self.dir / 'profile'}",
+            f"--window-size={self.size[0]},{self.size[1]}",
+        ]
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {"binary": CHROMIUM, "args": args}}
+            }
+        }
         self.session = self._call("POST", "/session", caps)["sessionId"]
         return self
 

@@ -1,5 +1,6 @@
 """Processes as the kernel sees them (/proc): which children a process started, and whether they still run.
 For the tests that end a demo or a worker with a signal and check that nothing it started outlives it."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Proc:
     pid: int
-    starttime: int   # clock ticks after boot: with the pid, names one process even after its pid is reused
+    starttime: int  # clock ticks after boot: with the pid, names one process even after its pid is reused
     cmdline: str
 
     def alive(self) -> bool:
@@ -25,7 +26,7 @@ def _stat(pid: int) -> dict | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()   # the command name in (...) may hold spaces
+    fields = raw[raw.rindex(")") + 2 :].split()  # the command name in (...) may hold spaces
     return {"state": fields[0], "ppid": int(fields[1]), "starttime": int(fields[19])}
 
 

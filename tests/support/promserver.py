@@ -1,10 +1,11 @@
 """Real Prometheus and Alertmanager (Debian packages) on free loopback ports, for integration tests.
 
-    with PrometheusServer(tmp_path, scrape_targets=["127.0.0.1:6066"], rule_files=[...],
-                          alertmanager="127.0.0.1:9093") as prom:
-        prom.wait_for_scrape()
-        prom.query('rmm_kpi_value{kpi="alert_card_issued"}')
+with PrometheusServer(tmp_path, scrape_targets=["127.0.0.1:6066"], rule_files=[...],
+                      alertmanager="127.0.0.1:9093") as prom:
+    prom.wait_for_scrape()
+    prom.query('rmm_kpi_value{kpi="alert_card_issued"}')
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ import yaml
 from rmm_monitor.dev.broker import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or \
-    "/usr/bin/prometheus-alertmanager"
+ALERTMANAGER = (
+    shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or "/usr/bin/prometheus-alertmanager"
+)
 
 
 def _answers(url: str) -> bool:
@@ -75,8 +77,15 @@ class _Server:
 
 
 class PrometheusServer(_Server):
-    def __init__(self, workdir: Path, scrape_targets: list[str], rule_files: Optional[list[Path]] = None,
-                 alertmanager: Optional[str] = None, interval: str = "1s", evaluation_interval: str = "1s"):
+    def __init__(
+        self,
+        workdir: Path,
+        scrape_targets: list[str],
+        rule_files: Optional[list[Path]] = None,
+        alertmanager: Optional[str] = None,
+        interval: str = "1s",
+        evaluation_interval: str = "1s",
+    ):
         self.dir = Path(workdir) / "prometheus"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -95,9 +104,17 @@ class PrometheusServer(_Server):
 
     def start(self) -> "PrometheusServer":
         self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                PROMETHEUS,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         _wait_ready(self.url + "/-/ready", self.proc, self.log)
         return self
 
@@ -146,11 +163,18 @@ class AlertmanagerServer(_Server):
 
     def start(self) -> "AlertmanagerServer":
         self.proc = subprocess.Popen(
-            [ALERTMANAGER, f"--config.file={self.config}", f"--storage.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}",
-             # no HA cluster: a lone Alertmanager otherwise waits ~10 s for gossip to settle before it is ready
-             "--cluster.listen-address="],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                ALERTMANAGER,
+                f"--config.file={self.config}",
+                f"--storage.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                # no HA cluster: a lone Alertmanager otherwise waits ~10 s for gossip to settle before it is ready
+                "--cluster.listen-address=",
+            ],
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         _wait_ready(self.url + "/-/ready", self.proc, self.log)
         return self
 

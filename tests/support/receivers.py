@@ -1,5 +1,6 @@
 """Real receivers on loopback for the alert channels: an SMTP server (aiosmtpd), an HTTP webhook receiver, and
 the weak-site scenario fed to a worker."""
+
 from __future__ import annotations
 
 import json
@@ -15,16 +16,14 @@ from typing import Optional
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from rmm_monitor.alerting.signals import breach_targets
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.broker import free_port
-from rmm_monitor.store import process_batch
 from rmm_monitor.kpi import Engine
-from rmm_monitor.alerting.signals import breach_targets
-from rmm_monitor.store import Store
-
+from rmm_monitor.store import Store, process_batch
 from support.workers import NOW
 
-WEAK_SITE = "GZ-03"   # simulate.WEAK_SITES: late or missing alert cards
+WEAK_SITE = "GZ-03"  # simulate.WEAK_SITES: late or missing alert cards
 
 
 @lru_cache(maxsize=1)
@@ -55,17 +54,39 @@ class SmtpSink:
         kwargs = {}
         if tls_dir is not None:
             import ssl
+
             self.cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                            "-out", str(self.cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    str(key),
+                    "-out",
+                    str(self.cert),
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ],
+                check=True,
+                capture_output=True,
+            )
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(self.cert, key)
             kwargs.update(tls_context=ctx, require_starttls=True)
         if user is not None:
+
             def authenticator(server, session, envelope, mechanism, auth_data):
                 ok = auth_data.login == user.encode() and auth_data.password == password.encode()
                 return AuthResult(success=ok, handled=False)
+
             kwargs.update(authenticator=authenticator, auth_require_tls=tls_dir is not None)
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
 
@@ -96,8 +117,14 @@ class WebhookReceiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 failed = len(receiver.requests) < receiver.fail_first
-                receiver.requests.append({"headers": dict(self.headers), "body": body, "at": time.monotonic(),
-                                          "answered": 503 if failed else 200})
+                receiver.requests.append(
+                    {
+                        "headers": dict(self.headers),
+                        "body": body,
+                        "at": time.monotonic(),
+                        "answered": 503 if failed else 200,
+                    }
+                )
                 self.send_response(503 if failed else 200)
                 self.end_headers()
 

@@ -3,6 +3,7 @@
 The reference is a clean `rmm replay` of the same events into a fresh DuckDB file, and `rmm kpis` over it, at a
 fixed as-of time and period, so the result does not depend on when the suite runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.producer import event_key
-
 from support.workers import http_text, run_cli
 
 END = datetime(2026, 9, 30, tzinfo=timezone.utc)
@@ -93,8 +93,13 @@ def end_offsets(recs: list[tuple[str, bytes, bytes]]) -> dict[tuple[str, int], i
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
     """Every record of a one-partition topic from the start, until `expected` arrived or `timeout` passed."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000,
-                             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)

@@ -1,5 +1,6 @@
 """Real workers and CLIs for the tests: `rmm worker` and `rmm ...` as subprocesses of the test, on the suite's
 clock (NOW, set in the environment they inherit), and small HTTP helpers for the worker's API."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,7 @@ from typing import Optional
 from rmm_monitor.core import clock
 from rmm_monitor.dev.broker import die_with_parent, free_port
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)   # day 55 of 2026Q4: no day, quarter or year boundary near
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # day 55 of 2026Q4: no day, quarter or year boundary near
 
 
 def use_suite_clock() -> None:
@@ -52,12 +53,24 @@ class WorkerProc:
 
     def start(self, timeout: float = 90.0) -> "WorkerProc":
         self.port = free_port()
-        env = dict(os.environ, RMM_KAFKA_BOOTSTRAP=self.bootstrap, RMM_DB=str(self.db),
-                   RMM_WEB_PORT=str(self.port), RMM_REFRESH_SECONDS="1", RMM_LOG_LEVEL="info")
+        env = dict(
+            os.environ,
+            RMM_KAFKA_BOOTSTRAP=self.bootstrap,
+            RMM_DB=str(self.db),
+            RMM_WEB_PORT=str(self.port),
+            RMM_REFRESH_SECONDS="1",
+            RMM_LOG_LEVEL="info",
+        )
         env.update(self.env_extra)  # a test may override the defaults above (e.g. a slower KPI refresh)
-        self.proc = subprocess.Popen([sys.executable, "-m", "rmm_monitor.cli", "worker"], env=env,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rmm_monitor.cli", "worker"],
+            env=env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -76,8 +89,9 @@ class WorkerProc:
         last = {}
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited ({self.proc.returncode}) waiting for {what}; "
-                                     f"log:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"worker exited ({self.proc.returncode}) waiting for {what}; log:\n{self.log.read_text()[-3000:]}"
+                )
             with contextlib.suppress(OSError):  # a busy worker may not answer at once; retried until the deadline
                 last = self.status()
                 if predicate(last):
@@ -102,5 +116,10 @@ class WorkerProc:
 
 
 def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rmm_monitor.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        [sys.executable, "-m", "rmm_monitor.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+    )
