@@ -1,6 +1,6 @@
 # The worker image. It installs the package the way `make` does: the same pyproject.toml under the same
 # pinned constraints.txt (only non-editable and without the test extra), so the image runs the set the tests ran.
-# tests/test_compose.py checks this file against the Makefile and pyproject.toml.
+# tests/ops/test_compose.py checks this file against the Makefile and pyproject.toml.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./

@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
-.PHONY: run test venv debs audit audit-offline audit-refresh test-clock-shifts bench clean lock dashboards rules
+.PHONY: run test lint venv debs audit audit-offline audit-refresh test-clock-shifts bench clean lock dashboards rules docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ PYTEST_ARGS ?= -n 3 --dist loadgroup
 
 # The verdict depends only on the commit: no test reads the network or the calendar (the suite runs on its own
 # clock, tests/conftest.py), and the dependency audit inside it is the offline one.
-test: venv debs audit-offline
+test: venv debs lint audit-offline
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The lint and type gate (part of `make test`): ruff's lint rules and its format check, mypy on the package
+# (rmm_monitor/ and streams/), and the import direction (scripts/check_layers.py).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) scripts/check_layers.py
 
 # The pins of constraints.txt against published advisories (what pip-audit does; see scripts/audit_deps.py).
 # Fails only on an advisory affecting a pin that deploy/audit-allowlist.toml does not accept; pins it cannot check
@@ -57,6 +65,12 @@ bench: venv
 dashboards: venv
 	$(PY) -m rmm_monitor.ops.grafana --out dashboards/grafana/dashboards
 	$(PY) -m rmm_monitor.ops.compose --out deploy
+
+# The references generated from the code and the catalog: the event types (docs/events.md) and the catalog table
+# of docs/kpi-rules.md (commit the result; tests fail when they are stale).
+docs: venv
+	$(PY) -m rmm_monitor.contract.reference --out docs/events.md
+	$(PY) -m rmm_monitor.kpi.reference --page docs/kpi-rules.md
 
 # Prometheus alert rules, their promtool tests and the Alertmanager routing from the catalog (commit the result).
 rules: venv

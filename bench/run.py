@@ -12,7 +12,7 @@ absolute rates move by tens of percent between runs.
   Both clocks start once the consumer owns its partitions (group join and worker start-up excluded) and stop
   when the last record is processed (pipeline: stored, dead-lettered and committed).
 
-Scenarios: 1 partition; 4 partitions; 1 partition with 1 % poison (rmm_monitor.poison); each runs ceiling and
+Scenarios: 1 partition; 4 partitions; 1 partition with 1 % poison (rmm_monitor.dev.poison); each runs ceiling and
 pipeline alternately three times and reports the round with the median ratio. Then freshness at a
 sustained 1 k ev/s against a real `rmm worker` subprocess, read from its /metrics; then scale: KPI catalog
 recompute and worker RSS at 1 M and 10 M stored events (DB files cached in bench/.cache/), and `rmm export`

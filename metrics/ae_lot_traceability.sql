@@ -5,7 +5,7 @@
 -- The first report of every AE comes from the shared ae_facts model (its seq); pruning ($anchor_from/$anchor_to)
 -- keeps the AEs whose first report lies in the period, and only their patients have their infused lots collected.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with first_report as materialized (
     select r.product, r.ae_id, r.site_id, r.patient_ref, r.lot_id, r.regulator, r.occurred_at, r.seq
     from ae_facts f

@@ -6,7 +6,7 @@
 -- over all history); the cards are then joined to those patients only (and cards older than the period's
 -- start - 31 d are not read).
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with cards as (
     select c.product, c.patient_ref, c.lot_id, c.occurred_at, c.seq
     from known_events c

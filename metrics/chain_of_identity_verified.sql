@@ -2,7 +2,7 @@
 -- Success: coi_verified = true. No window: never pending.
 -- Pruning ($anchor_from/$anchor_to): the unit is the event itself, so events outside the period are not read.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 select product, site_id, occurred_at as anchor_at,
        case when coi_verified then 'success' else 'failure' end as outcome,
        event_id as unit_id, patient_ref, null::varchar as hcp_id, null::varchar as ae_id, lot_id,

@@ -4,7 +4,7 @@
 -- No window: never pending (a certification recorded after as-of is simply not known yet).
 -- Pruning ($anchor_from/$anchor_to): the unit is the event itself, so events outside the period are not read.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with infusions as (
     select event_id, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
     from known_events where event_type = 'infusion_administered' and topic = 'rmm.infusion'

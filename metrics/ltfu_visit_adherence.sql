@@ -5,7 +5,7 @@
 -- visit has its due_at there, so only those visits are kept (decided over all their events, whatever their
 -- due_at); without bounds every visit is kept.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with latest_records as (
     -- per visit: the seq of its deciding event, its record count and whether it can lie in the period, in one
     -- hash aggregate over the visits' events (no window sorting them, no second pass for the period's visits).

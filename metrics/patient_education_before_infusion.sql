@@ -5,7 +5,7 @@
 -- infusion there and none before the period's start (an anti-join on the keys of earlier infusions, no window
 -- over all history); the evidence is then joined for those patients only.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with education as (
     select e.product, e.patient_ref, e.occurred_at
     from known_events e

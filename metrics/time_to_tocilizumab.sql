@@ -5,7 +5,7 @@
 -- An AE's first grade >= 2 (t2) and its earliest CRS onset come from the shared ae_facts model; pruning
 -- ($anchor_from/$anchor_to) keeps the episodes whose t2 lies in the period, and doses are read for those only.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with episodes as (
     -- per AE: its earliest CRS onset (ties: first stored) and its first grade >= 2, both from ae_facts; the
     -- onset event itself is fetched by its seq

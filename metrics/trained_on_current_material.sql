@@ -4,7 +4,7 @@
 -- infusion -- at or before the infusion. No release known at the infusion -> failure. No window: never pending.
 -- Pruning ($anchor_from/$anchor_to): the unit is the event itself, so events outside the period are not read.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with infusions as (
     select event_id, seq, product, site_id, patient_ref, hcp_id, lot_id, occurred_at
     from known_events where event_type = 'infusion_administered' and topic = 'rmm.infusion'

@@ -4,7 +4,7 @@
 -- never before the period's start (an anti-join on the keys of earlier infusions, no window over all history);
 -- the trainings are then joined for those HCPs only.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with hcp_first_infusion as (
     select product, hcp_id, site_id, patient_ref, lot_id, occurred_at, seq
     from known_events i

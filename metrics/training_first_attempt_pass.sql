@@ -4,7 +4,7 @@
 -- Pruning ($anchor_from/$anchor_to): units are decided by one aggregate over all attempts (the attempt count and
 -- first pass of the detail need them all); units whose first attempt lies outside the period are then dropped.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 with units as (
     select product, hcp_id, material_id,
            arg_min({site_id: site_id, material_version: material_version, score: score, passed: passed,

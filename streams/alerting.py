@@ -184,6 +184,10 @@ class Alerting:
         by_channel: dict[str, list[dict]] = {}
         for d in due:
             by_channel.setdefault(d["channel"], []).append(d)
+        if self.worker.broker_watch.up is False:
+            # the broker is known to be away: its notifications wait in the outbox, untried (each try would fail and
+            # be logged); they go out when it is back
+            by_channel.pop("kafka", None)
         await asyncio.gather(*(self._deliver_all(ch, ds) for ch, ds in by_channel.items()))
         await self.update_gauges()
 

@@ -1,6 +1,6 @@
 """The worker: a faust-streaming app that owns the DuckDB store; the composition root of the stream processor.
 
-faust runs the process: the web server (/metrics and the HTTP API of streams/api/), the KPI refresh timer, the
+faust runs the process: the web server (/metrics and the HTTP API of streams/api/), the KPI refresh loop, the
 producer for rmm.deadletter and rmm.alerts, the ingest task (streams/ingest.py) that owns the batch consumer, the
 alerting task (streams/alerting.py), the data-quality task (streams/quality_task.py), and the broker watch
 (streams/outage.py).
@@ -110,7 +110,7 @@ class Worker:
         self.app.agent(self.alerts_topic, name="alert-fanout")(self._alert_fanout)
         self.app.early_tasks.append(self._ingest)
         self.app.early_tasks.append(self.broker_watch.run)
-        self.app.timer(interval=s.refresh_seconds)(self._refresh)
+        self.app.task(self._refresh_loop)
 
     # --- faust tasks ---------------------------------------------------------------------------------------
     async def _send(self, topic: str, key: Optional[bytes], value: bytes, headers: list):
@@ -137,9 +137,13 @@ class Worker:
             await self.app.crash(exc)
             raise
 
-    async def _refresh(self) -> None:
-        if self.stores.store is not None and self.pacer.due(time.monotonic()):
-            await self.refresh()
+    async def _refresh_loop(self) -> None:
+        """Every refresh_seconds, a refresh if the pacer allows one. A loop of our own rather than a faust timer,
+        which logs a warning at every tick that a refresh outlasts (a second or more on a big or busy store)."""
+        while True:
+            await asyncio.sleep(self.settings.refresh_seconds)
+            if self.stores.store is not None and self.pacer.due(time.monotonic()):
+                await self.refresh()
 
     async def refresh(self) -> None:
         """Recompute the catalog for the current quarter (programme and per site) for /metrics."""

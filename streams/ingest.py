@@ -81,9 +81,16 @@ class StoreThreads:
         self._cursor = None
 
     async def open(self) -> None:
-        self.store = await self.write(lambda: Store(self.path, memory_limit=self.memory_limit))
-        self._cursor = await self.write(lambda: self.store.con.cursor())
+        store = await self.write(lambda: Store(self.path, memory_limit=self.memory_limit))
+        self._cursor = await self.write(lambda: store.con.cursor())
+        self.store = store
         await self.read(lambda con: con.execute("SET TimeZone = 'UTC'").fetchall())
+
+    def opened(self) -> Store:
+        """The store, once `open` has run (the worker starts nothing that writes before)."""
+        if self.store is None:
+            raise RuntimeError("the store is not open yet")
+        return self.store
 
     async def write(self, fn: Callable, *args) -> Any:
         return await self.submit_write(fn, *args)
@@ -255,6 +262,12 @@ class BatchIngestor:
             finally:
                 await self._stop_consumer()
 
+    def _live(self) -> AIOKafkaConsumer:
+        """The consumer of the running loop (set before the loop starts, cleared after it ends)."""
+        if self.consumer is None:
+            raise RuntimeError("no consumer: the ingest loop is not running")
+        return self.consumer
+
     async def _stop_consumer(self) -> None:
         """Bounded: with the broker gone, aiokafka's stop retries leaving the group for as long as it is away, and a
         stop must not wait on that (nothing uncommitted is lost: the broker redelivers it)."""
@@ -279,7 +292,7 @@ class BatchIngestor:
     async def _fetch_into(self, backlog: Backlog) -> None:
         s = self.settings
         while True:
-            flat = flatten(await self.consumer.getmany(timeout_ms=s.fetch_wait_ms, max_records=s.fetch_max_records))
+            flat = flatten(await self._live().getmany(timeout_ms=s.fetch_wait_ms, max_records=s.fetch_max_records))
             self._update_lag()
             if flat.values:
                 await backlog.put(flat, check_batch(flat.values, flat.topics))
@@ -324,7 +337,7 @@ class BatchIngestor:
     def _broker_up(self) -> float:
         # aiokafka never raises from getmany when the broker goes away: it logs, drops the connections and
         # reconnects in the background. Its open connections are the only live signal of an outage, so read them
-        # (a private attribute of the pinned aiokafka 0.14; the outage test in tests/reliability/ guards it).
+        # (a private attribute of the pinned aiokafka 0.14; the outage test in tests/streams/ guards it).
         conns = getattr(getattr(self.consumer, "_client", None), "_conns", None)
         return 1.0 if conns and any(c.connected() for c in list(conns.values())) else 0.0
 
@@ -373,7 +386,7 @@ class BatchIngestor:
             return
         self._wal_dirty = False
         try:
-            await self.stores.write(self.stores.store.checkpoint)
+            await self.stores.write(self.stores.opened().checkpoint)
         except StoreError as exc:  # e.g. a long KPI read still open; the next quiet moment tries again
             self._wal_dirty = True
             log.info("idle checkpoint deferred: %s", exc)
@@ -398,7 +411,7 @@ class BatchIngestor:
 
     async def _commit(self, flat: Flat) -> None:
         try:
-            await self.consumer.commit(flat.next_offsets)
+            await self._live().commit(flat.next_offsets)
             self.positions.update(flat.next_offsets)
         except (CommitFailedError, KafkaError) as exc:
             # The batch is stored; it will be redelivered and ignored as duplicates. Nothing is lost.

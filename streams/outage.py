@@ -110,7 +110,7 @@ class BrokerWatch:
     def observe(self, reachable: bool, now: float) -> None:
         """One probe's result: log a transition, or the minute's reminder while down."""
         if reachable:
-            if self.up is False:
+            if self.up is False and self.down_since is not None:
                 log.warning(
                     "broker %s reachable again after %.0f s (%d Kafka client errors not logged meanwhile)",
                     self.bootstrap,
@@ -123,7 +123,7 @@ class BrokerWatch:
             self.up, self.down_since, self._reminded_at = False, now, now
             self._suppressed_at_down = self.throttle.suppressed if self.throttle else 0
             log.error("broker %s unreachable; ingest waits, nothing is committed until it is back", self.bootstrap)
-        elif now - self._reminded_at >= self.remind_every:
+        elif self.down_since is not None and now - self._reminded_at >= self.remind_every:
             self._reminded_at = now
             log.error(
                 "broker %s still unreachable after %.0f s (%d Kafka client errors not logged)",

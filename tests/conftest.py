@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from support.workers import WorkerProc, use_suite_clock
 
 from rmm_monitor.dev.broker import Broker
+
+from support.workers import WorkerProc, use_suite_clock
 
 use_suite_clock()
 

@@ -4,7 +4,7 @@
 -- period's start: an anti-join on the keys of earlier infusions, so no window runs over all history.
 -- Used by every KPI whose unit is a patient's first infusion; referenced as `first_infusion`.
 -- `topic = ...` beside an event_type filter is implied by the type; it lets DuckDB skip the other topic tables
--- of the events view (see kpis.py).
+-- of the events view (see rmm_monitor/kpi/engine.py).
 select product, patient_ref, site_id, lot_id, hcp_id, occurred_at, seq
 from known_events i
 where event_type = 'infusion_administered' and topic = 'rmm.infusion'

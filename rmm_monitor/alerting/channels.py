@@ -33,7 +33,7 @@ import json
 import smtplib
 import ssl
 from email.message import EmailMessage
-from typing import Optional
+from typing import Any, Optional
 
 from rmm_monitor.core.errors import RmmError
 from rmm_monitor.core.fmt import pct as _pct
@@ -68,7 +68,7 @@ def payload(delivery_id: str, notification: str, alert: dict, case: Optional[dic
         "units",
         "evidence",
     )
-    doc = {"schema": SCHEMA, "delivery_id": delivery_id, "notification": notification}
+    doc: dict[str, Any] = {"schema": SCHEMA, "delivery_id": delivery_id, "notification": notification}
     doc.update({k: alert.get(k) for k in keep})
     doc["case"] = None if case is None else {k: case.get(k) for k in ("case_id", "state", "section", "product")}
     return doc
@@ -150,7 +150,7 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def verify(secret: str, body: bytes, header: Optional[str]) -> bool:
-    return bool(header) and hmac.compare_digest(sign(secret, body), header)
+    return header is not None and hmac.compare_digest(sign(secret, body), header)
 
 
 async def send_webhook(session, doc: dict, s: ChannelSettings) -> None:

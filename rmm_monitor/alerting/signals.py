@@ -279,7 +279,7 @@ GROUP BY c.case_id ORDER BY c.case_id
 def releases_closing_cases(con) -> list[tuple[str, int, str, datetime]]:
     """A release counts only if it happened (event time) at or after the trigger: an older version cannot be
     the answer to the case."""
-    return con.execute(_RELEASES_FOR_OPEN_CASES).fetchall()
+    return [(str(c), int(v), str(m), at) for c, v, m, at in con.execute(_RELEASES_FOR_OPEN_CASES).fetchall()]
 
 
 # --- evaluation (writer thread, one transaction each) -----------------------------------------------------------
@@ -310,7 +310,7 @@ def plan_events(con, rule: ClusterRule) -> EventPlan:
         tuple(candidates),
         tuple((a, tuple(ids)) for a, ids in attach.items() if ids),
         tuple(resolve_dq),
-        tuple(tuple(r) for r in releases_closing_cases(con)),
+        tuple(releases_closing_cases(con)),
     )
 
 
@@ -318,7 +318,9 @@ def apply_event_plan(con, plan: EventPlan, channels: tuple[str, ...], now: datet
     """Commit a plan made on the reader, in one transaction. The writer may have moved on since the plan was
     read (an operator resolved an alert or closed a case): each step re-checks the state it changes, and fire()
     re-checks the open key, so a stale plan does nothing wrong and the next evaluation catches up."""
-    fired, resolved, closed = [], [], []
+    fired: list[str] = []
+    resolved: list[str] = []
+    closed: list[str] = []
     if not plan:
         return {"fired": fired, "resolved": resolved, "closed": closed}
     with transaction(con):
@@ -326,9 +328,9 @@ def apply_event_plan(con, plan: EventPlan, channels: tuple[str, ...], now: datet
             if A.alert_state(con, alert_id) != "resolved":
                 A.add_evidence(con, alert_id, AE_CLUSTER, event_ids, now)
         for na in plan.new:
-            alert_id = A.fire(con, na, channels, now)
-            if alert_id:
-                fired.append(alert_id)
+            new_id = A.fire(con, na, channels, now)
+            if new_id:
+                fired.append(new_id)
         for alert_id in plan.resolve_dq:
             if A.alert_state(con, alert_id) != "resolved":
                 A.resolve(con, alert_id, A.SYSTEM, "expectation passes again", channels, now)

@@ -32,14 +32,21 @@ class Data:
     client: Optional[WorkerClient] = None
 
     @property
+    def con(self) -> Any:
+        """The local store's connection (only when the command reads the file)."""
+        if self.store is None:
+            raise NoData("this command reads through the worker, not the file")
+        return self.store.con
+
+    @property
     def where(self) -> str:
         return self.client.url if self.client else (self.store.path if self.store else "-")
 
     def run(self, local: Callable[[Any], Any], change: bool = False) -> Any:
         """`local(con)` on the file (in one transaction when it changes something)."""
-        assert self.store is not None
         if not change:
-            return local(self.store.con)
+            return local(self.con)
+        assert self.store is not None
         with self.store.transaction() as con:
             return local(con)
 

@@ -39,7 +39,7 @@ def run_export(args, settings: Settings) -> int:
 
     as_of = _as_of(args.as_of)
     with open_data(settings, args.db, args.url) as data:
-        source = RemoteSource(data.client) if data.client else LocalSource(data.store.con)
+        source = RemoteSource(data.client) if data.client else LocalSource(data.con)
         manifest = export(source, args.quarter, Path(args.out), as_of, Progress(enabled=not args.quiet))
     print(
         json.dumps(
@@ -75,7 +75,7 @@ def run_dq(args, settings: Settings) -> int:
         if data.client:
             rows = data.client.get("/api/dq", {"as_of": iso(as_of), "period": args.period})
         else:
-            rows = suites.validate(suites.build_frames(data.store.con, as_of, args.period))
+            rows = suites.validate(suites.build_frames(data.con, as_of, args.period))
             data.run(lambda con: suites.record(con, rows), change=True)
             rows = [{**r, "run_at": iso(r["run_at"])} for r in rows]
     elapsed = time.perf_counter() - started

@@ -47,7 +47,7 @@ def run(args, settings: Settings) -> int:
         else:
             from rmm_monitor.kpi import Engine
 
-            engine = Engine(data.store.con)
+            engine = Engine(data.con)
             if args.explain:
                 result = engine.units(
                     args.explain,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 import msgspec
 
@@ -194,7 +194,7 @@ class SafetyInformationUpdated(Envelope, tag="safety_information_updated"):
     summary: Annotated[str, msgspec.Meta(max_length=500)]
 
 
-TOPIC_OF: dict[type, str] = {
+TOPIC_OF: dict[type[Envelope], str] = {
     SiteRegistered: "rmm.site",
     SiteCertificationChanged: "rmm.site",
     TocilizumabStockReported: "rmm.site",
@@ -214,9 +214,10 @@ TOPIC_OF: dict[type, str] = {
     AeReported: "rmm.ae",
     SafetyInformationUpdated: "rmm.ae",
 }
-EVENT_TYPES: dict[str, type] = {cls.__struct_config__.tag: cls for cls in TOPIC_OF}
+EVENT_TYPES: dict[str, type[Envelope]] = {str(cls.__struct_config__.tag): cls for cls in TOPIC_OF}
 TOPIC_OF_TYPE: dict[str, str] = {tag: TOPIC_OF[cls] for tag, cls in EVENT_TYPES.items()}
-Event = Union[tuple(TOPIC_OF)]  # type: ignore[valid-type]
+# The tagged union of every event type, built from the table above (what msgspec decodes into).
+Event: Any = Union[tuple(TOPIC_OF)]  # a Union built at run time from the table above
 _decode_one = msgspec.json.Decoder(Event).decode
 _decode_many = msgspec.json.Decoder(list[Event]).decode
 
@@ -290,7 +291,9 @@ def _check_one(raw: bytes, topic: Optional[str]):
 VALIDATE_CHUNK = 1024
 
 
-def validate_batch(values: list[bytes], topics: Optional[list[Optional[str]]] = None) -> tuple[list[int], list[Reject]]:
+def validate_batch(
+    values: list[bytes], topics: Optional[Sequence[Optional[str]]] = None
+) -> tuple[list[int], list[Reject]]:
     """Validate a batch of raw events. Returns (indexes of valid events, rejects).
 
     The common case, a chunk of records with nothing wrong, is decoded in one msgspec call over the joined bytes;
@@ -313,7 +316,7 @@ def validate_batch(values: list[bytes], topics: Optional[list[Optional[str]]] = 
     return valid, rejects
 
 
-def _chunk_is_valid(values: list[bytes], topics: Optional[list[Optional[str]]], start: int, end: int) -> bool:
+def _chunk_is_valid(values: list[bytes], topics: Optional[Sequence[Optional[str]]], start: int, end: int) -> bool:
     chunk = values[start:end]
     if not all(len(v) <= MAX_EVENT_BYTES for v in chunk):
         return False

@@ -16,6 +16,12 @@ class Period:
     start: Optional[datetime]  # inclusive; None = unbounded
     end: Optional[datetime]  # exclusive
 
+    def span(self) -> tuple[datetime, datetime]:
+        """(start, end) of a bounded period; `all` has none."""
+        if self.start is None or self.end is None:
+            raise ConfigError(f"period {self.label!r} has no bounds")
+        return self.start, self.end
+
 
 def _utc(y: int, m: int) -> datetime:
     return datetime(y + (m - 1) // 12, (m - 1) % 12 + 1, 1, tzinfo=timezone.utc)

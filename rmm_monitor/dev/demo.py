@@ -25,9 +25,10 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
-from urllib.request import urlopen
 
 from rmm_monitor.core import clock
+from rmm_monitor.core.client import WorkerClient
+from rmm_monitor.core.errors import ApiError
 from rmm_monitor.core.fmt import pct
 from rmm_monitor.core.periods import iso, quarter_of
 
@@ -61,11 +62,6 @@ class DemoFailed(Exception):
 
 class Stopped(Exception):
     """A signal asked the demo to stop before the stream ran."""
-
-
-def _get(url: str, timeout: float = 5.0) -> Any:
-    with urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
 
 
 # --- signals --------------------------------------------------------------------------------------------------
@@ -118,7 +114,7 @@ class View:
 
     def __init__(self, stream: TextIO = sys.stderr):
         self.stream = stream
-        self.live = None
+        self.live: Any = None  # rich.live.Live while the view is shown (rich is imported on a terminal only)
         self._last_line = 0.0
         self._told_done = False
 
@@ -228,7 +224,7 @@ class LiveView(View):
             self.live.stop()
         except (OSError, ValueError):
             pass
-        self.live = None
+        self.live: Any = None  # rich.live.Live while the view is shown (rich is imported on a terminal only)
 
 
 # --- the demo ---------------------------------------------------------------------------------------------------
@@ -241,6 +237,7 @@ class Demo:
         self.broker: Optional[Broker] = None
         self.worker: Optional[subprocess.Popen] = None
         self.url = ""
+        self.client = WorkerClient("http://127.0.0.1:0")  # replaced by start()
         self.produced = 0
         self.total = 0
         self.stream_stop = threading.Event()  # only set and read, never waited on (see `pause`)
@@ -258,6 +255,7 @@ class Demo:
         self.broker = Broker(log_path=self.work / "broker.log").start()
         web_port = port or free_port()
         self.url = f"http://127.0.0.1:{web_port}"
+        self.client = WorkerClient(self.url)
         env = dict(
             os.environ,
             RMM_KAFKA_BOOTSTRAP=self.broker.bootstrap,
@@ -287,11 +285,8 @@ class Demo:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_worker()
-            try:
-                if _get(self.url + "/healthz", 2).get("ok"):
-                    return
-            except OSError:
-                pass
+            if self.client.answers(2):
+                return
             if self.signals.wait(0.3):
                 raise Stopped()
         raise DemoFailed(f"worker did not become healthy within {timeout:.0f}s; see {self.work}/worker.log")
@@ -311,6 +306,7 @@ class Demo:
             f"[demo] simulated CAR-T programme: {len(events)} events, {patients} patients; weak sites: "
             + "; ".join(f"{k}: {v}" for k, v in simulate.WEAK_SITES.items())
         )
+        assert self.broker is not None, "start() runs first"
         bootstrap = self.broker.bootstrap
 
         def run() -> None:
@@ -343,9 +339,10 @@ class Demo:
                 return
             self._check_worker()
             try:
-                status = _get(self.url + "/api/status")
-                rows = _get(self.url + "/api/kpis?by=product") if isinstance(self.view, LiveView) else []
-            except OSError as exc:
+                status = self.client.get("/api/status", timeout=5)
+                live = isinstance(self.view, LiveView)
+                rows = self.client.get("/api/kpis", {"by": "product"}, timeout=5) if live else []
+            except ApiError as exc:
                 self.view.say(f"[demo] worker not answering: {exc}")
                 continue
             self.view.update(self.produced, self.total, status, rows)
@@ -360,7 +357,7 @@ class Demo:
         status: dict = {}
         while True:
             self._check_worker()
-            status = _get(self.url + "/api/status")
+            status = self.client.get("/api/status", timeout=5)
             if (
                 status["ingested"] + status["rejected"] + status["duplicates"] >= self.produced
                 or time.monotonic() > deadline
@@ -368,7 +365,7 @@ class Demo:
                 break
             time.sleep(0.25)
         as_of = status.get("now") or iso(clock.now())
-        kpis = _get(f"{self.url}/api/kpis?by=product&as_of={as_of}", timeout=60)
+        kpis = self.client.get("/api/kpis", {"by": "product", "as_of": as_of}, timeout=60)
         return {
             "produced": self.produced,
             "ingested": status.get("ingested", 0),
@@ -475,7 +472,7 @@ def run_demo(
         final = demo.finish()
     except Stopped:
         view.say(f"[demo] {signals.reason} during start-up: stopping ...")
-    except (DemoFailed, OSError) as exc:  # OSError: the worker stopped answering its API
+    except (DemoFailed, ApiError) as exc:  # ApiError: the worker stopped answering its API
         view.say(f"[demo] failed: {exc}")
     finally:
         view.close(final["kpis"] if final else None)

@@ -1,14 +1,14 @@
 """Poison events: every kind of record the contract must refuse, each with the reason the worker must give.
 
-Shared by the reliability suite (tests/reliability/) and the benchmark (bench/run.py). Every value carries a
-unique marker, so a record read back from rmm.deadletter can be matched to the poison that produced it.
+Shared by the reliability tests (tests/streams/, tests/contract/) and the benchmark (bench/run.py). Every
+value carries a unique marker, so a record read back from rmm.deadletter can be matched to the poison that produced it.
 """
 
 from __future__ import annotations
 
 import json
 from random import Random
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rmm_monitor.contract import MAX_EVENT_BYTES
 
@@ -52,7 +52,7 @@ def _dump(event: dict) -> bytes:
 
 
 # kind -> (topic, builder(marker) -> bytes, expected reason). Reasons are the full `rmm.reason` header values.
-KINDS: dict[str, tuple[str, object, str]] = {
+KINDS: dict[str, tuple[str, Callable[[str], bytes], str]] = {
     "bad_json": ("rmm.infusion", lambda m: _dump(_infusion(m))[:-7], "bad_json"),
     "not_json": ("rmm.ae", lambda m: f"<event id='{m}'/>".encode(), "bad_json"),
     "bad_encoding": ("rmm.ae", lambda m: b'{"event_id":"' + m.encode() + b'\xff\xfe"}', "bad_encoding"),

@@ -44,7 +44,7 @@ def produce_events(
     started = time.monotonic()
     try:
         for event in events:
-            topic = TOPIC_OF_TYPE.get(event.get("event_type"), "rmm.site")
+            topic = TOPIC_OF_TYPE.get(str(event.get("event_type")), "rmm.site")
             producer.send(topic, key=event_key(event), value=json.dumps(event, separators=(",", ":")).encode())
             sent += 1
             if stop is not None and sent % 100 == 0 and stop.is_set():

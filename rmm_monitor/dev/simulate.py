@@ -32,10 +32,11 @@ import json
 import math
 import os
 from bisect import bisect_right
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 from random import Random
-from typing import Iterable, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 from rmm_monitor.contract import TOPIC_OF_TYPE
 from rmm_monitor.core import clock
@@ -120,7 +121,8 @@ HCP_SECTIONS_V1 = [
 PATIENT_SECTIONS_V1 = ["what_is_car_t", "crs_symptoms", "icans_symptoms", "alert_card", "driving_restrictions", "ltfu"]
 
 # (site_id, name, weight, products, activation as a fraction of the span)
-SITES: list[tuple[str, str, float, tuple[str, ...], float]] = [
+_Site = tuple[str, str, float, tuple[str, ...], float]
+SITES: list[_Site] = [
     ("SH-01", "Shanghai East Cell Therapy Centre (simulated)", 1.6, ("CTX-19", "BCM-07", "CTX-22"), 0.0),
     ("BJ-02", "Beijing North Haematology Centre (simulated)", 1.5, ("CTX-19", "BCM-07", "CTX-22"), 0.0),
     ("GZ-03", "Guangzhou River Oncology Hospital (simulated)", 1.1, ("CTX-19", "BCM-07"), 0.01),
@@ -291,79 +293,133 @@ def generate(
     if patients < 0 or days <= 0:
         raise ConfigError("patients must be >= 0 and days > 0")
     sim = _Sim(seed, _utc_seconds(end), days, late_rate)
-    rng = sim.rng
-    r = rng.random
-    emit = sim.emit
+    # The steps draw from the one random stream in this order; reordering them changes every event after.
+    materials = _release_materials(sim)
+    sites = _plan_sites(patients)
+    site_prod = _open_sites(sim, sites, materials)
+    _train_staff(sim, sites, site_prod, materials)
+    _treat_patients(sim, patients, sites, site_prod, materials)
+    return _deliver(sim, dq_faults, duplicate_rate)
 
-    # ---- products and materials ----
-    product_v2: dict[str, Optional[int]] = {}
-    product_launch: dict[str, int] = {}
-    for p, spec in PRODUCTS.items():
-        launch = sim.at(spec["launch"])
-        product_launch[p] = launch
-        hcp_mat, pat_mat = f"MAT-HCP-{p}", f"MAT-PAT-{p}"
-        emit(
-            "material_version_released",
-            launch,
-            p,
-            PROGRAMME_SITE_ID,
-            "mah-rmm",
-            {"material_id": hcp_mat, "version": 1, "sections": list(HCP_SECTIONS_V1)},
-        )
-        emit(
-            "material_version_released",
-            launch + 2 * HOUR,
-            p,
-            PROGRAMME_SITE_ID,
-            "mah-rmm",
-            {"material_id": pat_mat, "version": 1, "sections": list(PATIENT_SECTIONS_V1)},
-        )
-        if spec["safety"] is not None:
-            frac, sections, summary = spec["safety"]
-            emit(
-                "safety_information_updated",
-                sim.at(frac) + int(r() * DAY),
-                p,
-                PROGRAMME_SITE_ID,
-                "mah-pv",
-                {"sections": list(sections), "summary": summary},
-            )
-        v2 = None
-        if spec["v2"] is not None:
-            v2 = sim.at(spec["v2"]) + int(r() * 2 * DAY)
-            extra = spec["safety"][1] if spec["safety"] else []
-            emit(
-                "material_version_released",
-                v2,
-                p,
-                PROGRAMME_SITE_ID,
-                "mah-rmm",
-                {
-                    "material_id": hcp_mat,
-                    "version": 2,
-                    "sections": HCP_SECTIONS_V1 + [s for s in extra if s not in HCP_SECTIONS_V1],
-                },
-            )
-            emit(
-                "material_version_released",
-                v2 + 3 * HOUR,
-                p,
-                PROGRAMME_SITE_ID,
-                "mah-rmm",
-                {
-                    "material_id": pat_mat,
-                    "version": 2,
-                    "sections": PATIENT_SECTIONS_V1 + ["secondary_malignancy" if p != "BCM-07" else "neuro_symptoms"],
-                },
-            )
-        product_v2[p] = v2
 
-    def version_at(p: str, t: int) -> int:
-        v2 = product_v2[p]
+class _Materials:
+    """When each product's educational materials were released (v1 at launch, v2 mid-programme for some)."""
+
+    def __init__(self) -> None:
+        self.launch: dict[str, int] = {}
+        self.v2: dict[str, Optional[int]] = {}
+
+    def version_at(self, p: str, t: int) -> int:
+        v2 = self.v2[p]
         return 2 if v2 is not None and t >= v2 else 1
 
-    # ---- sites ----
-    sites = [list(s) for s in SITES]
+
+class _Candidate(NamedTuple):
+    """A prescriber or infusion nurse who may infuse one product at one site."""
+
+    eligible: Optional[int]  # from when they infuse
+    hcp: str
+    role: str
+    rogue: bool  # WH-04's mid-programme joiners: they infuse whether trained or not
+    ready: Optional[int]  # when they passed training (None: never)
+
+
+@dataclass
+class _SiteProduct:
+    """One site's set-up for one product."""
+
+    reg: int
+    cert: int
+    first_ok: int  # the first infusion, a week after certification
+    cands: list[_Candidate] = field(default_factory=list)
+
+
+# staff of a site: (hcp_id, role, join time (None: from the start), kind); kind: None normal, "never", "late",
+# "fail_late" (WH-04's joiners)
+_Staff = tuple[str, str, Optional[int], Optional[str]]
+_SiteProducts = dict[tuple[str, str], _SiteProduct]
+
+
+# ---- products and materials ----
+def _release_materials(sim: _Sim) -> _Materials:
+    materials = _Materials()
+    for p, spec in PRODUCTS.items():
+        launch = sim.at(spec["launch"])
+        materials.launch[p] = launch
+        _release_v1(sim, p, launch)
+        _update_safety_information(sim, p, spec)
+        materials.v2[p] = _release_v2(sim, p, spec) if spec["v2"] is not None else None
+    return materials
+
+
+def _release_v1(sim: _Sim, p: str, launch: int) -> None:
+    emit = sim.emit
+    emit(
+        "material_version_released",
+        launch,
+        p,
+        PROGRAMME_SITE_ID,
+        "mah-rmm",
+        {"material_id": f"MAT-HCP-{p}", "version": 1, "sections": list(HCP_SECTIONS_V1)},
+    )
+    emit(
+        "material_version_released",
+        launch + 2 * HOUR,
+        p,
+        PROGRAMME_SITE_ID,
+        "mah-rmm",
+        {"material_id": f"MAT-PAT-{p}", "version": 1, "sections": list(PATIENT_SECTIONS_V1)},
+    )
+
+
+def _update_safety_information(sim: _Sim, p: str, spec: dict) -> None:
+    if spec["safety"] is not None:
+        frac, sections, summary = spec["safety"]
+        sim.emit(
+            "safety_information_updated",
+            sim.at(frac) + int(sim.rng.random() * DAY),
+            p,
+            PROGRAMME_SITE_ID,
+            "mah-pv",
+            {"sections": list(sections), "summary": summary},
+        )
+
+
+def _release_v2(sim: _Sim, p: str, spec: dict) -> int:
+    """Material v2 adds the sections of the product's safety information update; returns its release time."""
+    v2 = sim.at(spec["v2"]) + int(sim.rng.random() * 2 * DAY)
+    extra = spec["safety"][1] if spec["safety"] else []
+    sim.emit(
+        "material_version_released",
+        v2,
+        p,
+        PROGRAMME_SITE_ID,
+        "mah-rmm",
+        {
+            "material_id": f"MAT-HCP-{p}",
+            "version": 2,
+            "sections": HCP_SECTIONS_V1 + [s for s in extra if s not in HCP_SECTIONS_V1],
+        },
+    )
+    sim.emit(
+        "material_version_released",
+        v2 + 3 * HOUR,
+        p,
+        PROGRAMME_SITE_ID,
+        "mah-rmm",
+        {
+            "material_id": f"MAT-PAT-{p}",
+            "version": 2,
+            "sections": PATIENT_SECTIONS_V1 + ["secondary_malignancy" if p != "BCM-07" else "neuro_symptoms"],
+        },
+    )
+    return v2
+
+
+# ---- sites ----
+def _plan_sites(patients: int) -> list[_Site]:
+    """SITES, plus extra strong centres when the run has more patients than about 300 per centre."""
+    sites = list(SITES)
     n_extra = max(0, math.ceil((patients - _BASE_PATIENTS_PER_SITE * len(SITES)) / _BASE_PATIENTS_PER_SITE))
     for k in range(n_extra):
         c = len(_EXTRA_CITIES)
@@ -371,131 +427,192 @@ def generate(
         sid = f"{city}-{k + 9:02d}"
         prods = ("CTX-19", "BCM-07") if k % 3 else ("CTX-19",)
         sites.append(
-            [sid, f"{city} Regional Cell Therapy Centre {k + 9} (simulated)", 1.0, prods, 0.05 + 0.45 * (k % 10) / 10]
+            (sid, f"{city} Regional Cell Therapy Centre {k + 9} (simulated)", 1.0, prods, 0.05 + 0.45 * (k % 10) / 10)
         )
+    return sites
 
-    site_prod: dict[tuple[str, str], dict] = {}  # (site, product) -> reg, cert, first_ok, hcp candidates
-    suspension = (sim.at(0.68), sim.at(0.76))
+
+def _suspension(sim: _Sim) -> tuple[int, int]:
+    """XA-08's certification is suspended over this span (about 3 weeks of a 270-day programme)."""
+    return sim.at(0.68), sim.at(0.76)
+
+
+def _open_sites(sim: _Sim, sites: list[_Site], materials: _Materials) -> _SiteProducts:
+    """Registration, certification and tocilizumab stock of every site for each of its products."""
+    r = sim.rng.random
+    site_prod: _SiteProducts = {}
     for sid, name, _w, prods, act in sites:
         for p in prods:
-            reg = max(sim.at(act), product_launch[p]) + int(r() * 3 * DAY)
+            reg = max(sim.at(act), materials.launch[p]) + int(r() * 3 * DAY)
             cert = reg + int((4 + 6 * r()) * DAY)
-            site_prod[(sid, p)] = {"reg": reg, "cert": cert, "first_ok": cert + 7 * DAY, "cands": []}
-            emit("site_registered", reg, p, sid, "site-portal", {"name": name, "country": "CN"})
-            emit(
-                "site_certification_changed",
-                cert,
-                p,
-                sid,
-                "site-portal",
-                {"status": "certified", "scope": list(_SCOPE)},
-            )
-            if sid == "XA-08":
-                emit(
-                    "site_certification_changed",
-                    suspension[0],
-                    p,
-                    sid,
-                    "site-portal",
-                    {"status": "suspended", "scope": list(_SCOPE)},
-                )
-                emit(
-                    "site_certification_changed",
-                    suspension[1],
-                    p,
-                    sid,
-                    "site-portal",
-                    {"status": "certified", "scope": list(_SCOPE)},
-                )
-            # tocilizumab stock, reported every few days from just before certification
-            t = cert - DAY
-            weak_stock = sid == "XA-08"
-            while t <= sim.end:
-                if weak_stock:
-                    doses = (1, 2, 3, 0)[_pick(r(), (0.45, 0.35, 0.15, 0.05))]
-                else:
-                    doses = (2, 3, 4, 5, 1)[_pick(r(), (0.28, 0.37, 0.30, 0.03, 0.02))]
-                emit("tocilizumab_stock_reported", t, p, sid, "site-portal", {"doses_on_hand": doses})
-                if weak_stock:
-                    t += int((5 + 8 * r()) * DAY)
-                elif doses < 2:  # a well-run site restocks at once and reports again
-                    t += int((0.3 + 0.9 * r()) * DAY)
-                else:
-                    t += int((2.5 + 2 * r()) * DAY)
+            site_prod[(sid, p)] = _SiteProduct(reg=reg, cert=cert, first_ok=cert + 7 * DAY)
+            sim.emit("site_registered", reg, p, sid, "site-portal", {"name": name, "country": "CN"})
+            _certify(sim, p, sid, cert)
+            _report_stock(sim, p, sid, cert)
+    return site_prod
 
-    # ---- HCPs and training ----
-    def train(hcp: str, p: str, sid: str, t: int, fail_p: float, fail_forced: bool = False) -> Optional[int]:
-        """One training course, retaken a few days after each failure until passed; returns the time of the
-        pass. With `fail_forced` the one attempt fails and is not retaken (returns None)."""
-        mat = f"MAT-HCP-{p}"
-        while True:
-            fail = fail_forced or r() < fail_p
-            v = version_at(p, t)
-            score = int(55 + 24 * r()) if fail else int(80 + 20.99 * r())
-            emit(
-                "training_completed",
-                t,
-                p,
-                sid,
-                "lms",
-                {"hcp_id": hcp, "material_id": mat, "material_version": v, "score": score, "passed": not fail},
-            )
-            if not fail:
-                return t
-            if fail_forced:
-                return None
-            t += int((2 + 5 * r()) * DAY)
 
-    roles_n = {"prescriber": 3, "infusion_nurse": 4, "pharmacist": 2, "icu": 2}
-    role_code = {"prescriber": "MD", "infusion_nurse": "RN", "pharmacist": "PH", "icu": "ICU"}
+def _certify(sim: _Sim, p: str, sid: str, cert: int) -> None:
+    changes = [(cert, "certified")]
+    if sid == "XA-08":
+        suspension = _suspension(sim)
+        changes += [(suspension[0], "suspended"), (suspension[1], "certified")]
+    for t, status in changes:
+        sim.emit("site_certification_changed", t, p, sid, "site-portal", {"status": status, "scope": list(_SCOPE)})
+
+
+def _report_stock(sim: _Sim, p: str, sid: str, cert: int) -> None:
+    """Tocilizumab stock, reported every few days from just before certification."""
+    r = sim.rng.random
+    t = cert - DAY
+    weak_stock = sid == "XA-08"
+    while t <= sim.end:
+        if weak_stock:
+            doses = (1, 2, 3, 0)[_pick(r(), (0.45, 0.35, 0.15, 0.05))]
+        else:
+            doses = (2, 3, 4, 5, 1)[_pick(r(), (0.28, 0.37, 0.30, 0.03, 0.02))]
+        sim.emit("tocilizumab_stock_reported", t, p, sid, "site-portal", {"doses_on_hand": doses})
+        if weak_stock:
+            t += int((5 + 8 * r()) * DAY)
+        elif doses < 2:  # a well-run site restocks at once and reports again
+            t += int((0.3 + 0.9 * r()) * DAY)
+        else:
+            t += int((2.5 + 2 * r()) * DAY)
+
+
+# ---- HCPs and training ----
+_ROLES_N = {"prescriber": 3, "infusion_nurse": 4, "pharmacist": 2, "icu": 2}
+_ROLE_CODE = {"prescriber": "MD", "infusion_nurse": "RN", "pharmacist": "PH", "icu": "ICU"}
+
+
+def _train_staff(sim: _Sim, sites: list[_Site], site_prod: _SiteProducts, materials: _Materials) -> None:
     for sid, _name, _w, prods, _act in sites:
-        scode = sid.replace("-", "")
-        big = sid in STRONG_SITES
-        # staff: (hcp_id, role, join time, kind) kind: None normal, "never", "late", "fail_late"
-        staff: list[tuple[str, str, Optional[int], Optional[str]]] = []
-        for role, n in roles_n.items():
-            for k in range(1, n + (2 if big and role in ("prescriber", "infusion_nurse") else 0) + 1):
-                staff.append((f"HCP-{scode}-{role_code[role]}{k:02d}", role, None, None))
-        # a new nurse joins mid-programme at every site (trained before she infuses, except at WH-04)
-        staff.append((f"HCP-{scode}-RN{20:02d}", "infusion_nurse", sim.at(0.25 + 0.5 * r()), None))
-        if sid == "WH-04":
-            staff += [
-                (f"HCP-{scode}-RN21", "infusion_nurse", sim.at(0.30), "never"),
-                (f"HCP-{scode}-RN22", "infusion_nurse", sim.at(0.36), "fail_late"),
-                (f"HCP-{scode}-MD21", "prescriber", sim.at(0.42), "late"),
-                (f"HCP-{scode}-RN23", "infusion_nurse", sim.at(0.50), "late"),
-            ]
-        weak_training = sid == "WH-04"
+        staff = _staff_of(sim, sid)
         for p in prods:
-            sp = site_prod[(sid, p)]
-            v2 = product_v2[p]
-            for hcp, role, join, kind in staff:
-                base = sp["reg"] if join is None else max(join, sp["reg"])
-                reg = base + int(r() * 2 * DAY)
-                emit("hcp_registered", reg, p, sid, "lms", {"hcp_id": hcp, "role": role})
-                if kind is None:
-                    ready = train(hcp, p, sid, reg + int((1 + 4 * r()) * DAY), 0.25 if weak_training else 0.12)
-                elif kind == "never":
-                    ready = None
-                elif kind == "fail_late":
-                    train(hcp, p, sid, reg + 3 * DAY, 0.0, fail_forced=True)  # fails, no retake for weeks
-                    ready = train(hcp, p, sid, reg + int((45 + 15 * r()) * DAY), 0.0)
-                else:  # "late": trains only weeks after starting to infuse
-                    ready = train(hcp, p, sid, reg + int((25 + 20 * r()) * DAY), 0.2)
-                # retraining on v2 for those who passed on v1
-                if ready is not None and v2 is not None and ready < v2 and not (weak_training and r() < 0.3):
-                    median = 40.0 if weak_training else 7.0
-                    t2 = v2 + int(min(rng.lognormvariate(math.log(median), 0.6), 120.0) * DAY)
-                    train(hcp, p, sid, t2, 0.08)
-                if role in ("prescriber", "infusion_nurse"):
-                    if kind is None:
-                        eligible = ready
-                    else:
-                        eligible = reg + DAY  # WH-04: infuses from day one
-                    sp["cands"].append((eligible, hcp, role, kind is not None, ready))
+            for member in staff:
+                _register_hcp(sim, sid, p, member, site_prod[(sid, p)], materials)
 
-    # ---- patients ----
-    weights_by_product: dict[str, tuple[list[str], list[float]]] = {}  # site ids, cumulative weights
+
+def _staff_of(sim: _Sim, sid: str) -> list[_Staff]:
+    scode = sid.replace("-", "")
+    big = sid in STRONG_SITES
+    staff: list[_Staff] = []
+    for role, n in _ROLES_N.items():
+        for k in range(1, n + (2 if big and role in ("prescriber", "infusion_nurse") else 0) + 1):
+            staff.append((f"HCP-{scode}-{_ROLE_CODE[role]}{k:02d}", role, None, None))
+    # a new nurse joins mid-programme at every site (trained before she infuses, except at WH-04)
+    staff.append((f"HCP-{scode}-RN{20:02d}", "infusion_nurse", sim.at(0.25 + 0.5 * sim.rng.random()), None))
+    if sid == "WH-04":
+        staff += [
+            (f"HCP-{scode}-RN21", "infusion_nurse", sim.at(0.30), "never"),
+            (f"HCP-{scode}-RN22", "infusion_nurse", sim.at(0.36), "fail_late"),
+            (f"HCP-{scode}-MD21", "prescriber", sim.at(0.42), "late"),
+            (f"HCP-{scode}-RN23", "infusion_nurse", sim.at(0.50), "late"),
+        ]
+    return staff
+
+
+def _register_hcp(sim: _Sim, sid: str, p: str, member: _Staff, sp: _SiteProduct, materials: _Materials) -> None:
+    """One HCP at one site for one product: registration, training (and retraining on v2); prescribers and
+    infusion nurses become candidates to infuse."""
+    rng = sim.rng
+    r = rng.random
+    hcp, role, join, kind = member
+    weak_training = sid == "WH-04"
+    v2 = materials.v2[p]
+    base = sp.reg if join is None else max(join, sp.reg)
+    reg = base + int(r() * 2 * DAY)
+    sim.emit("hcp_registered", reg, p, sid, "lms", {"hcp_id": hcp, "role": role})
+    ready = _first_training(sim, hcp, p, sid, reg, kind, materials)
+    # retraining on v2 for those who passed on v1
+    if ready is not None and v2 is not None and ready < v2 and not (weak_training and r() < 0.3):
+        median = 40.0 if weak_training else 7.0
+        t2 = v2 + int(min(rng.lognormvariate(math.log(median), 0.6), 120.0) * DAY)
+        _train(sim, hcp, p, sid, t2, 0.08, materials)
+    if role in ("prescriber", "infusion_nurse"):
+        if kind is None:
+            eligible = ready
+        else:
+            eligible = reg + DAY  # WH-04: infuses from day one
+        sp.cands.append(_Candidate(eligible, hcp, role, kind is not None, ready))
+
+
+def _first_training(
+    sim: _Sim, hcp: str, p: str, sid: str, reg: int, kind: Optional[str], materials: _Materials
+) -> Optional[int]:
+    """Training after registration, as the HCP's kind has it; returns the time of the pass (None: never)."""
+    r = sim.rng.random
+    if kind is None:
+        return _train(sim, hcp, p, sid, reg + int((1 + 4 * r()) * DAY), 0.25 if sid == "WH-04" else 0.12, materials)
+    if kind == "never":
+        return None
+    if kind == "fail_late":
+        _train(sim, hcp, p, sid, reg + 3 * DAY, 0.0, materials, fail_forced=True)  # fails, no retake for weeks
+        return _train(sim, hcp, p, sid, reg + int((45 + 15 * r()) * DAY), 0.0, materials)
+    # "late": trains only weeks after starting to infuse
+    return _train(sim, hcp, p, sid, reg + int((25 + 20 * r()) * DAY), 0.2, materials)
+
+
+def _train(
+    sim: _Sim,
+    hcp: str,
+    p: str,
+    sid: str,
+    t: int,
+    fail_p: float,
+    materials: _Materials,
+    fail_forced: bool = False,
+) -> Optional[int]:
+    """One training course, retaken a few days after each failure until passed; returns the time of the
+    pass. With `fail_forced` the one attempt fails and is not retaken (returns None)."""
+    r = sim.rng.random
+    mat = f"MAT-HCP-{p}"
+    while True:
+        fail = fail_forced or r() < fail_p
+        v = materials.version_at(p, t)
+        score = int(55 + 24 * r()) if fail else int(80 + 20.99 * r())
+        sim.emit(
+            "training_completed",
+            t,
+            p,
+            sid,
+            "lms",
+            {"hcp_id": hcp, "material_id": mat, "material_version": v, "score": score, "passed": not fail},
+        )
+        if not fail:
+            return t
+        if fail_forced:
+            return None
+        t += int((2 + 5 * r()) * DAY)
+
+
+# ---- patients ----
+def _treat_patients(
+    sim: _Sim, patients: int, sites: list[_Site], site_prod: _SiteProducts, materials: _Materials
+) -> None:
+    weights_by_product = _site_weights(sites)
+    shares = [PRODUCTS[p]["share"] for p in PRODUCTS]
+    plist = list(PRODUCTS)
+    counters = {p: 0 for p in PRODUCTS}
+    forced = _forced_plans(sim, patients, site_prod)
+    thaw_window = (sim.at(0.42), sim.at(0.58))
+    hi = sim.end + 4 * DAY
+    for i in range(patients):
+        plan = forced.get(i)
+        why: Optional[str]
+        if plan is not None:
+            p, sid, t_inf, why = plan
+            t_inf = max(t_inf, site_prod[(sid, p)].first_ok)
+        else:
+            why = None
+            p, sid, t_inf = _place_patient(sim, plist, shares, weights_by_product, site_prod, hi)
+        counters[p] += 1
+        _patient(sim, p, sid, counters[p], t_inf, why, site_prod[(sid, p)], materials.version_at, thaw_window)
+
+
+def _site_weights(sites: list[_Site]) -> dict[str, tuple[list[str], list[float]]]:
+    """Per product: the ids of the sites offering it and their cumulative weights."""
+    weights_by_product: dict[str, tuple[list[str], list[float]]] = {}
     for p in PRODUCTS:
         ids = [s[0] for s in sites if p in s[3]]
         ws = [s[2] for s in sites if p in s[3]]
@@ -504,13 +621,17 @@ def generate(
             acc += w / tot
             cum.append(acc)
         weights_by_product[p] = (ids, cum)
-    shares = [PRODUCTS[p]["share"] for p in PRODUCTS]
-    plist = list(PRODUCTS)
-    counters = {p: 0 for p in PRODUCTS}
+    return weights_by_product
 
-    # forced plans so every weakness shows even in small runs
+
+def _forced_plans(sim: _Sim, patients: int, site_prod: _SiteProducts) -> dict[int, tuple[str, str, int, str]]:
+    """Patients planned so that every weakness shows even in small runs (40 patients or more):
+    patient index -> (product, site, infusion time, why)."""
+    rng = sim.rng
+    r = rng.random
     forced: dict[int, tuple[str, str, int, str]] = {}
     if patients >= 40:
+        suspension = _suspension(sim)
         idx = rng.sample(range(patients), 10)
         win0 = sim.at(0.42)
         for i in idx[:4]:  # NJ-07's thawing errors
@@ -522,37 +643,49 @@ def generate(
             "suspended",
         )
         for i in idx[5:]:  # CD-05 has CRS episodes reaching grade 2 to be slow on
-            lo = site_prod[("CD-05", "CTX-19")]["first_ok"]
+            lo = site_prod[("CD-05", "CTX-19")].first_ok
             forced[i] = ("CTX-19", "CD-05", lo + int(r() * max(0, sim.end - 10 * DAY - lo)), "crs2")
-    thaw_window = (sim.at(0.42), sim.at(0.58))
-    hi = sim.end + 4 * DAY
-    for i in range(patients):
-        plan = forced.get(i)
-        if plan is not None:
-            p, sid, t_inf, why = plan
-            t_inf = max(t_inf, site_prod[(sid, p)]["first_ok"])
-        else:
-            why = None
-            p = plist[_pick(r(), shares)]
-            ids, cum = weights_by_product[p]
-            sid = ids[min(bisect_right(cum, r()), len(ids) - 1)]
-            lo = site_prod[(sid, p)]["first_ok"]
-            u = r()
-            if r() < 0.5:
-                u = math.sqrt(u)  # the programme ramps up
-            t_inf = lo + int(u * (hi - lo)) if hi > lo else lo
-            if sid == "XA-08" and suspension[0] <= t_inf < suspension[1]:
-                t_inf = suspension[1] + int((1 + 9 * r()) * DAY)  # postponed while suspended
-        counters[p] += 1
-        _patient(sim, p, sid, counters[p], t_inf, why, site_prod[(sid, p)], version_at, thaw_window)
+    return forced
 
-    # ---- delivery order, formatting, duplicates ----
+
+def _place_patient(
+    sim: _Sim,
+    plist: list[str],
+    shares: list[float],
+    weights_by_product: dict[str, tuple[list[str], list[float]]],
+    site_prod: _SiteProducts,
+    hi: int,
+) -> tuple[str, str, int]:
+    """A product by its share, a site offering it by weight, and an infusion time after the site's first_ok."""
+    r = sim.rng.random
+    p = plist[_pick(r(), shares)]
+    ids, cum = weights_by_product[p]
+    sid = ids[min(bisect_right(cum, r()), len(ids) - 1)]
+    lo = site_prod[(sid, p)].first_ok
+    u = r()
+    if r() < 0.5:
+        u = math.sqrt(u)  # the programme ramps up
+    t_inf = lo + int(u * (hi - lo)) if hi > lo else lo
+    suspension = _suspension(sim)
+    if sid == "XA-08" and suspension[0] <= t_inf < suspension[1]:
+        t_inf = suspension[1] + int((1 + 9 * r()) * DAY)  # postponed while suspended
+    return p, sid, t_inf
+
+
+# ---- delivery order, formatting, duplicates ----
+def _deliver(sim: _Sim, dq_faults: bool, duplicate_rate: float) -> list[dict]:
     events = sim.events
     events.sort(key=itemgetter("recorded_at"))
     _format_times(events)
     if dq_faults:
         _seed_dq_faults(events)
         events.sort(key=itemgetter("recorded_at"))
+    return _duplicate(sim.rng, events, duplicate_rate)
+
+
+def _duplicate(rng: Random, events: list[dict], duplicate_rate: float) -> list[dict]:
+    """At-least-once delivery: a `duplicate_rate` fraction of the events again, up to 300 places later."""
+    r = rng.random
     n = len(events)
     k = min(n, int(round(duplicate_rate * n))) if duplicate_rate > 0 else 0
     if k == 0:
@@ -603,6 +736,39 @@ def _format_times(events: list[dict]) -> None:
             ev["due_at"] = (get(d) or day(d)) + tod[s]
 
 
+# --- one patient ---------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Patient:
+    """Who, where and when: what every event of one patient carries."""
+
+    p: str
+    sid: str
+    no: int
+    t_inf: int
+    why: Optional[str]  # a forced plan: "thawing", "suspended", "crs2"; None for the others
+    spec: dict = field(init=False)
+    pcode: str = field(init=False)
+    ref: str = field(init=False)
+    lot: str = field(init=False)
+    strong: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spec = PRODUCTS[self.p]
+        self.pcode = self.spec["code"]
+        self.ref = f"PT-{self.pcode}-{self.no:06d}"
+        self.lot = f"LOT-{self.pcode}-{240000 + self.no}"
+        self.strong = self.sid not in WEAK_SITES
+
+
+class _AE(NamedTuple):
+    term: str
+    traj: list[tuple[int, int]]  # (time, grade), onset first
+    serious: bool
+    step: Optional[str]  # related_step
+    med_error: bool
+    scale: str
+
+
 def _patient(
     sim: _Sim,
     p: str,
@@ -610,81 +776,105 @@ def _patient(
     no: int,
     t_inf: int,
     why: Optional[str],
-    sp: dict,
-    version_at,
+    sp: _SiteProduct,
+    version_at: Callable[[str, int], int],
     thaw_window: tuple[int, int],
 ) -> None:
     """All events of one patient: education, product chain, infusion, card, AEs, reports, LTFU."""
-    rng = sim.rng
-    r = rng.random
-    emit = sim.emit
-    spec = PRODUCTS[p]
-    pcode = spec["code"]
-    ref = f"PT-{pcode}-{no:06d}"
-    lot = f"LOT-{pcode}-{240000 + no}"
-    strong = sid not in WEAK_SITES
+    pt = _Patient(p, sid, no, t_inf, why)
+    _educate(sim, pt, version_at)
+    _receive_product(sim, pt)
+    if sim.rng.random() < 0.015 and why is None:
+        return  # patient deteriorated before infusion: product received, never infused
+    thaw_error = _thaw(sim, pt, thaw_window)
+    _infuse(sim, pt, sp.cands)
+    _issue_alert_card(sim, pt)
+    aes = _crs(sim, pt) + _icans(sim, pt) + _other_aes(sim, pt) + _medication_errors(sim, pt, thaw_error)
+    # death truncates everything after it
+    death = min((t for ae in aes for t, g in ae.traj if g == 5), default=None)
+    _record_aes(sim, pt, aes, death)
+    _follow_up(sim, pt, death)
 
-    # education (patient material): mostly days before infusion
+
+def _educate(sim: _Sim, pt: _Patient, version_at: Callable[[str, int], int]) -> None:
+    """Education (patient material): mostly days before infusion."""
+    r = sim.rng.random
     x = r()
     if x < 0.94:
-        t_edu = t_inf - int((1 + 12 * r()) * DAY)
+        t_edu = pt.t_inf - int((1 + 12 * r()) * DAY)
     elif x < 0.97:
-        t_edu = t_inf + int((2 + 46 * r()) * HOUR)
+        t_edu = pt.t_inf + int((2 + 46 * r()) * HOUR)
     else:
-        t_edu = None
-    if t_edu is not None:
-        emit(
-            "patient_education_completed",
-            t_edu,
-            p,
-            sid,
-            "site-portal",
-            {"patient_ref": ref, "material_id": f"MAT-PAT-{p}", "material_version": version_at(p, t_edu)},
-        )
+        return
+    sim.emit(
+        "patient_education_completed",
+        t_edu,
+        pt.p,
+        pt.sid,
+        "site-portal",
+        {"patient_ref": pt.ref, "material_id": f"MAT-PAT-{pt.p}", "material_version": version_at(pt.p, t_edu)},
+    )
 
-    # product chain
-    t_recv = t_inf - int((1 + 9 * r()) * DAY) - int(r() * 8 * HOUR)
-    emit(
+
+def _receive_product(sim: _Sim, pt: _Patient) -> None:
+    r = sim.rng.random
+    t_recv = pt.t_inf - int((1 + 9 * r()) * DAY) - int(r() * 8 * HOUR)
+    sim.emit(
         "product_received",
         t_recv,
-        p,
-        sid,
+        pt.p,
+        pt.sid,
         "coi-platform",
-        {"patient_ref": ref, "lot_id": lot, "coi_verified": r() >= 0.003, "temperature_excursion": r() < 0.006},
+        {"patient_ref": pt.ref, "lot_id": pt.lot, "coi_verified": r() >= 0.003, "temperature_excursion": r() < 0.006},
     )
-    if r() < 0.015 and why is None:
-        return  # patient deteriorated before infusion: product received, never infused
-    thaw_error = why == "thawing" or (
-        sid == "NJ-07" and p == "CTX-19" and thaw_window[0] <= t_inf < thaw_window[1] and r() < 0.4
-    )
-    t_thaw = t_inf - (int((100 + 100 * r()) * MIN) if thaw_error else int((20 + 40 * r()) * MIN))
-    emit("product_thawed", t_thaw, p, sid, "coi-platform", {"patient_ref": ref, "lot_id": lot})
 
-    # infusion: by a trained infusion nurse or prescriber of the site (WH-04: sometimes by untrained staff)
-    cands = sp["cands"]
-    avail = [c for c in cands if c[0] is not None and c[0] <= t_inf]
-    rogue = [c for c in avail if c[3]]
-    untrained = [c for c in rogue if c[4] is None or t_inf < c[4]]
-    if untrained and r() < 0.7:  # WH-04: new staff infuse before they have passed training
-        hcp = untrained[int(r() * len(untrained))][1]
-    elif rogue and r() < 0.3:
-        hcp = rogue[int(r() * len(rogue))][1]
-    else:
-        normal = [c for c in avail if not c[3]] or [c for c in cands if not c[3]]
-        want = "infusion_nurse" if r() < 0.85 else "prescriber"
-        pool = [c for c in normal if c[2] == want] or normal
-        hcp = pool[int(r() * len(pool))][1]
-    emit(
+
+def _thaw(sim: _Sim, pt: _Patient, thaw_window: tuple[int, int]) -> bool:
+    """Thawing before the infusion; True when it went wrong (NJ-07's cluster): long before the infusion."""
+    r = sim.rng.random
+    thaw_error = pt.why == "thawing" or (
+        pt.sid == "NJ-07" and pt.p == "CTX-19" and thaw_window[0] <= pt.t_inf < thaw_window[1] and r() < 0.4
+    )
+    t_thaw = pt.t_inf - (int((100 + 100 * r()) * MIN) if thaw_error else int((20 + 40 * r()) * MIN))
+    sim.emit("product_thawed", t_thaw, pt.p, pt.sid, "coi-platform", {"patient_ref": pt.ref, "lot_id": pt.lot})
+    return thaw_error
+
+
+def _infuse(sim: _Sim, pt: _Patient, cands: list[_Candidate]) -> None:
+    r = sim.rng.random
+    hcp = _infuser(r, cands, pt.t_inf)
+    sim.emit(
         "infusion_administered",
-        t_inf,
-        p,
-        sid,
+        pt.t_inf,
+        pt.p,
+        pt.sid,
         "coi-platform",
-        {"patient_ref": ref, "lot_id": lot, "hcp_id": hcp, "dose_within_spec": r() >= 0.005},
+        {"patient_ref": pt.ref, "lot_id": pt.lot, "hcp_id": hcp, "dose_within_spec": r() >= 0.005},
     )
 
-    # alert card
-    if sid == "GZ-03":
+
+def _infuser(r: Callable[[], float], cands: list[_Candidate], t_inf: int) -> str:
+    """By a trained infusion nurse or prescriber of the site (WH-04: sometimes by untrained staff)."""
+    avail = [c for c in cands if c.eligible is not None and c.eligible <= t_inf]
+    rogue = [c for c in avail if c.rogue]
+    untrained = [c for c in rogue if c.ready is None or t_inf < c.ready]
+    if untrained and r() < 0.7:  # WH-04: new staff infuse before they have passed training
+        return untrained[int(r() * len(untrained))].hcp
+    if rogue and r() < 0.3:
+        return rogue[int(r() * len(rogue))].hcp
+    normal = [c for c in avail if not c.rogue] or [c for c in cands if not c.rogue]
+    want = "infusion_nurse" if r() < 0.85 else "prescriber"
+    pool = [c for c in normal if c.role == want] or normal
+    return pool[int(r() * len(pool))].hcp
+
+
+def _issue_alert_card(sim: _Sim, pt: _Patient) -> None:
+    """GZ-03 issues cards late, not at all or with a wrong lot; elsewhere mostly within hours of the infusion."""
+    rng = sim.rng
+    r = rng.random
+    t_inf, no, pcode = pt.t_inf, pt.no, pt.pcode
+    t_card: Optional[int]
+    if pt.sid == "GZ-03":
         x = r()
         t_card = (
             None
@@ -694,7 +884,7 @@ def _patient(
             else t_inf + int((0.5 + 20 * r()) * HOUR)
         )
         y = r()
-        card_lot = None if y < 0.15 else f"LOT-{pcode}-{240000 + no + 1}" if y < 0.23 else lot
+        card_lot = None if y < 0.15 else f"LOT-{pcode}-{240000 + no + 1}" if y < 0.23 else pt.lot
     else:
         x = r()
         t_card = (
@@ -707,63 +897,104 @@ def _patient(
             else t_inf + int(min(rng.lognormvariate(math.log(3.0), 0.9), 22.0) * HOUR) + int(r() * 30 * MIN)
         )
         y = r()
-        card_lot = None if y < 0.005 else f"LOT-{pcode}-{240000 + no - 1}" if y < 0.01 else lot
+        card_lot = None if y < 0.005 else f"LOT-{pcode}-{240000 + no - 1}" if y < 0.01 else pt.lot
     if t_card is not None:
-        emit("alert_card_issued", t_card, p, sid, "site-portal", {"patient_ref": ref, "lot_id": card_lot})
+        sim.emit("alert_card_issued", t_card, pt.p, pt.sid, "site-portal", {"patient_ref": pt.ref, "lot_id": card_lot})
 
-    # ---- adverse events ----
-    aes: list[list] = []  # [term, trajectory [(t, grade)], serious, related_step, med_error, scale]
 
-    def trajectory(t0: int, g0: int, peak: int, step_h: tuple[float, float]) -> list[tuple[int, int]]:
-        traj = [(t0, g0)]
-        t, g = t0, g0
-        while g < peak:
-            g += 1
-            t += int((1 + 7 * r()) * DAY) if g == 5 else int((step_h[0] + (step_h[1] - step_h[0]) * r()) * HOUR)
-            traj.append((t, g))
-        if g < 5 and g >= 2:
-            if g >= 3:
-                t += int((24 + 48 * r()) * HOUR)
-                traj.append((t, 2))
-            t += int((24 + 72 * r()) * HOUR)
-            traj.append((t, 1))
-        return traj
+# ---- adverse events ----
+def _trajectory(
+    r: Callable[[], float], t0: int, g0: int, peak: int, step_h: tuple[float, float]
+) -> list[tuple[int, int]]:
+    """Grades from g0 up to the peak (a grade 5 some days later), then down to 1 unless fatal."""
+    traj = [(t0, g0)]
+    t, g = t0, g0
+    while g < peak:
+        g += 1
+        t += int((1 + 7 * r()) * DAY) if g == 5 else int((step_h[0] + (step_h[1] - step_h[0]) * r()) * HOUR)
+        traj.append((t, g))
+    if g < 5 and g >= 2:
+        if g >= 3:
+            t += int((24 + 48 * r()) * HOUR)
+            traj.append((t, 2))
+        t += int((24 + 72 * r()) * HOUR)
+        traj.append((t, 1))
+    return traj
 
-    crs_scale = "Lee" if sid == "BJ-02" and p == "CTX-19" and r() < 0.3 else "ASTCT"
-    if why == "crs2" or r() < spec["crs"]:
-        peak = _pick(r(), spec["crs_peak"]) + 1
-        if why == "crs2":
-            peak = max(peak, 2)
-        t0 = t_inf + int(min(max(rng.lognormvariate(math.log(spec["crs_onset_h"]), 0.6), 3.0), 240.0) * HOUR)
-        g0 = 2 if peak >= 2 and r() < 0.1 else 1
-        traj = trajectory(t0, g0, peak, (3.0, 18.0))
-        serious = peak >= 3 or (peak == 2 and r() < 0.4) or r() < 0.03
-        step = "crs_management" if sid == "CD-05" and peak >= 3 and r() < 0.5 else None
-        aes.append(["CRS", traj, serious, step, False, crs_scale])
-    if r() < spec["icans"]:
-        peak = _pick(r(), spec["icans_peak"]) + 1
-        t0 = t_inf + int(min(max(rng.lognormvariate(math.log(spec["icans_onset_h"]), 0.5), 12.0), 600.0) * HOUR)
-        traj = trajectory(t0, 1 if peak == 1 or r() < 0.7 else 2, peak, (4.0, 30.0))
-        aes.append(["ICANS", traj, peak >= 3 or (peak == 2 and r() < 0.6), None, False, "ASTCT"])
+
+def _crs(sim: _Sim, pt: _Patient) -> list[_AE]:
+    rng = sim.rng
+    r = rng.random
+    spec = pt.spec
+    crs_scale = "Lee" if pt.sid == "BJ-02" and pt.p == "CTX-19" and r() < 0.3 else "ASTCT"
+    if not (pt.why == "crs2" or r() < spec["crs"]):
+        return []
+    peak = _pick(r(), spec["crs_peak"]) + 1
+    if pt.why == "crs2":
+        peak = max(peak, 2)
+    t0 = pt.t_inf + int(min(max(rng.lognormvariate(math.log(spec["crs_onset_h"]), 0.6), 3.0), 240.0) * HOUR)
+    g0 = 2 if peak >= 2 and r() < 0.1 else 1
+    traj = _trajectory(r, t0, g0, peak, (3.0, 18.0))
+    serious = peak >= 3 or (peak == 2 and r() < 0.4) or r() < 0.03
+    step = "crs_management" if pt.sid == "CD-05" and peak >= 3 and r() < 0.5 else None
+    return [_AE("CRS", traj, serious, step, False, crs_scale)]
+
+
+def _icans(sim: _Sim, pt: _Patient) -> list[_AE]:
+    rng = sim.rng
+    r = rng.random
+    spec = pt.spec
+    if not (r() < spec["icans"]):
+        return []
+    peak = _pick(r(), spec["icans_peak"]) + 1
+    t0 = pt.t_inf + int(min(max(rng.lognormvariate(math.log(spec["icans_onset_h"]), 0.5), 12.0), 600.0) * HOUR)
+    traj = _trajectory(r, t0, 1 if peak == 1 or r() < 0.7 else 2, peak, (4.0, 30.0))
+    return [_AE("ICANS", traj, peak >= 3 or (peak == 2 and r() < 0.6), None, False, "ASTCT")]
+
+
+def _other_aes(sim: _Sim, pt: _Patient) -> list[_AE]:
+    """TLS, HLH, cytopenias, infections, hypogammaglobulinaemia, secondary malignancy."""
+    r = sim.rng.random
+    t_inf = pt.t_inf
+    aes: list[_AE] = []
     if r() < 0.01:
         t0 = t_inf + int((12 + 60 * r()) * HOUR)
-        aes.append(["TLS", [(t0, 3), (t0 + int((2 + 4 * r()) * DAY), 1)], True, None, False, "CTCAE"])
+        aes.append(_AE("TLS", [(t0, 3), (t0 + int((2 + 4 * r()) * DAY), 1)], True, None, False, "CTCAE"))
     if r() < 0.01:
         t0 = t_inf + int((5 + 15 * r()) * DAY)
         g = 5 if r() < 0.15 else 3 + int(r() * 2)
         aes.append(
-            ["HLH", [(t0, 3)] + ([(t0 + int((2 + 6 * r()) * DAY), g)] if g > 3 else []), True, None, False, "CTCAE"]
+            _AE("HLH", [(t0, 3)] + ([(t0 + int((2 + 6 * r()) * DAY), g)] if g > 3 else []), True, None, False, "CTCAE")
         )
+    aes += _cytopenias(r, t_inf)
+    aes += _infections(r, t_inf)
+    if r() < (0.2 if pt.p == "BCM-07" else 0.08):
+        aes.append(
+            _AE("hypogammaglobulinaemia", [(t_inf + int((30 + 150 * r()) * DAY), 2)], False, None, False, "CTCAE")
+        )
+    if r() < 0.003:
+        traj = [(t_inf + int((90 + 200 * r()) * DAY), 3 + int(r() * 2))]
+        aes.append(_AE("secondary_malignancy", traj, True, None, False, "CTCAE"))
+    return aes
+
+
+def _cytopenias(r: Callable[[], float], t_inf: int) -> list[_AE]:
+    aes: list[_AE] = []
     if r() < 0.45:  # early cytopenia after lymphodepletion, grade 3-4, recovering
         t0 = t_inf + int((1 + 10 * r()) * DAY)
         g = 3 if r() < 0.55 else 4
         traj = [(t0, 3)] + ([(t0 + int((1 + 3 * r()) * DAY), 4)] if g == 4 else [])
         traj.append((traj[-1][0] + int((5 + 20 * r()) * DAY), 2))
-        aes.append(["cytopenia", traj, g == 4 and r() < 0.5, None, False, "CTCAE"])
+        aes.append(_AE("cytopenia", traj, g == 4 and r() < 0.5, None, False, "CTCAE"))
     if r() < 0.2:  # prolonged or late cytopenia
         t0 = t_inf + int((28 + 40 * r()) * DAY)
         g = 3 if r() < 0.6 else 4
-        aes.append(["cytopenia", [(t0, g), (t0 + int((14 + 40 * r()) * DAY), 2)], r() < 0.5, None, False, "CTCAE"])
+        aes.append(_AE("cytopenia", [(t0, g), (t0 + int((14 + 40 * r()) * DAY), 2)], r() < 0.5, None, False, "CTCAE"))
+    return aes
+
+
+def _infections(r: Callable[[], float], t_inf: int) -> list[_AE]:
+    aes: list[_AE] = []
     for _ in range(2):  # infections, early (neutropenic) or late (hypogammaglobulinaemia)
         if r() < 0.18:
             t0 = t_inf + int((3 + 177 * r()) * DAY)
@@ -771,79 +1002,81 @@ def _patient(
             traj = [(t0, 2)] if g == 2 else [(t0, 3)] + ([(t0 + int((1 + 6 * r()) * DAY), g)] if g > 3 else [])
             if g < 5:
                 traj.append((traj[-1][0] + int((3 + 11 * r()) * DAY), 1))
-            aes.append(["infection", traj, g >= 3, None, False, "CTCAE"])
-    if r() < (0.2 if p == "BCM-07" else 0.08):
-        aes.append(["hypogammaglobulinaemia", [(t_inf + int((30 + 150 * r()) * DAY), 2)], False, None, False, "CTCAE"])
-    if r() < 0.003:
-        aes.append(
-            [
-                "secondary_malignancy",
-                [(t_inf + int((90 + 200 * r()) * DAY), 3 + int(r() * 2))],
-                True,
-                None,
-                False,
-                "CTCAE",
-            ]
-        )
-    # medication errors / step-related events
+            aes.append(_AE("infection", traj, g >= 3, None, False, "CTCAE"))
+    return aes
+
+
+def _medication_errors(sim: _Sim, pt: _Patient, thaw_error: bool) -> list[_AE]:
+    """Medication errors / step-related events."""
+    r = sim.rng.random
     if thaw_error:
-        t0 = t_inf + int((15 + 120 * r()) * MIN)
-        aes.append(["other", [(t0, 1 + int(r() * 2))], False, "thawing", True, "CTCAE"])
-    elif r() < (0.003 if strong else 0.006):
-        t0 = t_inf + int((10 + 240 * r()) * MIN)
-        aes.append(["other", [(t0, 1 + int(r() * 2))], False, "dosing" if r() < 0.6 else "thawing", True, "CTCAE"])
+        t0 = pt.t_inf + int((15 + 120 * r()) * MIN)
+        return [_AE("other", [(t0, 1 + int(r() * 2))], False, "thawing", True, "CTCAE")]
+    if r() < (0.003 if pt.strong else 0.006):
+        t0 = pt.t_inf + int((10 + 240 * r()) * MIN)
+        return [_AE("other", [(t0, 1 + int(r() * 2))], False, "dosing" if r() < 0.6 else "thawing", True, "CTCAE")]
+    return []
 
-    # death truncates everything after it
-    death = min((t for ae in aes for t, g in ae[1] if g == 5), default=None)
 
+def _record_aes(sim: _Sim, pt: _Patient, aes: list[_AE], death: Optional[int]) -> None:
+    """Each AE up to the patient's death, numbered in order: onset, grade changes, tocilizumab, reports."""
     k = 0
-    for term, traj, serious, step, med_err, scale in aes:
+    for ae in aes:
+        traj = ae.traj
         if death is not None:
             traj = [(t, g) for t, g in traj if t <= death]
             if not traj:
                 continue
         k += 1
-        ae_id = f"AE-{pcode}-{no:06d}-{k:02d}"
-        peak = max(g for _, g in traj)
-        serious = serious or peak >= 4
-        t0, g0 = traj[0]
-        onset = {
-            "ae_id": ae_id,
-            "patient_ref": ref,
-            "term": term,
-            "grade": g0,
-            "serious": serious,
-            "medication_error": med_err,
-            "grading_scale": scale,
-        }
-        if step is not None:
-            onset["related_step"] = step
-        emit("ae_onset", t0, p, sid, "safety-db", onset, ae=True)
-        for t, g in traj[1:]:
-            emit(
-                "ae_grade_changed",
-                t,
-                p,
-                sid,
-                "safety-db",
-                {"ae_id": ae_id, "patient_ref": ref, "grade": g, "grading_scale": scale},
-                ae=True,
-            )
-        if term == "CRS":
-            _tocilizumab(sim, p, sid, ref, ae_id, traj, death)
-        _report(sim, p, sid, ref, ae_id, lot, traj, serious, strong)
+        _record_ae(sim, pt, f"AE-{pt.pcode}-{pt.no:06d}-{k:02d}", ae, traj, death)
 
-    # ---- long-term follow-up ----
+
+def _record_ae(sim: _Sim, pt: _Patient, ae_id: str, ae: _AE, traj: list[tuple[int, int]], death: Optional[int]) -> None:
+    p, sid, ref, scale = pt.p, pt.sid, pt.ref, ae.scale
+    peak = max(g for _, g in traj)
+    serious = ae.serious or peak >= 4
+    t0, g0 = traj[0]
+    onset = {
+        "ae_id": ae_id,
+        "patient_ref": ref,
+        "term": ae.term,
+        "grade": g0,
+        "serious": serious,
+        "medication_error": ae.med_error,
+        "grading_scale": scale,
+    }
+    if ae.step is not None:
+        onset["related_step"] = ae.step
+    sim.emit("ae_onset", t0, p, sid, "safety-db", onset, ae=True)
+    for t, g in traj[1:]:
+        sim.emit(
+            "ae_grade_changed",
+            t,
+            p,
+            sid,
+            "safety-db",
+            {"ae_id": ae_id, "patient_ref": ref, "grade": g, "grading_scale": scale},
+            ae=True,
+        )
+    if ae.term == "CRS":
+        _tocilizumab(sim, p, sid, ref, ae_id, traj, death)
+    _report(sim, p, sid, ref, ae_id, pt.lot, traj, serious, pt.strong)
+
+
+# ---- long-term follow-up ----
+def _follow_up(sim: _Sim, pt: _Patient, death: Optional[int]) -> None:
+    r = sim.rng.random
+    p, sid = pt.p, pt.sid
     ltfu_missed = 0.07
     for v, dd in enumerate(_LTFU_DAYS, start=1):
-        due = t_inf + dd * DAY
+        due = pt.t_inf + dd * DAY
         if due > sim.end or (death is not None and due > death):
             break
-        fields = {"patient_ref": ref, "visit_no": v, "due_at": due}
+        fields = {"patient_ref": pt.ref, "visit_no": v, "due_at": due}
         if r() < ltfu_missed:
-            emit("ltfu_visit", due + 30 * DAY, p, sid, "ltfu-registry", {**fields, "status": "missed"})
+            sim.emit("ltfu_visit", due + 30 * DAY, p, sid, "ltfu-registry", {**fields, "status": "missed"})
             if r() < 0.3:  # the patient came after all; the registry supersedes the "missed"
-                emit(
+                sim.emit(
                     "ltfu_visit",
                     due + int((31 + 30 * r()) * DAY),
                     p,
@@ -852,7 +1085,9 @@ def _patient(
                     {**fields, "status": "done"},
                 )
         else:
-            emit("ltfu_visit", due + int((-5 + 15 * r()) * DAY), p, sid, "ltfu-registry", {**fields, "status": "done"})
+            sim.emit(
+                "ltfu_visit", due + int((-5 + 15 * r()) * DAY), p, sid, "ltfu-registry", {**fields, "status": "done"}
+            )
 
 
 def _tocilizumab(

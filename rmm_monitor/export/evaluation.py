@@ -7,7 +7,7 @@ it), rows are sorted, JSON keys are sorted, and the xlsx/pdf carry T as their cr
 
 At 10 M events the work is the KPI queries, the data-quality suites and the charts, so: each KPI's units are
 derived once for every period shown (`LocalSource.figures`); the suites run beside the KPI queries (their own
-process when the file allows it; DuckDB computes their per-row facts and GX checks narrow frames, see dq.py);
+process when the file allows it; DuckDB computes their per-row facts and GX checks narrow frames, quality/suites.py);
 the charts (one point per site, not a bar and a label each) are drawn in worker processes, each KPI's from the
 moment its figures are in; the tables are written meanwhile (units.parquet on a thread: Arrow releases the GIL).
 """
@@ -99,8 +99,9 @@ class Progress:
 
 def trend_months(per: Period) -> Period:
     """The calendar months the report's trend shows: those of the 365 days up to the quarter's end."""
-    first = per.end - timedelta(days=365)
-    return Period("trend", datetime(first.year, first.month, 1, tzinfo=timezone.utc), per.end)
+    _, end = per.span()
+    first = end - timedelta(days=365)
+    return Period("trend", datetime(first.year, first.month, 1, tzinfo=timezone.utc), end)
 
 
 def gather(
@@ -120,8 +121,9 @@ def gather(
     catalog = load_catalog()
     prev = parse_period(previous_quarter(per.label), as_of)
     months = trend_months(per)
-    window = Period("export", min(months.start, prev.start), per.end)
-    first_month, last_month = months.start.strftime("%Y-%m"), (per.end - timedelta(days=1)).strftime("%Y-%m")
+    (months_start, _), (prev_start, _), (_, end) = months.span(), prev.span(), per.span()
+    window = Period("export", min(months_start, prev_start), end)
+    first_month, last_month = months_start.strftime("%Y-%m"), (end - timedelta(days=1)).strftime("%Y-%m")
     rows: list[dict] = []
     previous: list[dict] = []
     trend: list[dict] = []

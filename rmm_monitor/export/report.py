@@ -25,7 +25,7 @@ from rmm_monitor.kpi import catalog_hash
 from .charts import kpi_chart, status_overview
 
 # The aRMMs of the CAR-T guideline, in the order regulators read them, and the catalog `armm` values under each.
-SECTIONS = [
+SECTIONS: list[tuple[str, tuple[str, ...], str]] = [
     (
         "Centre certification",
         ("centre certification",),
@@ -214,23 +214,37 @@ class Charts:
 
 def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None) -> list[Block]:
     """`charts`: rendered ahead (see `Charts`); without it each chart is drawn here, in turn."""
-    jobs = chart_jobs(snap) if charts is None else {}
+    chart = _chart_source(snap, charts)
+    b = _summary_blocks(snap, chart)
+    b += _section_blocks(snap, progress, chart)
+    b += _alert_blocks(snap)
+    b += _dq_blocks(snap)
+    b += _method_blocks(snap)
+    return b
 
-    def chart(name: str) -> Optional[bytes]:
-        if charts is not None:
-            return charts.get(name)
-        draw, *args = jobs[name]
-        return draw(*args)
 
-    titles = {k.id: k.title for k in snap.catalog}
-    q = snap.quarter.label
+def _chart_source(snap, charts: Optional[Charts]) -> Callable[[str], Optional[bytes]]:
+    """A chart's PNG by name: from `charts` when they were rendered ahead, else drawn when asked for."""
+    if charts is not None:
+        return charts.get
+    jobs = chart_jobs(snap)
+
+    def draw(name: str) -> Optional[bytes]:
+        fn, *args = jobs[name]
+        return fn(*args)
+
+    return draw
+
+
+def _summary_blocks(snap, chart: Callable[[str], Optional[bytes]]) -> list[Block]:
+    """Title, what the report covers, and the programme summary: status overview chart and table."""
     prog = snap.programme_rows()
     by_status: dict[str, int] = {}
     for r in prog:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
     products = sorted({r["product"] for r in prog})
     b: list[Block] = [
-        Block("h1", f"Effectiveness of the additional risk minimisation measures — {q}"),
+        Block("h1", f"Effectiveness of the additional risk minimisation measures — {snap.quarter.label}"),
         Block(
             "p",
             f"Products: {', '.join(products) or 'none'}. Data as of {iso(snap.as_of)} (events known at that "
@@ -247,37 +261,52 @@ def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None
         ),
     ]
     overview = chart(OVERVIEW)
-    if overview:
+    if overview:  # None when there are no programme rows
         b.append(Block("img", image=overview))
-    b.append(
-        Block(
-            "table",
-            headers=("KPI", "product", "value", "95% CI", "threshold", "n", "pending", "prev. quarter", "status"),
-            rows=tuple(
-                (
-                    titles[r["kpi"]],
-                    r["product"],
-                    _pct(r["value"]),
-                    _ci(r),
-                    _pct(r["threshold"]),
-                    f"{r['numerator']}/{r['denominator']}",
-                    str(r["pending"]),
-                    _pct(snap.previous_value(r["kpi"], r["product"])),
-                    r["status"],
-                )
-                for r in prog
-            ),
-            status_col=8,
-        )
+    b.append(_programme_table(snap, prog))
+    return b
+
+
+def _programme_table(snap, prog: list[dict]) -> Block:
+    """Every programme row (KPI × product), with the previous quarter's value beside it."""
+    titles = {k.id: k.title for k in snap.catalog}
+    return Block(
+        "table",
+        headers=("KPI", "product", "value", "95% CI", "threshold", "n", "pending", "prev. quarter", "status"),
+        rows=tuple(
+            (
+                titles[r["kpi"]],
+                r["product"],
+                _pct(r["value"]),
+                _ci(r),
+                _pct(r["threshold"]),
+                f"{r['numerator']}/{r['denominator']}",
+                str(r["pending"]),
+                _pct(snap.previous_value(r["kpi"], r["product"])),
+                r["status"],
+            )
+            for r in prog
+        ),
+        status_col=8,
     )
-    by_armm: dict[str, list] = {}
-    for k in snap.catalog:
-        by_armm.setdefault(k.armm, []).append(k)
+
+
+def _sections(by_armm: dict[str, list]) -> list[tuple[str, tuple[str, ...], str]]:
+    """SECTIONS, then a section of its own for each catalog `armm` none of them covers."""
     sections = list(SECTIONS)
     covered = {a for _, armms, _ in SECTIONS for a in armms}
     for armm in sorted(set(by_armm) - covered):
         sections.append((armm.capitalize(), (armm,), ""))
-    for n, (title, armms, intro) in enumerate(sections, 1):
+    return sections
+
+
+def _section_blocks(snap, progress: Callable[[str], None], chart: Callable[[str], Optional[bytes]]) -> list[Block]:
+    """One numbered section per aRMM with KPIs (sections without KPIs are skipped, keeping their number)."""
+    by_armm: dict[str, list] = {}
+    for k in snap.catalog:
+        by_armm.setdefault(k.armm, []).append(k)
+    b: list[Block] = []
+    for n, (title, armms, intro) in enumerate(_sections(by_armm), 1):
         kpis = [k for a in armms for k in by_armm.get(a, [])]
         if not kpis:
             continue
@@ -286,82 +315,100 @@ def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None
             b.append(Block("p", intro))
         for k in kpis:
             progress(f"chart {k.id}")
-            rows = [r for r in snap.rows if r["kpi"] == k.id]
-            b.append(Block("h3", f"{k.title} ({k.id})"))
-            b.append(
-                Block(
-                    "p",
-                    f"{k.description} Unit: {k.unit}. Success: {k.success or 'see definition'}. "
-                    f"Threshold {_pct(k.threshold)} ({k.direction.replace('_', ' ')}"
-                    f"{', zero tolerance' if k.zero_tolerance else ''}), minimum n {k.min_n}.",
+            image = chart(k.id)
+            if image is None:  # kpi_chart always draws; only the status overview can be empty
+                raise RuntimeError(f"no chart for KPI {k.id}")
+            b += _kpi_blocks(snap, k, image)
+    return b
+
+
+def _kpi_blocks(snap, k, image: bytes) -> list[Block]:
+    """One KPI: its definition, chart, per-product table and the sites behind it."""
+    rows = [r for r in snap.rows if r["kpi"] == k.id]
+    return [
+        Block("h3", f"{k.title} ({k.id})"),
+        Block(
+            "p",
+            f"{k.description} Unit: {k.unit}. Success: {k.success or 'see definition'}. "
+            f"Threshold {_pct(k.threshold)} ({k.direction.replace('_', ' ')}"
+            f"{', zero tolerance' if k.zero_tolerance else ''}), minimum n {k.min_n}.",
+        ),
+        Block("img", image=image),
+        Block(
+            "table",
+            headers=("product", "value", "95% CI", "threshold", "n", "pending", "status"),
+            rows=tuple(
+                (
+                    r["product"],
+                    _pct(r["value"]),
+                    _ci(r),
+                    _pct(r["threshold"]),
+                    f"{r['numerator']}/{r['denominator']}",
+                    str(r["pending"]),
+                    r["status"],
                 )
-            )
-            b.append(Block("img", image=chart(k.id)))
-            b.append(
-                Block(
-                    "table",
-                    headers=("product", "value", "95% CI", "threshold", "n", "pending", "status"),
-                    rows=tuple(
-                        (
-                            r["product"],
-                            _pct(r["value"]),
-                            _ci(r),
-                            _pct(r["threshold"]),
-                            f"{r['numerator']}/{r['denominator']}",
-                            str(r["pending"]),
-                            r["status"],
-                        )
-                        for r in rows
-                        if r["site_id"] is None
-                    ),
-                    status_col=6,
-                )
-            )
-            b += _site_blocks(k, [r for r in rows if r["site_id"] is not None])
-    b.append(Block("h2", "Alerts and review cases"))
+                for r in rows
+                if r["site_id"] is None
+            ),
+            status_col=6,
+        ),
+    ] + _site_blocks(k, [r for r in rows if r["site_id"] is not None])
+
+
+def _alert_blocks(snap) -> list[Block]:
+    b = [Block("h2", "Alerts and review cases")]
     if snap.alerts or snap.cases:
-        b.append(
-            Block(
-                "table",
-                headers=("alert", "product", "site", "KPI", "title", "state", "by", "at"),
-                rows=tuple(
-                    (
-                        a.get("alert_id"),
-                        a.get("product"),
-                        a.get("site_id"),
-                        a.get("kpi"),
-                        a.get("title"),
-                        a.get("state"),
-                        a.get("actor"),
-                        a.get("at"),
-                    )
-                    for a in snap.alerts
-                ),
-            )
-        )
-        b.append(
-            Block(
-                "table",
-                headers=("review case", "product", "section", "state", "outcome", "by", "at"),
-                rows=tuple(
-                    (
-                        c.get("case_id"),
-                        c.get("product"),
-                        c.get("section"),
-                        c.get("state"),
-                        (c.get("outcome") or "") + (f" v{c['material_version']}" if c.get("material_version") else ""),
-                        c.get("actor"),
-                        c.get("at"),
-                    )
-                    for c in snap.cases
-                ),
-            )
-        )
+        b += [_alerts_table(snap.alerts), _cases_table(snap.cases)]
     else:
         b.append(Block("p", "No alerts or review cases were recorded up to the as-of time."))
-    b.append(Block("h2", "Data quality"))
+    return b
+
+
+def _alerts_table(alerts: list[dict]) -> Block:
+    return Block(
+        "table",
+        headers=("alert", "product", "site", "KPI", "title", "state", "by", "at"),
+        rows=tuple(
+            (
+                a.get("alert_id"),
+                a.get("product"),
+                a.get("site_id"),
+                a.get("kpi"),
+                a.get("title"),
+                a.get("state"),
+                a.get("actor"),
+                a.get("at"),
+            )
+            for a in alerts
+        ),
+    )
+
+
+def _cases_table(cases: list[dict]) -> Block:
+    return Block(
+        "table",
+        headers=("review case", "product", "section", "state", "outcome", "by", "at"),
+        rows=tuple(
+            (
+                c.get("case_id"),
+                c.get("product"),
+                c.get("section"),
+                c.get("state"),
+                (c.get("outcome") or "") + (f" v{c['material_version']}" if c.get("material_version") else ""),
+                c.get("actor"),
+                c.get("at"),
+            )
+            for c in cases
+        ),
+    )
+
+
+def _dq_blocks(snap) -> list[Block]:
+    """The data-quality expectations of the quarter, failed first."""
+    q = snap.quarter.label
     failed = [r for r in snap.dq if not r["success"]]
-    b.append(
+    return [
+        Block("h2", "Data quality"),
         Block(
             "p",
             f"{len(snap.dq)} expectations (Great Expectations suites in expectations/, run over the "
@@ -369,9 +416,7 @@ def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None
             f"{len(snap.dq) - len(failed)} passed, {len(failed)} failed "
             f"({sum(1 for r in failed if r['critical'])} critical). A failing critical expectation means "
             f"some KPI numbers above rest on incomplete or inconsistent data.",
-        )
-    )
-    b.append(
+        ),
         Block(
             "table",
             headers=("suite", "expectation", "severity", "result", "observed"),
@@ -386,25 +431,29 @@ def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None
                 for r in sorted(snap.dq, key=lambda r: (r["success"], r["suite"], r["expectation"]))
             ),
             status_col=3,
+        ),
+    ]
+
+
+def _method_blocks(snap) -> list[Block]:
+    q = snap.quarter.label
+    return [Block("h2", "Method notes")] + [
+        Block("p", text)
+        for text in (
+            "Each KPI is numerator / denominator over units (an infusion, an HCP, a CRS episode, an AE ...); a unit "
+            f"belongs to {q} by its anchor time (event time, UTC). Definitions, thresholds and windows come from the "
+            "KPI catalog (metrics/*.yml; the definitions sheet of kpis.xlsx lists them in full).",
+            f"As-of: only events known (recorded) at or before {iso(snap.as_of)} are used, and windows are judged at "
+            "that time. A unit whose window is still open without an outcome is pending and left out of numerator "
+            "and denominator.",
+            "Confidence intervals: Wilson score, 95 % (z = 1.959964). Status: ok if the value meets the threshold, "
+            "warning if only the interval does, breach if the interval misses it; zero-tolerance KPIs breach on any "
+            "failure. Duplicate deliveries (same event_id) count once.",
+            "Events per topic: " + ", ".join(f"{t} {n}" for t, n in snap.counts_by_topic.items()) + ".",
+            "Units behind every number (pseudonymous patient, HCP, AE and lot references with the reason of each "
+            "outcome) are in units.parquet; the KPI rows in kpis.csv / kpis.parquet; file hashes in manifest.json.",
         )
-    )
-    b.append(Block("h2", "Method notes"))
-    for text in (
-        "Each KPI is numerator / denominator over units (an infusion, an HCP, a CRS episode, an AE ...); a unit "
-        f"belongs to {q} by its anchor time (event time, UTC). Definitions, thresholds and windows come from the "
-        "KPI catalog (metrics/*.yml; the definitions sheet of kpis.xlsx lists them in full).",
-        f"As-of: only events known (recorded) at or before {iso(snap.as_of)} are used, and windows are judged at "
-        "that time. A unit whose window is still open without an outcome is pending and left out of numerator "
-        "and denominator.",
-        "Confidence intervals: Wilson score, 95 % (z = 1.959964). Status: ok if the value meets the threshold, "
-        "warning if only the interval does, breach if the interval misses it; zero-tolerance KPIs breach on any "
-        "failure. Duplicate deliveries (same event_id) count once.",
-        "Events per topic: " + ", ".join(f"{t} {n}" for t, n in snap.counts_by_topic.items()) + ".",
-        "Units behind every number (pseudonymous patient, HCP, AE and lot references with the reason of each "
-        "outcome) are in units.parquet; the KPI rows in kpis.csv / kpis.parquet; file hashes in manifest.json.",
-    ):
-        b.append(Block("p", text))
-    return b
+    ]
 
 
 # --- HTML ----------------------------------------------------------------------------------------------------

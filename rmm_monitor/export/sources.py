@@ -103,7 +103,8 @@ class _WindowEngine(Engine):
     def units_sql(self, kpi: Kpi, *_) -> str:
         return f"WITH units AS (SELECT * FROM {self.table})"
 
-    def models_of(self, kpi: Kpi) -> list:
+    @staticmethod
+    def models_of(kpi: Kpi) -> list[tuple[str, str]]:
         return []  # the units are already derived: no shared model to build for them
 
     def products_and_sites(self, as_of: datetime) -> tuple[list[str], list[tuple[str, str]]]:

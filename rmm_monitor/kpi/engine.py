@@ -15,9 +15,9 @@ anchor lies outside it before joining evidence — that keeps a quarter's refres
 Pruning is an optimisation only: the engine filters units by period again, so a SQL that ignores the bounds
 is still correct.
 
-`events` is a view over one table per topic (store.py). DuckDB drops a topic's branch from a query only when its
-filter rules the branch out on constants or on the table's min/max statistics: `event_type = 'x'` against the
-branch's `event_type IN (...)` does neither, and the AE table's event_type range ('ae_awareness' ..
+`events` is a view over one table per topic (store/event_store.py). DuckDB drops a topic's branch from a query
+only when its filter rules the branch out on constants or on the table's min/max statistics: `event_type = 'x'`
+against the branch's `event_type IN (...)` does neither, and the AE table's event_type range ('ae_awareness' ..
 'tocilizumab_administered') spans nearly every type, so a read of infusions also scanned the 5.5 M AE rows (at
 10 M events) to find none. A KPI SQL therefore writes the type's topic beside a non-AE type filter,
 `event_type = 'infusion_administered' and topic = 'rmm.infusion'`: implied by the type (contract.TOPIC_OF_TYPE),
@@ -90,10 +90,10 @@ def status_of(
     if kpi.direction == "higher_is_better":
         if value >= threshold:
             return "ok"
-        return "warning" if ci_high >= threshold else "breach"
+        return "warning" if ci_high is not None and ci_high >= threshold else "breach"
     if value <= threshold:
         return "ok"
-    return "warning" if ci_low <= threshold else "breach"
+    return "warning" if ci_low is not None and ci_low <= threshold else "breach"
 
 
 def adverse_outcomes(kpi: Kpi) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ The committed files must equal the generated ones (a test checks it), so edit th
 never the YAML.
 
 Routing: KPI breaches (team=qppv) go to the PV team's webhook and mailbox — the worker already pages the QPPV
-itself with the review case attached (rmm_monitor/channels.py); worker-health alerts (team=ops) go to operations.
+itself with the review case attached (alerting/channels.py); worker-health alerts (team=ops) go to operations.
 Alertmanager cannot read the environment, so the SMTP password is a file (`auth_password_file`) that the
 deployment mounts from its secret store; nothing secret is in these files.
 """

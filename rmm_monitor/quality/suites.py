@@ -15,6 +15,7 @@ is built (fingerprinted) once, not once for the batch and again for the validato
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ def _gx_context():
     global _context
     if _context is None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        # GX logs hundreds of INFO lines about its own registries on first use; they say nothing about the data
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -168,7 +171,7 @@ def validate(
         outcome = Validator(
             batch_definition=batch_def, batch_parameters={"dataframe": frame}
         ).validate_expectation_suite(gx_suite)
-        by_name = {r.expectation_config.meta["name"]: r for r in outcome.results}
+        by_name = {r.expectation_config.meta["name"]: r for r in outcome.results if r.expectation_config is not None}
         for spec in suite.spec["expectations"]:
             name = spec["meta"]["name"]
             res = by_name[name]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional
+from typing import Optional, Sequence
 
 from rmm_monitor.contract import Reject, validate_batch
 
@@ -48,7 +48,7 @@ def merge_checked(batches: list[CheckedBatch]) -> CheckedBatch:
     return CheckedBatch(values, valid, rejects)
 
 
-def check_batch(values: list[bytes], topics: Optional[list[str]] = None) -> CheckedBatch:
+def check_batch(values: list[bytes], topics: Optional[Sequence[Optional[str]]] = None) -> CheckedBatch:
     valid, rejects = validate_batch(values, topics)
     return CheckedBatch(values, valid, rejects)
 

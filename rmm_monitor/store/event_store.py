@@ -4,7 +4,7 @@ Layout (schema 2): one table per topic, `ev_site`, `ev_training`, `ev_infusion`,
 that topic's event types, and `event_keys` (event_id PRIMARY KEY, seq), the idempotency ledger. `events` is a
 view: the UNION ALL of the topic tables with every contract column, so readers see one wide relation. A filter on
 the view's constant `topic` column drops the other branches (an event_type filter alone drops a branch only where
-the table's min/max statistics rule it out, so KPI SQL names the topic beside the type, kpis.py). Why not one
+the table's min/max statistics rule it out, so KPI SQL names the topic beside the type, kpi/engine.py). Why not one
 wide table with the key on it: its PRIMARY KEY check cost ~3x the ledger's per batch at 1 M stored events, and
 every scan read all event types. Why not a table per event type: 18 inserts per batch cost ~3 ms each however
 small the batch, which doubled the latency of a quiet stream.

@@ -11,11 +11,12 @@ import subprocess
 import aiohttp
 import pytest
 import yaml
-from support.paths import REPO
-from support.receivers import SmtpSink, WebhookReceiver
 
 from rmm_monitor.alerting import channels as C
 from rmm_monitor.ops import prometheus as alert_rules
+
+from support.paths import REPO
+from support.receivers import SmtpSink, WebhookReceiver
 
 DOC = C.payload(
     "AL-000007:firing:email",

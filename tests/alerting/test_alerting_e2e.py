@@ -18,9 +18,6 @@ from urllib.error import HTTPError
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from support.promserver import AlertmanagerServer, PrometheusServer
-from support.receivers import SmtpSink, WebhookReceiver, expected_breaches, wait_until, weak_site_events
-from support.workers import WorkerProc, http_json, http_text, run_cli
 
 from rmm_monitor.alerting import channels as C
 from rmm_monitor.alerting import signals as S
@@ -29,6 +26,10 @@ from rmm_monitor.dev.broker import Broker
 from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.kpi import load_catalog
 from rmm_monitor.ops import prometheus as alert_rules
+
+from support.promserver import AlertmanagerServer, PrometheusServer
+from support.receivers import SmtpSink, WebhookReceiver, expected_breaches, wait_until, weak_site_events
+from support.workers import WorkerProc, http_json, http_text, run_cli
 
 TOKEN = "e2e-admin-token-7f3a"
 SECRET = "e2e-webhook-secret"

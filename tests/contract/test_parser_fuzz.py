@@ -12,12 +12,13 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from support.scenario import events as scenario_events
-from support.workers import NOW
 
 from rmm_monitor.contract import EVENT_TYPES, MAX_EVENT_BYTES, TOPIC_OF_TYPE, validate_batch, validate_one
 from rmm_monitor.dev import simulate
 from rmm_monitor.store import TOPIC_TABLES, Store, process_batch
+
+from support.scenario import events as scenario_events
+from support.workers import NOW
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from support.procs import Proc, children, wait_gone
-from support.workers import run_cli
 
 from rmm_monitor.kpi import load_catalog
+
+from support.procs import Proc, children, wait_gone
+from support.workers import run_cli
 
 STOP_WITHIN_S = 10.0
 

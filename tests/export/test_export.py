@@ -18,12 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from openpyxl import load_workbook
 from PIL import Image
-from support.workers import http_text, run_cli
 
 from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.dev.simulate import generate
 from rmm_monitor.kpi import catalog_hash, load_catalog
 from rmm_monitor.store import Store, process_batch
+
+from support.workers import http_text, run_cli
 
 # meant to keep the module on one xdist process (`make test` uses loadgroup); see `offline` for why it is not enough
 pytestmark = pytest.mark.xdist_group(name="export")

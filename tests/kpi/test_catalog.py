@@ -56,7 +56,7 @@ def test_catalog_case(kpi, case, tmp_path):
 
 def test_topic_filters_match_the_event_types():
     """A KPI SQL writes `topic = '<topic>'` beside a non-AE `event_type = '<type>'` filter so DuckDB skips the other
-    topic tables (kpis.py). A wrong topic would silently empty the relation: each must be the type's own."""
+    topic tables (kpi/engine.py). A wrong topic would silently empty the relation: each must be the type's own."""
     import re
 
     from rmm_monitor.contract import TOPIC_OF_TYPE

@@ -11,12 +11,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
-from support.paths import REPO
 
 from rmm_monitor.contract import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
 from rmm_monitor.core.settings import Settings
 from rmm_monitor.ops import compose as compose_config
 from rmm_monitor.ops import grafana as dashboards
+
+from support.paths import REPO
 
 ROOT = REPO
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

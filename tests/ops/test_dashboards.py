@@ -6,12 +6,13 @@ import json
 import re
 
 import yaml
-from support.paths import REPO
 
 from rmm_monitor.kpi import load_catalog
 from rmm_monitor.ops import grafana as dashboards
 from rmm_monitor.streams.alerting import AlertMetrics
 from rmm_monitor.streams.telemetry import WorkerMetrics
+
+from support.paths import REPO
 
 ROOT = REPO
 GRAFANA = ROOT / "dashboards" / "grafana"

@@ -15,17 +15,18 @@ import urllib.parse
 from typing import Optional
 
 import pytest
-from support.browser import Browser
-from support.paths import REPO
-from support.promserver import PrometheusServer, _get_json
-from support.workers import NOW, WorkerProc, http_json, http_text
-from test_dashboards import all_panels, committed
 
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.broker import Broker
 from rmm_monitor.dev.producer import produce_events, produce_raw
 from rmm_monitor.kpi import load_catalog
 from rmm_monitor.ops.grafana import by_armm
+
+from support.browser import Browser
+from support.paths import REPO
+from support.promserver import PrometheusServer, _get_json
+from support.workers import NOW, WorkerProc, http_json, http_text
+from test_dashboards import all_panels, committed
 
 # One process runs this module under pytest-xdist (`--dist loadgroup`), so the stack below starts once.
 pytestmark = pytest.mark.xdist_group("dashboards-live")

@@ -8,12 +8,13 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from support.workers import run_cli
 
 from rmm_monitor.contract import validate_one
 from rmm_monitor.dev.simulate import generate, topic_of
 from rmm_monitor.quality import suites as dq
 from rmm_monitor.store import Store, process_batch
+
+from support.workers import run_cli
 
 # meant to keep the module on one xdist process (`make test` uses loadgroup); its fixtures are cheap if it does not
 pytestmark = pytest.mark.xdist_group(name="dq")

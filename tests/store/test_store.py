@@ -2,13 +2,14 @@
 schema-1 file (one wide `events` table) into it without changing any stored value or KPI."""
 
 import duckdb
-from support.workers import NOW
 
 from rmm_monitor.core.periods import parse_time
 from rmm_monitor.dev import simulate
 from rmm_monitor.kpi import Engine
 from rmm_monitor.kpi.fixtures import encode
 from rmm_monitor.store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, Store, process_batch
+
+from support.workers import NOW
 
 AS_OF = parse_time("2026-11-01T00:00:00Z")
 # The schema-1 DDL as it shipped: every contract column, the store columns, the key on the table itself.
@@ -56,7 +57,7 @@ def test_each_topic_has_its_table_and_the_view_shows_every_column(tmp_path):
     assert all(types <= set(TOPIC_TABLES[topic].event_types) for topic, types in types_where.items())
     assert view_columns == [n for n, _ in EVENT_COLUMNS] + ["topic", "seq", "ingested_at", "known_at"]
     # a query naming the topic reads that topic's table only: the other branches of the view are dropped (an
-    # event_type filter alone drops a branch only where the table's min/max statistics rule it out, kpis.py)
+    # event_type filter alone drops a branch only where the table's min/max statistics rule it out, kpi/engine.py)
     assert "ev_infusion" in pruned and not any(
         t.name in pruned for t in TOPIC_TABLES.values() if t.topic != "rmm.infusion"
     )

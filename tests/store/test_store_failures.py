@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from support.reliability import clean_run, committed_offsets, kpis_http, metric, records, stream_events
-from support.workers import run_cli
 
 from rmm_monitor.dev.producer import make_producer
 from rmm_monitor.store import Store
+
+from support.reliability import clean_run, committed_offsets, kpis_http, metric, records, stream_events
+from support.workers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,25 @@ def test_unwritable_db_path_is_a_clear_error_and_commits_nothing(broker, worker_
 
     out = run_cli("replay", "/dev/null", "--db", str(blocker / "rmm.duckdb"))
     assert out.returncode == 2 and "cannot open" in out.stderr
+
+
+def test_a_schema_error_stops_the_worker_at_once_and_commits_nothing(broker, worker_factory, tmp_path, small):
+    """A SQL or schema error is terminal: retrying cannot make the statement right, so the worker stops at once,
+    says why, and leaves the batch's offsets uncommitted (a transient error, above, is retried instead)."""
+    events, _, _ = small
+    db = tmp_path / "broken.duckdb"
+    with Store(db) as store:  # a file whose AE table no longer matches the contract's columns
+        store.con.execute("ALTER TABLE ev_ae ADD COLUMN stray INTEGER").fetchall()
+    producer = make_producer(broker.bootstrap)
+    for topic, key, value in records(events[:2000]):
+        producer.send(topic, key=key, value=value)
+    producer.flush(30)
+    producer.close()
+    worker = worker_factory(broker.bootstrap, db=db).start(timeout=60)
+    started = time.monotonic()
+    assert worker.proc.wait(60) != 0, "the worker must stop, not retry a statement that cannot succeed"
+    log = worker.log.read_text()
+    assert "cannot succeed by retrying" in log and "ev_ae" in log, log[-3000:]
+    assert "retry in" not in log, "a terminal error is not retried"
+    assert time.monotonic() - started < 30
+    assert committed_offsets(broker.bootstrap) == {}, "offsets of a batch that was not stored were committed"

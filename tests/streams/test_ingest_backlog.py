@@ -8,10 +8,11 @@ import asyncio
 import json
 
 from aiokafka import TopicPartition
-from support.scenario import events
 
 from rmm_monitor.store import Store, check_batch, store_checked
 from rmm_monitor.streams.ingest import Backlog, Flat
+
+from support.scenario import events
 
 AE = TopicPartition("rmm.ae", 0)
 INF = TopicPartition("rmm.infusion", 1)

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
-from support.scenario import AS_OF, EXPECTED, INVALID, PERIOD, events
-from support.workers import http_json, http_text, run_cli
 
 from rmm_monitor.dev.producer import produce_events, produce_raw
 from rmm_monitor.kpi.fixtures import mismatches
 from rmm_monitor.store import Store
+
+from support.scenario import AS_OF, EXPECTED, INVALID, PERIOD, events
+from support.workers import http_json, http_text, run_cli
 
 N_UNIQUE = len({e["event_id"] for e in events()})
 N_DUPLICATES = len(events()) - N_UNIQUE

@@ -9,11 +9,12 @@ import threading
 import time
 
 import pytest
-from support.reliability import AS_OF, PERIOD, clean_run, kpis_http, read_topic, records, stream_events, unique_count
-from support.workers import run_cli
 
 from rmm_monitor.dev.poison import KINDS, poison
 from rmm_monitor.dev.producer import make_producer
+
+from support.reliability import AS_OF, PERIOD, clean_run, kpis_http, read_topic, records, stream_events, unique_count
+from support.workers import run_cli
 
 N_POISON = 10_000
 

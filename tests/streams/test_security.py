@@ -11,12 +11,13 @@ import urllib.request
 from urllib.parse import quote
 
 import pytest
-from support.workers import NOW, http_text, run_cli
 
 from rmm_monitor.contract import MAX_EVENT_BYTES, validate_batch, validate_one
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.store import Store, process_batch
+
+from support.workers import NOW, http_text, run_cli
 
 INJECTIONS = [
     "x'); DROP TABLE events; --",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rmm_monitor.dev.broker import free_port
+
 from support.promserver import stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -21,6 +21,7 @@ from rmm_monitor.dev import simulate
 from rmm_monitor.dev.broker import free_port
 from rmm_monitor.kpi import Engine
 from rmm_monitor.store import Store, process_batch
+
 from support.workers import NOW
 
 WEAK_SITE = "GZ-03"  # simulate.WEAK_SITES: late or missing alert cards

@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.producer import event_key
+
 from support.workers import http_text, run_cli
 
 END = datetime(2026, 9, 30, tzinfo=timezone.utc)
