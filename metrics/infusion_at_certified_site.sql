@@ -1,4 +1,7 @@
--- Unit: each infusion_administered; anchor = the infusion (product/site from it).
+-- Unit: each infusion_administered where the certified-centre requirement applies; anchor = the infusion
+-- (product/site from it). Whether it applies is the rule set in force (metrics/rules/rule_sets.yml, rule
+-- infusion_at_certified_site, value `applies`) for the site's jurisdiction and the product at the infusion: where
+-- it does not (the US from 2025-06-26), the infusion is `excluded`, not a unit.
 -- Success: the latest site_certification_changed of the infusion's own (product, site_id) at or before the
 -- infusion (ties on occurred_at: the last stored) has status = certified and 'infusion' in its scope.
 -- No window: never pending (a certification recorded after as-of is simply not known yet).
@@ -15,17 +18,33 @@ certifications as (
     from known_events where event_type = 'site_certification_changed' and topic = 'rmm.site'
     qualify row_number() over (partition by product, site_id, occurred_at order by seq desc) = 1
 ),
-judged as (
-    select i.*, c.status, c.scope, c.occurred_at as cert_at
+ruled as (
+    -- the rule version in force: the site's jurisdiction before `default`, a product's own version before "*",
+    -- then the latest effective_from (docs/kpi-rules.md, "Rule sets")
+    select i.event_id, arg_max(r, (r.jurisdiction <> 'default', r.product <> '*', r.effective_from)) as rule
     from infusions i
+    left join site_jurisdiction j on j.site_id = i.site_id
+    join rules r on r.rule = 'infusion_at_certified_site'
+     and r.jurisdiction in (coalesce(j.jurisdiction, 'default'), 'default') and r.product in (i.product, '*')
+     and r.effective_from <= i.occurred_at and (r.effective_to is null or i.occurred_at < r.effective_to)
+    group by i.event_id
+),
+judged as (
+    select i.*, c.status, c.scope, c.occurred_at as cert_at, ru.rule
+    from infusions i
+    left join ruled ru using (event_id)
     asof left join certifications c
         on c.product = i.product and c.site_id = i.site_id and i.occurred_at >= c.occurred_at
 )
 select product, site_id, occurred_at as anchor_at,
-       case when status = 'certified' and list_contains(scope, 'infusion') then 'success'
+       case when rule.applies = 0 then 'excluded'
+            when status = 'certified' and list_contains(scope, 'infusion') then 'success'
             else 'failure' end as outcome,
        event_id as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
        case
+           when rule.applies = 0 then
+               rule.name || ': not a unit (no certified centre required); infusion '
+               || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
            when cert_at is null then
                'site ' || site_id || ' had no certification on record at infusion ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
            else

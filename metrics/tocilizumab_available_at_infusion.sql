@@ -1,6 +1,8 @@
 -- Unit: each infusion_administered; anchor = the infusion (product/site from it).
 -- Success: the latest tocilizumab_stock_reported of the infusion's own (product, site_id) in
--- [infusion - 7 d, infusion] (ties on occurred_at: the last stored) has doses_on_hand >= params.min_doses.
+-- [infusion - 7 d, infusion] (ties on occurred_at: the last stored) has doses_on_hand >= the minimum: the
+-- product's own min_doses from config.toml if it has one, else the rule set in force for the site's jurisdiction
+-- and the product at the infusion (metrics/rules/rule_sets.yml, rule tocilizumab_available_at_infusion).
 -- No window: never pending (the evidence lies before the infusion).
 -- Pruning ($anchor_from/$anchor_to): the unit is the infusion itself, so infusions outside the period are not
 -- read; of the stock reports before the period only each site's latest is kept.
@@ -25,21 +27,37 @@ stock as (
     from known_events where event_type = 'tocilizumab_stock_reported' and topic = 'rmm.site' and occurred_at < $anchor_from
     group by product, site_id
 ),
+ruled as (
+    -- the rule version in force: the site's jurisdiction before `default`, a product's own version before "*",
+    -- then the latest effective_from (docs/kpi-rules.md, "Rule sets")
+    select i.event_id, arg_max(r, (r.jurisdiction <> 'default', r.product <> '*', r.effective_from)) as rule
+    from infusions i
+    left join site_jurisdiction j on j.site_id = i.site_id
+    join rules r on r.rule = 'tocilizumab_available_at_infusion'
+     and r.jurisdiction in (coalesce(j.jurisdiction, 'default'), 'default') and r.product in (i.product, '*')
+     and r.effective_from <= i.occurred_at and (r.effective_to is null or i.occurred_at < r.effective_to)
+    group by i.event_id
+),
 judged as (
     -- the latest report at or before the infusion; it is "in the 7 days before" only if not older than 7 d
     select i.*, s.doses_on_hand, s.occurred_at as report_at,
-           s.occurred_at >= i.occurred_at - interval 7 day as in_window
+           s.occurred_at >= i.occurred_at - interval 7 day as in_window,
+           coalesce(p.min_doses, ru.rule.min_doses)::integer as minimum,
+           case when p.min_doses is not null then i.product || ' config' else ru.rule.name end as rule_name
     from infusions i
+    left join ruled ru using (event_id)
+    join params p using (product)
     asof left join stock s
         on s.product = i.product and s.site_id = i.site_id and i.occurred_at >= s.occurred_at
 )
 select product, site_id, occurred_at as anchor_at,
-       case when in_window and doses_on_hand >= min_doses then 'success' else 'failure' end as outcome,
+       case when in_window and doses_on_hand >= minimum then 'success' else 'failure' end as outcome,
        event_id as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
        case
            when in_window then
                'stock report ' || strftime(report_at, '%Y-%m-%d %H:%MZ') || ': ' || doses_on_hand
-               || ' dose(s) on hand (minimum ' || min_doses || '); infusion ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
+               || ' dose(s) on hand (minimum ' || minimum || ', ' || rule_name || '); infusion '
+               || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
            else
                'no tocilizumab stock report in the 7 days before infusion ' || strftime(occurred_at, '%Y-%m-%d %H:%MZ')
                || case when report_at is null then ' (no earlier report from site ' || site_id || ')'
@@ -47,4 +65,3 @@ select product, site_id, occurred_at as anchor_at,
                             || ' dose(s))' end
        end as detail
 from judged
-join params using (product)

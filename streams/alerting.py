@@ -30,7 +30,7 @@ from rmm_monitor.core.settings import CHANNELS
 from rmm_monitor.kpi import Engine, adverse_outcomes, load_catalog
 
 log = logging.getLogger("rmm.alerting")
-_WAKE_TOPICS = ("rmm.ae", "rmm.training")  # AE clusters, safety information, material releases
+_WAKE_TOPICS = ("rmm.ae", "rmm.training", "rmm.site")  # AE clusters, safety information, releases, findings
 DISPATCH_IDLE = 0.5
 EVAL_MIN_INTERVAL = 1.0
 

@@ -12,17 +12,20 @@ import json
 from functools import lru_cache
 from importlib import resources
 
-from rmm_monitor.kpi import load_catalog
+from rmm_monitor.kpi import FAMILY_TITLES, by_family, load_catalog
 
 # faust mounts its own index blueprint at "/"; our route is added first, and aiohttp serves the first match.
 PATH = "/"
 
 
 def catalog_json() -> str:
+    """The catalog's tiles, grouped by indicator family in the order an evaluation reads them."""
     items = [
         {
             "id": k.id,
             "title": k.title,
+            "family": k.family,
+            "family_title": FAMILY_TITLES[k.family],
             "armm": k.armm,
             "threshold": k.threshold,
             "direction": k.direction,
@@ -30,7 +33,8 @@ def catalog_json() -> str:
             "headline": k.headline,
             "description": k.description,
         }
-        for k in load_catalog()
+        for kpis in by_family(load_catalog()).values()
+        for k in kpis
     ]
     # "</" would end the <script> element early if a description ever contained it.
     return json.dumps(items, ensure_ascii=False).replace("</", "<\\/")

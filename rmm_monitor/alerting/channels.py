@@ -4,6 +4,7 @@ Every notification is one JSON document (schema `rmm.alert/v1`, below), the same
 
     {"schema": "rmm.alert/v1", "delivery_id": "AL-000006:firing:kafka", "notification": "firing" | "resolved",
      "alert_id": "AL-000006", "signal": "kpi_breach" | "ae_cluster_by_step" | "safety_information_updated" |
+     "critical_audit_finding" |
      "data_quality", "severity": "critical", "state": "firing" | "acknowledged" | "resolved",
      "title": "[BREACH] alert_card_issued 55% < 90% — CTX-19 site GZ-03 — 2026Q4",
      "product": "CTX-19", "site_id": "GZ-03" ("" = programme-wide), "section": "alert_card",
@@ -11,7 +12,8 @@ Every notification is one JSON document (schema `rmm.alert/v1`, below), the same
      "triggered_at": RFC 3339 (event time of the trigger), "fired_at": RFC 3339, "state_at": RFC 3339,
      "details": {numerator, denominator, value, ci_low, ci_high, threshold, direction, status, ...},
      "units": [{kpi, unit_id, site_id, patient_ref, hcp_id, ae_id, lot_id, detail}]   (pseudonymous, top 10),
-     "evidence": [event_id, ...], "case": {"case_id", "state", "section", "product"} | null}
+     "evidence": [event_id, ...], "subject": the finding id of a critical_audit_finding ("" otherwise),
+     "case": {"case_id", "state", "section", "product"} | null}
 
 On Kafka the record key is the alert id (so one alert's notifications stay in order on one partition).
 The webhook POSTs the same bytes with `X-RMM-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>` and
@@ -67,6 +69,7 @@ def payload(delivery_id: str, notification: str, alert: dict, case: Optional[dic
         "details",
         "units",
         "evidence",
+        "subject",
     )
     doc: dict[str, Any] = {"schema": SCHEMA, "delivery_id": delivery_id, "notification": notification}
     doc.update({k: alert.get(k) for k in keep})

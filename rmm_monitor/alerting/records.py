@@ -56,10 +56,11 @@ class NewAlert:
     details: Optional[dict] = None
     evidence: tuple[str, ...] = ()  # event_ids attributed to the alert (event signals)
     units: tuple[dict, ...] = ()  # failing units that triggered it (pseudonymous)
+    subject: str = ""  # what it is about within its signal, when the fields above do not say (a finding's id)
 
     @property
     def key(self) -> tuple:
-        return (self.signal, self.product, self.site_id, self.section, self.kpi)
+        return (self.signal, self.product, self.site_id, self.section, self.kpi, self.subject)
 
 
 def _next_id(con, table: str, prefix: str) -> str:
@@ -83,7 +84,7 @@ def _history(
 def open_alert_for(con, key: tuple) -> Optional[str]:
     rows = con.execute(
         f"SELECT alert_id FROM alert_state WHERE signal = ? AND product = ? AND site_id = ? "
-        f"AND section = ? AND kpi = ? AND {_OPEN_ALERT} ORDER BY fired_at LIMIT 1",
+        f"AND section = ? AND kpi = ? AND subject = ? AND {_OPEN_ALERT} ORDER BY fired_at LIMIT 1",
         list(key),
     ).fetchall()
     return rows[0][0] if rows else None
@@ -91,10 +92,11 @@ def open_alert_for(con, key: tuple) -> Optional[str]:
 
 def open_alert_keys(con, signal: str) -> dict[tuple, str]:
     rows = con.execute(
-        f"SELECT signal, product, site_id, section, kpi, alert_id FROM alert_state WHERE signal = ? AND {_OPEN_ALERT}",
+        f"SELECT signal, product, site_id, section, kpi, subject, alert_id FROM alert_state "
+        f"WHERE signal = ? AND {_OPEN_ALERT}",
         [signal],
     ).fetchall()
-    return {tuple(r[:5]): r[5] for r in rows}
+    return {tuple(r[:6]): r[6] for r in rows}
 
 
 def add_evidence(con, alert_id: str, signal: str, event_ids: Iterable[str], at: datetime) -> int:
@@ -120,7 +122,8 @@ def fire(con, new: NewAlert, channels: Iterable[str], now: Optional[datetime] = 
     # A signal without a material section (data quality) alerts but opens no review.
     case_id = _case_for(con, new.product, new.section, new.triggered_at, now) if new.section else None
     con.execute(
-        "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO alerts (alert_id, signal, product, site_id, section, kpi, severity, period, title, details, "
+        "case_id, triggered_at, fired_at, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             alert_id,
             new.signal,
@@ -135,6 +138,7 @@ def fire(con, new: NewAlert, channels: Iterable[str], now: Optional[datetime] = 
             case_id,
             new.triggered_at,
             now,
+            new.subject,
         ],
     ).fetchall()
     _history(con, "alert_history", "alert_id", alert_id, "firing", SYSTEM, now, new.title)

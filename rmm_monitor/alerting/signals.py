@@ -12,6 +12,10 @@ fires it, and the same events evaluated twice fire nothing new:
   signal never count again, so a closed cluster does not re-fire on its own history.
 - safety_information_updated: one alert (and case) per listed section.
 - data_quality: a failing critical expectation in `dq_results` (the quality part's table).
+- critical_audit_finding: an audit_finding_raised with severity critical alerts the QPPV at once, on every channel,
+  without a review case (a finding at a centre is not about the educational materials). One alert per finding
+  (product + finding_id), never a second one when the finding is sent again, even after the first was resolved; it
+  resolves (actor "system") when a verified CAPA closure of the finding is known.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from rmm_monitor.core.fmt import pct
 from rmm_monitor.kpi import Kpi, load_config
 from rmm_monitor.store import transaction
 
-KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY = (
+KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY, CRITICAL_FINDING = (
     "kpi_breach",
     "ae_cluster_by_step",
     "safety_information_updated",
     "data_quality",
+    "critical_audit_finding",
 )
-SIGNALS = (KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY)
+SIGNALS = (KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY, CRITICAL_FINDING)
 PROGRAMME = ""  # site_id of alerts that are not about one site
 TOP_UNITS = 10
 
@@ -72,7 +77,7 @@ def breach_targets(rows: list[dict]) -> list[dict]:
 
 
 def kpi_key(row: dict, kpi: Kpi) -> tuple:
-    return (KPI_BREACH, row["product"], row.get("site_id") or PROGRAMME, kpi.review_section, row["kpi"])
+    return (KPI_BREACH, row["product"], row.get("site_id") or PROGRAMME, kpi.review_section, row["kpi"], "")
 
 
 def plan_kpi_breaches(
@@ -144,7 +149,7 @@ def ae_clusters(con, rule: ClusterRule, open_keys: dict[tuple, str]) -> tuple[li
     window = timedelta(days=rule.window_days)
     new, attach = [], {}
     for (product, section), evs in by_key.items():
-        key = (AE_CLUSTER, product, PROGRAMME, section, "")
+        key = (AE_CLUSTER, product, PROGRAMME, section, "", "")
         if key in open_keys:
             attach[open_keys[key]] = [e[0] for e in evs]
             continue
@@ -239,7 +244,7 @@ def dq_state(con) -> dict[tuple, dict]:
         SELECT r.suite, r.expectation, r.observed, r.run_at FROM dq_results r JOIN latest USING (suite, run_at)
         WHERE r.critical AND NOT r.success ORDER BY r.suite, r.expectation""").fetchall()
     return {
-        (DATA_QUALITY, "*", PROGRAMME, "", f"{suite}:{exp}"): {
+        (DATA_QUALITY, "*", PROGRAMME, "", f"{suite}:{exp}", ""): {
             "suite": suite,
             "expectation": exp,
             "observed": str(observed),
@@ -262,6 +267,71 @@ def dq_alert(key: tuple, d: dict) -> A.NewAlert:
         None,
         {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()},
     )
+
+
+# --- critical_audit_finding -------------------------------------------------------------------------------------
+_CRITICAL_FINDINGS = """
+SELECT f.product, f.finding_id, min(f.occurred_at) AS raised_at, arg_min(f.site_id, (f.occurred_at, f.seq)) AS site_id,
+       arg_min(f.area, (f.occurred_at, f.seq)) AS area, arg_min(f.audit_id, (f.occurred_at, f.seq)) AS audit_id,
+       list(f.event_id ORDER BY f.seq) AS event_ids
+FROM events f
+WHERE f.event_type = 'audit_finding_raised' AND f.topic = 'rmm.site' AND f.severity = 'critical'
+  AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.signal = 'critical_audit_finding' AND a.product = f.product
+                  AND a.subject = f.finding_id)
+GROUP BY f.product, f.finding_id
+ORDER BY raised_at, f.product, f.finding_id
+"""
+
+
+def critical_findings(con) -> list[A.NewAlert]:
+    """A new alert for each critical finding that has none (open or resolved): one per finding, ever."""
+    out = []
+    for product, finding_id, raised_at, site_id, area, audit_id, event_ids in con.execute(
+        _CRITICAL_FINDINGS
+    ).fetchall():
+        title = f"[CRITICAL AUDIT FINDING] {finding_id} at site {site_id} — {area} — {product} (audit {audit_id})"
+        details = {
+            "finding_id": finding_id,
+            "audit_id": audit_id,
+            "area": area,
+            "severity": "critical",
+            "raised_at": raised_at.isoformat(),
+            "site_id": site_id,
+        }
+        out.append(
+            A.NewAlert(
+                CRITICAL_FINDING,
+                product,
+                site_id,
+                "",
+                "",
+                "critical",
+                title,
+                raised_at,
+                None,
+                details,
+                tuple(event_ids),
+                subject=finding_id,
+            )
+        )
+    return out
+
+
+_CLOSED_FINDINGS = """
+SELECT a.alert_id, min(c.occurred_at) AS verified_at
+FROM alert_state a JOIN events c
+  ON c.event_type = 'capa_closed' AND c.topic = 'rmm.site' AND c.product = a.product AND c.finding_id = a.subject
+ AND c.verified
+WHERE a.signal = 'critical_audit_finding' AND a.state <> 'resolved'
+GROUP BY a.alert_id ORDER BY a.alert_id
+"""
+
+
+def closed_findings(con) -> list[tuple[str, str]]:
+    return [
+        (alert_id, f"CAPA verified on {at.date().isoformat()}")
+        for alert_id, at in con.execute(_CLOSED_FINDINGS).fetchall()
+    ]
 
 
 # --- material releases close review cases -----------------------------------------------------------------------
@@ -292,10 +362,11 @@ class EventPlan:
     new: tuple[A.NewAlert, ...] = ()
     attach: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (open alert id, event ids to attribute)
     resolve_dq: tuple[str, ...] = ()  # alert ids whose expectation passes again
+    resolve_findings: tuple[tuple[str, str], ...] = ()  # (alert id, why): a verified CAPA closed the finding
     close: tuple[tuple[str, int, str, datetime], ...] = ()  # (case id, version, material id, released at)
 
     def __bool__(self) -> bool:
-        return bool(self.new or self.attach or self.resolve_dq or self.close)
+        return bool(self.new or self.attach or self.resolve_dq or self.resolve_findings or self.close)
 
 
 def plan_events(con, rule: ClusterRule) -> EventPlan:
@@ -306,10 +377,12 @@ def plan_events(con, rule: ClusterRule) -> EventPlan:
     open_dq = A.open_alert_keys(con, DATA_QUALITY)
     candidates += [dq_alert(k, d) for k, d in dq.items() if k not in open_dq]
     resolve_dq = [alert_id for key, alert_id in open_dq.items() if key not in dq]
+    candidates += critical_findings(con)
     return EventPlan(
         tuple(candidates),
         tuple((a, tuple(ids)) for a, ids in attach.items() if ids),
         tuple(resolve_dq),
+        tuple(closed_findings(con)),
         tuple(releases_closing_cases(con)),
     )
 
@@ -334,6 +407,10 @@ def apply_event_plan(con, plan: EventPlan, channels: tuple[str, ...], now: datet
         for alert_id in plan.resolve_dq:
             if A.alert_state(con, alert_id) != "resolved":
                 A.resolve(con, alert_id, A.SYSTEM, "expectation passes again", channels, now)
+                resolved.append(alert_id)
+        for alert_id, why in plan.resolve_findings:
+            if A.alert_state(con, alert_id) != "resolved":
+                A.resolve(con, alert_id, A.SYSTEM, why, channels, now)
                 resolved.append(alert_id)
         for case_id, version, material_id, released_at in plan.close:
             if A.case_state(con, case_id) != "closed":

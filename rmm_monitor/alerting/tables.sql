@@ -4,8 +4,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     alert_id VARCHAR PRIMARY KEY, signal VARCHAR NOT NULL, product VARCHAR NOT NULL, site_id VARCHAR NOT NULL,
     section VARCHAR NOT NULL, kpi VARCHAR NOT NULL, severity VARCHAR NOT NULL, period VARCHAR,
     title VARCHAR NOT NULL, details JSON, case_id VARCHAR, triggered_at TIMESTAMPTZ NOT NULL,
-    fired_at TIMESTAMPTZ NOT NULL
+    fired_at TIMESTAMPTZ NOT NULL,
+    -- what the alert is about within its signal when the other columns do not say (the finding of a critical audit
+    -- finding); part of the deduplication key
+    subject VARCHAR NOT NULL DEFAULT ''
 );
+-- a file written before `subject` existed gets it (its alerts are about nothing more specific: '')
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS subject VARCHAR DEFAULT '';
 CREATE TABLE IF NOT EXISTS alert_history (
     alert_id VARCHAR NOT NULL, seq BIGINT NOT NULL, state VARCHAR NOT NULL, actor VARCHAR NOT NULL,
     changed_at TIMESTAMPTZ NOT NULL, comment VARCHAR, PRIMARY KEY (alert_id, seq)

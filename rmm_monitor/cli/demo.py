@@ -10,7 +10,9 @@ from .registry import command
 def _arguments(d, settings: Settings) -> None:
     d.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = until Ctrl-C)")
     d.add_argument("--dir", default=None, help="working directory for the demo's DB and logs")
-    d.add_argument("--patients", type=int, default=300)
+    d.add_argument(
+        "--patients", type=int, default=600, help="patients treated in China (the US and EU centres add 20 %%)"
+    )
     d.add_argument("--rate", type=float, default=2000.0, help="simulator events per second")
     d.add_argument("--port", type=int, default=0, help="web port of the worker (default: a free port)")
     d.add_argument("--no-export", action="store_true", help="skip the quarterly export on exit")

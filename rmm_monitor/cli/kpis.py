@@ -20,7 +20,7 @@ def _arguments(k, settings: Settings) -> None:
     k.add_argument("--product")
     k.add_argument("--kpi", action="append", help="only this KPI (repeatable)")
     k.add_argument("--explain", metavar="KPI_ID", help="list the failing and pending units behind a KPI")
-    k.add_argument("--outcome", action="append", choices=["success", "failure", "pending"])
+    k.add_argument("--outcome", action="append", choices=["success", "failure", "pending", "excluded"])
     k.add_argument("--site")
     k.add_argument("--trend", action="store_true", help="monthly series (with --period YEAR)")
     k.add_argument("--json", action="store_true")

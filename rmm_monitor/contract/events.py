@@ -1,4 +1,5 @@
-"""Event contract v1 (docs/contract.md) as msgspec structs, and batch validation with machine-readable reasons.
+"""Event contract v1 and its additive v1.1 (docs/contract.md) as msgspec structs, and batch validation with
+machine-readable reasons.
 
 Unknown fields are rejected (forbid_unknown_fields): that is how the monitor keeps names, national ids and
 other patient identity out of the store. Validation has two stages, both batch-wise: msgspec checks structure,
@@ -39,6 +40,9 @@ PATTERNS: dict[str, str] = {
     "lot_id": ID_PATTERN,
     "ae_id": ID_PATTERN,
     "related_step": SECTION_PATTERN,
+    "audit_id": ID_PATTERN,
+    "finding_id": ID_PATTERN,
+    "assessment_id": ID_PATTERN,
     "patient_ref": r"[A-Za-z0-9_-]+",
     "country": r"[A-Z]{2}",
 }
@@ -162,6 +166,9 @@ class AeOnset(Envelope, tag="ae_onset"):
     related_step: Optional[SectionId] = None
     medication_error: bool = False
     grading_scale: GradingScale = "ASTCT"
+    # v1.1: the AE is listed in the reference safety information (label) that applies at the site; absent means
+    # unknown. It decides whether a US AE needs an expedited report (metrics/rules.yml).
+    expected: Optional[bool] = None
 
 
 class AeGradeChanged(Envelope, tag="ae_grade_changed"):
@@ -194,6 +201,66 @@ class SafetyInformationUpdated(Envelope, tag="safety_information_updated"):
     summary: Annotated[str, msgspec.Meta(max_length=500)]
 
 
+# --- contract v1.1: effectiveness evidence (additive; schema_version stays 1) ---------------------------------
+# Rules between fields (which format an id has depends on a kind; a count bounded by another) are checked in
+# __post_init__, so msgspec refuses the event with the field's reason. These types are few per day; the
+# per-event Python costs nothing measurable.
+_PSEUDONYM = re.compile(r"[A-Za-z0-9_-]{8,64}")
+_ID = re.compile(ID_PATTERN)
+
+
+def _party(kind: str, value: str, patient_kind: str, field: str) -> None:
+    """A recipient or respondent id: a patient pseudonym when `kind` is the patient kind, else a site or HCP id."""
+    if not (_PSEUDONYM if kind == patient_kind else _ID).fullmatch(value):
+        raise ValueError(f"bad_value:{field}")
+
+
+class MaterialDistributed(Envelope, tag="material_distributed"):
+    material_id: Id
+    material_version: Annotated[int, msgspec.Meta(ge=1)]
+    recipient_kind: Literal["site", "hcp", "patient"]
+    recipient_id: Id
+    channel: Literal["post", "email", "portal", "in_person", "other"]
+
+    def __post_init__(self) -> None:
+        _party(self.recipient_kind, self.recipient_id, "patient", "recipient_id")
+
+
+class KnowledgeAssessed(Envelope, tag="knowledge_assessed"):
+    """A knowledge survey or teach-back check: counts only (which key messages were missed is not kept)."""
+
+    assessment_id: Id
+    respondent_kind: Literal["hcp", "patient"]
+    respondent_id: Id
+    material_id: Id
+    material_version: Annotated[int, msgspec.Meta(ge=1)]
+    key_messages: Annotated[int, msgspec.Meta(ge=1, le=100)]
+    key_messages_correct: Annotated[int, msgspec.Meta(ge=0, le=100)]
+
+    def __post_init__(self) -> None:
+        if self.key_messages_correct > self.key_messages:
+            raise ValueError("bad_value:key_messages_correct")
+        _party(self.respondent_kind, self.respondent_id, "patient", "respondent_id")
+
+
+class AuditFindingRaised(Envelope, tag="audit_finding_raised"):
+    audit_id: Id
+    finding_id: Id
+    severity: Literal["critical", "major", "minor"]
+    area: Literal["apheresis", "thaw", "infusion", "ae_management", "training", "traceability", "other"]
+
+
+class CapaClosed(Envelope, tag="capa_closed"):
+    finding_id: Id
+    verified: bool  # the effectiveness check of the corrective action passed
+
+
+class PostInfusionContact(Envelope, tag="post_infusion_contact"):
+    patient_ref: PatientRef
+    kind: Literal["inpatient", "clinic", "phone", "video"]
+    within_proximity: bool  # within the required travel distance of a qualified centre at that contact
+
+
 TOPIC_OF: dict[type[Envelope], str] = {
     SiteRegistered: "rmm.site",
     SiteCertificationChanged: "rmm.site",
@@ -213,6 +280,11 @@ TOPIC_OF: dict[type[Envelope], str] = {
     AeAwareness: "rmm.ae",
     AeReported: "rmm.ae",
     SafetyInformationUpdated: "rmm.ae",
+    MaterialDistributed: "rmm.training",
+    KnowledgeAssessed: "rmm.training",
+    AuditFindingRaised: "rmm.site",
+    CapaClosed: "rmm.site",
+    PostInfusionContact: "rmm.infusion",
 }
 EVENT_TYPES: dict[str, type[Envelope]] = {str(cls.__struct_config__.tag): cls for cls in TOPIC_OF}
 TOPIC_OF_TYPE: dict[str, str] = {tag: TOPIC_OF[cls] for tag, cls in EVENT_TYPES.items()}
@@ -226,6 +298,7 @@ _decode_many = msgspec.json.Decoder(list[Event]).decode
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
 _MISSING = re.compile(r"Object missing required field `([^`]*)`")
 _AT = re.compile(r" - at `\$\.?([A-Za-z0-9_]*)")
+_RULE = re.compile(r"(bad_value:[a-z_]+)(?: - at |$)")
 
 
 def _field_name(name: str) -> str:
@@ -237,6 +310,8 @@ def reason_for(error: Exception) -> str:
     """Map a msgspec error to a machine-readable reason `code[:field]`."""
     msg = str(error)
     if isinstance(error, msgspec.ValidationError):
+        if m := _RULE.match(msg):  # raised by a __post_init__ rule between fields
+            return m.group(1)
         if m := _UNKNOWN.search(msg):
             return f"unknown_field:{_field_name(m.group(1))}"
         if m := _MISSING.search(msg):

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
@@ -50,6 +51,9 @@ POISON = [
     ),
     ("rmm.site", b"not json at all"),
 ]
+# The simulated programme starts here (and at least 270 days before now): its US centres then infuse on both sides
+# of 2025-06-26, the day the US rules changed.
+PROGRAMME_LAUNCH = datetime(2024, 12, 2, tzinfo=timezone.utc)
 CATCH_UP_S = 5.0  # after the stream stops, how long ingest may take to reach what was produced
 PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is not a terminal
 LIVE_EVERY_S = 1.0  # the live view's refresh
@@ -300,12 +304,23 @@ class Demo:
 
         from .producer import make_producer, produce_events
 
-        events = simulate.generate(seed=7, patients=patients)
+        # from a fixed launch, so the US centres straddle the end of the US REMS (2025-06-26)
+        now = clock.now()
+        days = max(270, (now - PROGRAMME_LAUNCH).days)
+        events = simulate.generate(seed=7, patients=patients, end=now, days=days)
         self.total = len(events) + len(POISON)
+        international = round(simulate.INTERNATIONAL_SHARE * patients)
+        start = now - timedelta(days=days)
         self.view.say(
-            f"[demo] simulated CAR-T programme: {len(events)} events, {patients} patients; weak sites: "
-            + "; ".join(f"{k}: {v}" for k, v in simulate.WEAK_SITES.items())
+            f"[demo] simulated CAR-T programme since {start:%Y-%m-%d}: {len(events)} events, {patients} patients in "
+            f"China and {international} in the US and the EU"
         )
+        for title, spots in (
+            ("weak sites", simulate.WEAK_SITES),
+            ("weak spots in the effectiveness evidence", simulate.EVIDENCE_WEAK_SPOTS),
+            ("centres under other rules", simulate.INTERNATIONAL_STORIES),
+        ):
+            self.view.say(f"[demo] {title}: " + "; ".join(f"{k}: {v}" for k, v in spots.items()))
         assert self.broker is not None, "start() runs first"
         bootstrap = self.broker.bootstrap
 
@@ -450,7 +465,7 @@ def _print_stdout(line: str) -> None:
 def run_demo(
     duration: float = 0.0,
     workdir: Optional[str] = None,
-    patients: int = 300,
+    patients: int = 600,
     rate: float = 2000.0,
     port: int = 0,
     export: bool = True,

@@ -47,6 +47,21 @@ def _onset(marker: str) -> dict:
     }
 
 
+def _assessment(marker: str) -> dict:
+    return {
+        "event_id": marker,
+        "event_type": "knowledge_assessed",
+        **_BASE,
+        "assessment_id": "KS-P1",
+        "respondent_kind": "patient",
+        "respondent_id": "PT-POISON-01",
+        "material_id": "MAT-P1",
+        "material_version": 1,
+        "key_messages": 6,
+        "key_messages_correct": 5,
+    }
+
+
 def _dump(event: dict) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
@@ -106,6 +121,22 @@ KINDS: dict[str, tuple[str, Callable[[str], bytes], str]] = {
         "rmm.infusion",
         lambda m: _dump({**_infusion(m), "patient_ref": "PT 1; DROP TABLE x"}),
         "bad_value:patient_ref",
+    ),
+    # contract v1.1: rules between fields, checked while decoding
+    "more_correct_than_asked": (
+        "rmm.training",
+        lambda m: _dump({**_assessment(m), "key_messages_correct": 7}),
+        "bad_value:key_messages_correct",
+    ),
+    "respondent_not_a_pseudonym": (
+        "rmm.training",
+        lambda m: _dump({**_assessment(m), "respondent_id": "Li"}),
+        "bad_value:respondent_id",
+    ),
+    "missed_messages_listed": (
+        "rmm.training",
+        lambda m: _dump({**_assessment(m), "missed": ["alert card"]}),
+        "unknown_field:missed",
     ),
 }
 

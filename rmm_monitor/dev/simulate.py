@@ -1,22 +1,28 @@
-"""A realistic, deterministic CAR-T programme: the events of contract v1 as plain dicts.
+"""A realistic, deterministic CAR-T programme: the events of contract v1 and v1.1 as plain dicts.
 
 `generate()` simulates a marketing authorisation holder (MAH) running two or three CAR-T products across a
 handful of certified treatment centres in China: material releases and HCP training, site certification and
 tocilizumab stock, per patient the chain from education and product receipt to infusion, alert card, CRS /
 ICANS / other adverse events with tocilizumab, MAH awareness and regulatory reports, and long-term follow-up.
+Then an international arm (`INTERNATIONAL_SITES`: two US and two EU centres, 20 % more patients) whose centres
+show how the rule sets by jurisdiction and date judge them, and the effectiveness evidence of contract v1.1 for
+every centre (evidence.py: distributions, knowledge surveys, audits and CAPA, post-infusion contacts).
 
-Products CTX-19 (CD19), BCM-07 (BCMA) and CTX-22 (CD22, launched 40 % into the span); eight centres; for
-large runs (more than 2 400 patients) extra strong centres are added, about 300 patients each. Programme-level
-events (material releases, safety information) carry `site_id = PROGRAMME_SITE_ID` ("MAH-HQ").
+Products CTX-19 (CD19), BCM-07 (BCMA) and CTX-22 (CD22, launched 40 % into the span); eight Chinese centres;
+for large runs (more than 2 400 patients) extra strong Chinese centres are added, about 300 patients each.
+Programme-level events (material releases, safety information) carry `site_id = PROGRAMME_SITE_ID` ("MAH-HQ").
 
-Most sites do things right; the sites in `WEAK_SITES` fail in one documented way each, so the KPIs of
-the catalog show real signals. With 40 or more patients a few patients are planned so that each weakness shows
-even in a small run (NJ-07's thawing cluster, the infusion at XA-08 while suspended, CD-05's grade-2 CRS).
-Everything is drawn from `random.Random(seed)`: the same arguments give the same events, byte for byte.
+Most sites do things right; the sites in `WEAK_SITES` fail in one documented way each, the weak spots of
+`EVIDENCE_WEAK_SPOTS` in the evidence, and `INTERNATIONAL_STORIES` tell what each centre abroad shows, so the
+KPIs of the catalog show real signals. With 40 or more patients a few patients are planned so that each weakness
+shows even in a small run (NJ-07's thawing cluster, the infusion at XA-08 while suspended, CD-05's grade-2 CRS).
+Everything is drawn from `random.Random(seed)`: the same arguments give the same events, byte for byte. The
+international arm and the evidence come after every Chinese patient, from the same stream: the Chinese v1 events
+are the ones a generator without them would give (only which events are re-sent as duplicates differs).
 
-Size: about 15 events per patient in a 270-day programme (patients are still in follow-up at `end`; about 25
-per patient at 200 patients, where the site, stock and training events weigh more). 1 M events ~ 67 000
-patients.
+Size: about 32 events per patient in a 270-day programme (about 12 of them post-infusion contacts; patients are
+still in follow-up at `end`); 1 M events ~ 31 000 patients. The US centres infuse on both sides of 2025-06-26
+only when the span covers that day (the demo's starts in December 2024).
 
 Delivery realism: `recorded_at` lags `occurred_at` by minutes to hours, a `late_rate` fraction arrives days
 late, the list is in `recorded_at` order (so `occurred_at` is sometimes out of order), and a `duplicate_rate`
@@ -42,7 +48,21 @@ from rmm_monitor.contract import TOPIC_OF_TYPE
 from rmm_monitor.core import clock
 from rmm_monitor.core.errors import ConfigError
 
-__all__ = ["generate", "to_jsonl", "topic_of", "WEAK_SITES", "STRONG_SITES", "PRODUCTS", "PROGRAMME_SITE_ID", "SITES"]
+from .evidence import EVIDENCE_WEAK_SPOTS, generate_evidence
+
+__all__ = [
+    "generate",
+    "to_jsonl",
+    "topic_of",
+    "WEAK_SITES",
+    "STRONG_SITES",
+    "PRODUCTS",
+    "PROGRAMME_SITE_ID",
+    "SITES",
+    "INTERNATIONAL_SITES",
+    "INTERNATIONAL_STORIES",
+    "EVIDENCE_WEAK_SPOTS",
+]
 
 MIN, HOUR, DAY = 60, 3600, 86400
 
@@ -148,6 +168,37 @@ WEAK_SITES: dict[str, str] = {
     "certification suspended for ~3 weeks mid-programme and one infusion given during the suspension",
 }
 
+# The international arm: centres outside China, treated after the Chinese programme from the same random stream
+# (so the Chinese events are the same with or without it). Each shows how a rule set by jurisdiction and date
+# changes the judgement (metrics/rules/rule_sets.yml); their patients carry "X" in their pseudonyms and lots.
+INTERNATIONAL_SITES: list[_Site] = [
+    ("US-11", "Boston Harbor Cell Therapy Center (simulated)", 1.0, ("CTX-19", "BCM-07"), 0.0),
+    ("US-12", "Houston Bayou Cancer Center (simulated)", 0.9, ("CTX-19",), 0.02),
+    ("DE-13", "Munich Isar Haematology Clinic (simulated)", 1.0, ("CTX-19", "BCM-07"), 0.0),
+    ("FR-14", "Lyon Confluence Cell Therapy Unit (simulated)", 0.8, ("CTX-19",), 0.04),
+]
+SITE_COUNTRY: dict[str, str] = {"US-11": "US", "US-12": "US", "DE-13": "DE", "FR-14": "FR"}  # others: CN
+INTERNATIONAL_SHARE = 0.2  # international patients per Chinese patient
+ARM_CODE = "X"  # in the international patients' pseudonyms, lots and AE ids
+EU_COUNTRIES = ("DE", "FR")  # the EU countries of the simulated sites
+# The day the US CAR-T REMS ended (the rule sets change on it); the simulated US centres straddle it when the
+# simulated span does (the demo's starts in December 2024).
+US_REMS_END = int(datetime(2025, 6, 26, tzinfo=timezone.utc).timestamp())
+
+INTERNATIONAL_STORIES: dict[str, str] = {
+    "US-11": "stops renewing its REMS certification after the REMS ended (revoked about 7 weeks after 2025-06-26) "
+    "and goes on infusing: under the US rules from 2025-06-26 those infusions are not units of "
+    "infusion_at_certified_site; serious AEs on the label (expected) get periodic, not 15-day, reports",
+    "US-12": "patients go home after about two weeks: a failure of post_infusion_monitoring before 2025-06-26 "
+    "(4 weeks near the centre under the REMS), on time after it (2 weeks); serious unexpected AEs reported in "
+    "about a week, expected ones periodically",
+    "DE-13": "keeps one dose of tocilizumab per patient (enough under the EU conditions, not under the NMPA "
+    "rules) and reports non-serious AEs after 35-80 days (on time on the EMA clock of 90 days); daily contact "
+    "for 10 days",
+    "FR-14": "about half of the patients leave the centre's area between day 11 and day 20 (EU: 4 weeks near the "
+    "centre) -> post_infusion_monitoring failures",
+}
+
 # Extra, strong sites added when a large run needs more centres (about 300 patients per centre).
 _EXTRA_CITIES = [
     "TJ",
@@ -202,6 +253,11 @@ _CODE = {
     "ae_awareness": "aware",
     "ae_reported": "rep",
     "safety_information_updated": "safety",
+    "material_distributed": "dist",
+    "knowledge_assessed": "know",
+    "audit_finding_raised": "audit",
+    "capa_closed": "capa",
+    "post_infusion_contact": "contact",
 }
 _SCOPE = ["apheresis", "thaw", "infusion", "ae_management"]
 _LTFU_DAYS = [30 * k for k in range(1, 13)] + [360 + 91 * k for k in range(1, 60)]  # monthly in year 1, then quarterly
@@ -227,6 +283,9 @@ class _Sim:
         self.late_rate = late_rate
         self.events: list[dict] = []
         self.n = 0
+        # what the effectiveness evidence (evidence.py) is generated from, collected without drawing
+        self.hcps: list[tuple[str, str, str, int, Optional[int]]] = []  # (site, product, hcp_id, registered, passed)
+        self.patients: list[_Patient] = []
         lr = Random(f"lags-{seed}")
         # minutes to a few hours: site/LMS systems (median ~12 min), safety database (median ~50 min)
         self.lag_fast = [min(int(60 * lr.lognormvariate(math.log(12), 1.1)), 8 * HOUR) for _ in range(_LAGN)]
@@ -299,6 +358,9 @@ def generate(
     site_prod = _open_sites(sim, sites, materials)
     _train_staff(sim, sites, site_prod, materials)
     _treat_patients(sim, patients, sites, site_prod, materials)
+    # after every Chinese patient, so their events are the same with or without what follows
+    site_prod.update(_treat_international(sim, round(INTERNATIONAL_SHARE * patients), materials))
+    generate_evidence(sim, materials, site_prod, EU_COUNTRIES)
     return _deliver(sim, dq_faults, duplicate_rate)
 
 
@@ -308,6 +370,7 @@ class _Materials:
     def __init__(self) -> None:
         self.launch: dict[str, int] = {}
         self.v2: dict[str, Optional[int]] = {}
+        self.releases: list[tuple[str, str, int, int]] = []  # (product, material_id, version, released at)
 
     def version_at(self, p: str, t: int) -> int:
         v2 = self.v2[p]
@@ -332,6 +395,11 @@ class _SiteProduct:
     cert: int
     first_ok: int  # the first infusion, a week after certification
     cands: list[_Candidate] = field(default_factory=list)
+    status: list[tuple[int, str]] = field(default_factory=list)  # certification changes (time, status) in order
+
+    def certified_at(self, t: int) -> bool:
+        now = [s for at, s in self.status if at <= t]
+        return bool(now) and now[-1] == "certified"
 
 
 # staff of a site: (hcp_id, role, join time (None: from the start), kind); kind: None normal, "never", "late",
@@ -347,8 +415,12 @@ def _release_materials(sim: _Sim) -> _Materials:
         launch = sim.at(spec["launch"])
         materials.launch[p] = launch
         _release_v1(sim, p, launch)
+        materials.releases += [(p, f"MAT-HCP-{p}", 1, launch), (p, f"MAT-PAT-{p}", 1, launch + 2 * HOUR)]
         _update_safety_information(sim, p, spec)
-        materials.v2[p] = _release_v2(sim, p, spec) if spec["v2"] is not None else None
+        v2 = materials.v2[p] = _release_v2(sim, p, spec) if spec["v2"] is not None else None
+        if v2 is not None:
+            materials.releases += [(p, f"MAT-HCP-{p}", 2, v2), (p, f"MAT-PAT-{p}", 2, v2 + 3 * HOUR)]
+    materials.releases = [r for r in materials.releases if r[3] <= sim.end]
     return materials
 
 
@@ -445,19 +517,24 @@ def _open_sites(sim: _Sim, sites: list[_Site], materials: _Materials) -> _SitePr
         for p in prods:
             reg = max(sim.at(act), materials.launch[p]) + int(r() * 3 * DAY)
             cert = reg + int((4 + 6 * r()) * DAY)
-            site_prod[(sid, p)] = _SiteProduct(reg=reg, cert=cert, first_ok=cert + 7 * DAY)
-            sim.emit("site_registered", reg, p, sid, "site-portal", {"name": name, "country": "CN"})
-            _certify(sim, p, sid, cert)
+            sp = site_prod[(sid, p)] = _SiteProduct(reg=reg, cert=cert, first_ok=cert + 7 * DAY)
+            country = SITE_COUNTRY.get(sid, "CN")
+            sim.emit("site_registered", reg, p, sid, "site-portal", {"name": name, "country": country})
+            _certify(sim, p, sid, sp)
             _report_stock(sim, p, sid, cert)
     return site_prod
 
 
-def _certify(sim: _Sim, p: str, sid: str, cert: int) -> None:
-    changes = [(cert, "certified")]
+def _certify(sim: _Sim, p: str, sid: str, sp: _SiteProduct) -> None:
+    changes = [(sp.cert, "certified")]
     if sid == "XA-08":
         suspension = _suspension(sim)
         changes += [(suspension[0], "suspended"), (suspension[1], "certified")]
+    if sid == "US-11" and sp.cert < US_REMS_END:  # the REMS certification is not renewed once the REMS is gone
+        changes.append((US_REMS_END + 50 * DAY, "revoked"))
     for t, status in changes:
+        if t <= sim.end:
+            sp.status.append((t, status))
         sim.emit("site_certification_changed", t, p, sid, "site-portal", {"status": status, "scope": list(_SCOPE)})
 
 
@@ -466,15 +543,18 @@ def _report_stock(sim: _Sim, p: str, sid: str, cert: int) -> None:
     r = sim.rng.random
     t = cert - DAY
     weak_stock = sid == "XA-08"
+    one_dose = SITE_COUNTRY.get(sid) in EU_COUNTRIES  # enough under the EU conditions
     while t <= sim.end:
         if weak_stock:
             doses = (1, 2, 3, 0)[_pick(r(), (0.45, 0.35, 0.15, 0.05))]
+        elif one_dose:
+            doses = (1, 2, 3)[_pick(r(), (0.6, 0.3, 0.1))]
         else:
             doses = (2, 3, 4, 5, 1)[_pick(r(), (0.28, 0.37, 0.30, 0.03, 0.02))]
         sim.emit("tocilizumab_stock_reported", t, p, sid, "site-portal", {"doses_on_hand": doses})
         if weak_stock:
             t += int((5 + 8 * r()) * DAY)
-        elif doses < 2:  # a well-run site restocks at once and reports again
+        elif doses < (1 if one_dose else 2):  # a well-run site restocks at once and reports again
             t += int((0.3 + 0.9 * r()) * DAY)
         else:
             t += int((2.5 + 2 * r()) * DAY)
@@ -524,6 +604,7 @@ def _register_hcp(sim: _Sim, sid: str, p: str, member: _Staff, sp: _SiteProduct,
     reg = base + int(r() * 2 * DAY)
     sim.emit("hcp_registered", reg, p, sid, "lms", {"hcp_id": hcp, "role": role})
     ready = _first_training(sim, hcp, p, sid, reg, kind, materials)
+    sim.hcps.append((sid, p, hcp, reg, ready))
     # retraining on v2 for those who passed on v1
     if ready is not None and v2 is not None and ready < v2 and not (weak_training and r() < 0.3):
         median = 40.0 if weak_training else 7.0
@@ -608,6 +689,25 @@ def _treat_patients(
             p, sid, t_inf = _place_patient(sim, plist, shares, weights_by_product, site_prod, hi)
         counters[p] += 1
         _patient(sim, p, sid, counters[p], t_inf, why, site_prod[(sid, p)], materials.version_at, thaw_window)
+
+
+def _treat_international(sim: _Sim, patients: int, materials: _Materials) -> _SiteProducts:
+    """The international arm: its centres opened and staffed like the others, its patients placed by product share
+    and centre weight (no planned patients: each centre's story shows in every run)."""
+    site_prod = _open_sites(sim, INTERNATIONAL_SITES, materials)
+    _train_staff(sim, INTERNATIONAL_SITES, site_prod, materials)
+    weights_by_product = _site_weights(INTERNATIONAL_SITES)
+    plist = [p for p in PRODUCTS if weights_by_product[p][0]]
+    total = sum(PRODUCTS[p]["share"] for p in plist)
+    shares = [PRODUCTS[p]["share"] / total for p in plist]
+    counters = {p: 0 for p in plist}
+    hi = sim.end + 4 * DAY
+    for _ in range(patients):
+        p, sid, t_inf = _place_patient(sim, plist, shares, weights_by_product, site_prod, hi)
+        counters[p] += 1
+        sp = site_prod[(sid, p)]
+        _patient(sim, p, sid, counters[p], t_inf, None, sp, materials.version_at, (0, 0), arm=ARM_CODE)
+    return site_prod
 
 
 def _site_weights(sites: list[_Site]) -> dict[str, tuple[list[str], list[float]]]:
@@ -746,18 +846,25 @@ class _Patient:
     no: int
     t_inf: int
     why: Optional[str]  # a forced plan: "thawing", "suspended", "crs2"; None for the others
+    arm: str = ""  # ARM_CODE for the international arm
     spec: dict = field(init=False)
     pcode: str = field(init=False)
     ref: str = field(init=False)
     lot: str = field(init=False)
     strong: bool = field(init=False)
+    country: str = field(init=False)
+    # filled in as the patient's story unfolds (the effectiveness evidence is generated from them)
+    edu: Optional[tuple[int, int]] = None  # (education time, material version)
+    infused: bool = False
+    death: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.spec = PRODUCTS[self.p]
-        self.pcode = self.spec["code"]
+        self.pcode = self.spec["code"] + self.arm
         self.ref = f"PT-{self.pcode}-{self.no:06d}"
         self.lot = f"LOT-{self.pcode}-{240000 + self.no}"
         self.strong = self.sid not in WEAK_SITES
+        self.country = SITE_COUNTRY.get(self.sid, "CN")
 
 
 class _AE(NamedTuple):
@@ -779,19 +886,22 @@ def _patient(
     sp: _SiteProduct,
     version_at: Callable[[str, int], int],
     thaw_window: tuple[int, int],
+    arm: str = "",
 ) -> None:
     """All events of one patient: education, product chain, infusion, card, AEs, reports, LTFU."""
-    pt = _Patient(p, sid, no, t_inf, why)
+    pt = _Patient(p, sid, no, t_inf, why, arm)
+    sim.patients.append(pt)
     _educate(sim, pt, version_at)
     _receive_product(sim, pt)
     if sim.rng.random() < 0.015 and why is None:
         return  # patient deteriorated before infusion: product received, never infused
     thaw_error = _thaw(sim, pt, thaw_window)
     _infuse(sim, pt, sp.cands)
+    pt.infused = pt.t_inf <= sim.end
     _issue_alert_card(sim, pt)
     aes = _crs(sim, pt) + _icans(sim, pt) + _other_aes(sim, pt) + _medication_errors(sim, pt, thaw_error)
     # death truncates everything after it
-    death = min((t for ae in aes for t, g in ae.traj if g == 5), default=None)
+    death = pt.death = min((t for ae in aes for t, g in ae.traj if g == 5), default=None)
     _record_aes(sim, pt, aes, death)
     _follow_up(sim, pt, death)
 
@@ -806,13 +916,16 @@ def _educate(sim: _Sim, pt: _Patient, version_at: Callable[[str, int], int]) -> 
         t_edu = pt.t_inf + int((2 + 46 * r()) * HOUR)
     else:
         return
+    version = version_at(pt.p, t_edu)
+    if t_edu <= sim.end:
+        pt.edu = (t_edu, version)
     sim.emit(
         "patient_education_completed",
         t_edu,
         pt.p,
         pt.sid,
         "site-portal",
-        {"patient_ref": pt.ref, "material_id": f"MAT-PAT-{pt.p}", "material_version": version_at(pt.p, t_edu)},
+        {"patient_ref": pt.ref, "material_id": f"MAT-PAT-{pt.p}", "material_version": version},
     )
 
 
@@ -1047,6 +1160,10 @@ def _record_ae(sim: _Sim, pt: _Patient, ae_id: str, ae: _AE, traj: list[tuple[in
     }
     if ae.step is not None:
         onset["related_step"] = ae.step
+    expected: Optional[bool] = None  # the Chinese safety feed does not say (absent = unknown)
+    if pt.arm:
+        # listed in the label (the reference safety information), unless atypical in severity or outcome
+        expected = onset["expected"] = ae.term in LABELLED_TERMS and sim.rng.random() >= 0.15
     sim.emit("ae_onset", t0, p, sid, "safety-db", onset, ae=True)
     for t, g in traj[1:]:
         sim.emit(
@@ -1060,7 +1177,10 @@ def _record_ae(sim: _Sim, pt: _Patient, ae_id: str, ae: _AE, traj: list[tuple[in
         )
     if ae.term == "CRS":
         _tocilizumab(sim, p, sid, ref, ae_id, traj, death)
-    _report(sim, p, sid, ref, ae_id, pt.lot, traj, serious, pt.strong)
+    if pt.arm:
+        _report_international(sim, pt, ae_id, traj, serious, bool(expected))
+    else:
+        _report(sim, p, sid, ref, ae_id, pt.lot, traj, serious, pt.strong)
 
 
 # ---- long-term follow-up ----
@@ -1182,6 +1302,41 @@ def _report(
         )
 
 
+# The simulated label's adverse reactions (ae_onset.expected in the international arm).
+LABELLED_TERMS = frozenset({"CRS", "ICANS", "cytopenia", "infection", "hypogammaglobulinaemia", "secondary_malignancy"})
+
+
+def _report_international(
+    sim: _Sim, pt: _Patient, ae_id: str, traj: list[tuple[int, int]], serious: bool, expected: bool
+) -> None:
+    """MAH awareness and the report to the FDA or the EMA: the US files a 15-day report only for a serious AE that
+    is not on the label (the others go into the periodic report); the EU files serious ones within 15 days and
+    non-serious ones within 90 (DE-13 takes 35-80 days: late on the NMPA clock, on time on the EMA's)."""
+    rng = sim.rng
+    r = rng.random
+    if not serious and r() >= 0.85:
+        return
+    t0 = traj[0][0]
+    aware = t0 + int(min(max(rng.lognormvariate(math.log(18.0), 0.9), 0.5), 240.0) * HOUR)
+    sim.emit("ae_awareness", aware, pt.p, pt.sid, "safety-db", {"ae_id": ae_id, "patient_ref": pt.ref}, ae=True)
+    us = pt.country == "US"
+    expedited = serious and not (us and expected)
+    if expedited:
+        rep = aware + int((3 + (12 if r() >= 0.04 else 20) * r()) * DAY)  # about 1 in 25 past day 15
+    elif pt.sid == "DE-13":
+        rep = aware + int((35 + 45 * r()) * DAY)
+    else:
+        rep = aware + int((10 + (75 if us else 18) * r()) * DAY)  # periodic (US) / non-serious (EU)
+    fields = {
+        "ae_id": ae_id,
+        "patient_ref": pt.ref,
+        "regulator": "FDA" if us else "EMA",
+        "report_kind": "expedited" if expedited else "periodic",
+        "lot_id": pt.lot,
+    }
+    sim.emit("ae_reported", rep, pt.p, pt.sid, "safety-db", fields, ae=True)
+
+
 # --- seeded data-quality problems (generate(dq_faults=True)) ---------------------------------------------------
 # Each passes the contract (schema-valid) and is caught by the named expectation of expectations/<suite>.json.
 DQ_FAULTS: dict[str, str] = {
@@ -1191,6 +1346,10 @@ DQ_FAULTS: dict[str, str] = {
     "XA-08) -> infusion_administered.lot_received_at_site; a stock report from the mistyped site id "
     "XA-8 -> site_events.site_registered",
     "HZ-06": "two reported AEs whose awareness (day 0) never reached the MAH's feed -> ae_reported.ae_has_awareness",
+    "audits": "the programme's earliest CAPA closure filed under a mistyped finding id "
+    "-> effectiveness_events.capa_finding_known",
+    "CD-05": "the material pack sent when the centre joined, addressed to the mistyped site id CD05 "
+    "-> effectiveness_events.recipient_site_registered",
     "GZ-03": "a clock-skewed site portal: two alert cards recorded before they occurred, one of them 3 days "
     "ahead -> events.recorded_at_not_before_occurred_at, events.occurred_at_not_in_future; and about "
     "1 % of all events re-sent by its portal under new event_ids -> events.duplicate_facts_rate_below_0_1_percent",
@@ -1219,6 +1378,10 @@ def _seed_dq_faults(events: list[dict]) -> None:
         events.append({**stock, "event_id": "dqfault-stock-0001", "site_id": "XA-8"})
     lost = set(list(dict.fromkeys(e["ae_id"] for e in at("HZ-06", "ae_reported")))[:2])
     events[:] = [e for e in events if not (e["event_type"] == "ae_awareness" and e["ae_id"] in lost)]
+    for capa in sorted((e for e in events if e["event_type"] == "capa_closed"), key=itemgetter("occurred_at"))[:1]:
+        capa["finding_id"] += "X"
+    for sent in [e for e in at("CD-05", "material_distributed") if e["recipient_kind"] == "site"][:1]:
+        sent["recipient_id"] = "CD05"
     for card, ahead in zip(at("GZ-03", "alert_card_issued")[:2], (20 * MIN, 3 * DAY)):
         card["occurred_at"] = _iso_add(card["recorded_at"], ahead)
     gz = [e for e in events if e["site_id"] == "GZ-03"]

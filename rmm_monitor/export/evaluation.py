@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from rmm_monitor import __version__
 from rmm_monitor.core.errors import ConfigError
 from rmm_monitor.core.periods import Period, iso, parse_period, previous_quarter
-from rmm_monitor.kpi import Kpi, catalog_hash, load_catalog
+from rmm_monitor.kpi import FAMILIES, Kpi, catalog_hash, load_catalog
 
 from .sources import UNIT_SCHEMA, canonical_json
 
@@ -74,7 +74,10 @@ class Snapshot:
     source: str
 
     def programme_rows(self) -> list[dict]:
-        return [r for r in self.rows if r["site_id"] is None]
+        """The rows of all sites (KPI x product), family by family as an evaluation reads them (reach,
+        knowledge, behaviour, outcome), catalog order within a family."""
+        rank = {k.id: FAMILIES.index(k.family) for k in self.catalog}
+        return sorted((r for r in self.rows if r["site_id"] is None), key=lambda r: rank[r["kpi"]])
 
     def previous_value(self, kpi: str, product: str) -> Optional[float]:
         for r in self.previous:
@@ -236,7 +239,7 @@ def write_manifest(snap: Snapshot, out: Path) -> dict:
         "quarter": snap.quarter.label,
         "as_of": iso(snap.as_of),
         "software": {"name": "rmm-monitor", "version": __version__},
-        "catalog": {"hash": catalog_hash(), "kpis": [k.id for k in snap.catalog]},
+        "catalog": {"hash": catalog_hash(as_of=snap.as_of), "kpis": [k.id for k in snap.catalog]},
         "expectation_suites": {s.name: s.version for s in load_suites()},
         "event_counts_by_topic": snap.counts_by_topic,
         "events_total": sum(snap.counts_by_topic.values()),

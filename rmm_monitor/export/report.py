@@ -20,57 +20,24 @@ from typing import Callable, Optional
 from rmm_monitor import __version__
 from rmm_monitor.core.fmt import pct as _pct
 from rmm_monitor.core.periods import iso
-from rmm_monitor.kpi import catalog_hash
+from rmm_monitor.kpi import FAMILY_TITLES, by_family, catalog_hash
+from rmm_monitor.kpi.rulebook import load_rulebook
 
 from .charts import kpi_chart, status_overview
 
-# The aRMMs of the CAR-T guideline, in the order regulators read them, and the catalog `armm` values under each.
-SECTIONS: list[tuple[str, tuple[str, ...], str]] = [
-    (
-        "Centre certification",
-        ("centre certification",),
-        "Treatment centres are assessed and certified before they infuse; infusions at a centre without a valid "
-        "certification are a zero-tolerance failure.",
-    ),
-    (
-        "HCP education and training effectiveness",
-        ("HCP training",),
-        "Doctors and nurses are trained on the current educational material before they treat; first-attempt pass "
-        "rates measure whether the material teaches effectively.",
-    ),
-    (
-        "Patient education",
-        ("patient education",),
-        "Patients (and carers) receive the patient guide before their first infusion.",
-    ),
-    (
-        "Patient alert card",
-        ("patient alert card",),
-        "Every treated patient carries an alert card with the product lot, issued around the first infusion.",
-    ),
-    (
-        "Traceability and product quality",
-        ("traceability", "product quality"),
-        "Chain of identity, cold chain and dose are checked at the centre; every adverse event can be traced to a lot.",
-    ),
-    (
-        "CRS management",
-        ("CRS management",),
-        "Tocilizumab is on site at every infusion and given promptly once CRS reaches grade 2; severe CRS stays "
-        "within the label's reference rate.",
-    ),
-    (
-        "Neurotoxicity management",
-        ("neurotoxicity management",),
-        "Severe ICANS stays within the label's reference rate.",
-    ),
-    (
-        "Adverse event reporting",
-        ("AE reporting",),
-        "Adverse events reach the regulator within the legal deadlines (counted from the MAH's awareness).",
-    ),
-    ("Long-term follow-up", ("LTFU",), "Patients stay in long-term follow-up; scheduled visits are done."),
-]
+# What each indicator family asks, in the order an effectiveness evaluation reads them (GVP XVI: reach, knowledge,
+# behaviour, outcome); the catalog says which family each KPI belongs to.
+FAMILY_INTROS = {
+    "reach": "Did the educational materials get to the people who need them: the current version to every "
+    "certified centre, the patient guide to every patient before the first infusion?",
+    "knowledge": "Do HCPs and patients know the key risk messages: knowledge surveys and teach-back checks against a "
+    "pre-specified pass mark and sample size, and HCP training passed at the first attempt?",
+    "behaviour": "Do centres and HCPs act on them: certified centres, trained staff, alert cards, tocilizumab on site "
+    "and in time, adverse events reported on time and traceable to a lot, audit findings closed by verified "
+    "corrective actions, patients monitored after infusion and kept in long-term follow-up?",
+    "outcome": "What happened to the patients: severe CRS and neurotoxicity against the reference rates of the "
+    "product labels.",
+}
 
 
 @dataclass
@@ -248,7 +215,8 @@ def _summary_blocks(snap, chart: Callable[[str], Optional[bytes]]) -> list[Block
         Block(
             "p",
             f"Products: {', '.join(products) or 'none'}. Data as of {iso(snap.as_of)} (events known at that "
-            f"time; a re-run with the same as-of gives the same numbers). Catalog {catalog_hash()[:12]}, "
+            f"time; a re-run with the same as-of gives the same numbers). "
+            f"Catalog {catalog_hash(as_of=snap.as_of)[:12]}, "
             f"rmm-monitor {__version__}. {sum(snap.counts_by_topic.values())} events.",
         ),
         Block("h2", "Programme summary"),
@@ -291,28 +259,13 @@ def _programme_table(snap, prog: list[dict]) -> Block:
     )
 
 
-def _sections(by_armm: dict[str, list]) -> list[tuple[str, tuple[str, ...], str]]:
-    """SECTIONS, then a section of its own for each catalog `armm` none of them covers."""
-    sections = list(SECTIONS)
-    covered = {a for _, armms, _ in SECTIONS for a in armms}
-    for armm in sorted(set(by_armm) - covered):
-        sections.append((armm.capitalize(), (armm,), ""))
-    return sections
-
-
 def _section_blocks(snap, progress: Callable[[str], None], chart: Callable[[str], Optional[bytes]]) -> list[Block]:
-    """One numbered section per aRMM with KPIs (sections without KPIs are skipped, keeping their number)."""
-    by_armm: dict[str, list] = {}
-    for k in snap.catalog:
-        by_armm.setdefault(k.armm, []).append(k)
+    """One numbered section per indicator family, in the order an evaluation reads them: reach, knowledge,
+    behaviour, outcome; its KPIs in catalog order."""
     b: list[Block] = []
-    for n, (title, armms, intro) in enumerate(_sections(by_armm), 1):
-        kpis = [k for a in armms for k in by_armm.get(a, [])]
-        if not kpis:
-            continue
-        b.append(Block("h2", f"{n}. {title}"))
-        if intro:
-            b.append(Block("p", intro))
+    for n, (family, kpis) in enumerate(by_family(snap.catalog).items(), 1):
+        b.append(Block("h2", f"{n}. {FAMILY_TITLES[family]}"))
+        b.append(Block("p", FAMILY_INTROS[family]))
         for k in kpis:
             progress(f"chart {k.id}")
             image = chart(k.id)
@@ -325,34 +278,55 @@ def _section_blocks(snap, progress: Callable[[str], None], chart: Callable[[str]
 def _kpi_blocks(snap, k, image: bytes) -> list[Block]:
     """One KPI: its definition, chart, per-product table and the sites behind it."""
     rows = [r for r in snap.rows if r["kpi"] == k.id]
-    return [
-        Block("h3", f"{k.title} ({k.id})"),
-        Block(
-            "p",
-            f"{k.description} Unit: {k.unit}. Success: {k.success or 'see definition'}. "
-            f"Threshold {_pct(k.threshold)} ({k.direction.replace('_', ' ')}"
-            f"{', zero tolerance' if k.zero_tolerance else ''}), minimum n {k.min_n}.",
-        ),
-        Block("img", image=image),
-        Block(
-            "table",
-            headers=("product", "value", "95% CI", "threshold", "n", "pending", "status"),
-            rows=tuple(
-                (
-                    r["product"],
-                    _pct(r["value"]),
-                    _ci(r),
-                    _pct(r["threshold"]),
-                    f"{r['numerator']}/{r['denominator']}",
-                    str(r["pending"]),
-                    r["status"],
-                )
-                for r in rows
-                if r["site_id"] is None
+    return (
+        [
+            Block("h3", f"{k.title} ({k.id})"),
+            Block(
+                "p",
+                f"aRMM: {k.armm}. {k.description} Unit: {k.unit}. Success: {k.success or 'see definition'}. "
+                f"Threshold {_pct(k.threshold)} ({k.direction.replace('_', ' ')}"
+                f"{', zero tolerance' if k.zero_tolerance else ''}), minimum n {k.min_n}.",
             ),
-            status_col=6,
-        ),
-    ] + _site_blocks(k, [r for r in rows if r["site_id"] is not None])
+            Block("img", image=image),
+            Block(
+                "table",
+                headers=("product", "value", "95% CI", "threshold", "n", "pending", "status"),
+                rows=tuple(
+                    (
+                        r["product"],
+                        _pct(r["value"]),
+                        _ci(r),
+                        _pct(r["threshold"]),
+                        f"{r['numerator']}/{r['denominator']}",
+                        str(r["pending"]),
+                        r["status"],
+                    )
+                    for r in rows
+                    if r["site_id"] is None
+                ),
+                status_col=6,
+            ),
+        ]
+        + _sample_blocks(k, rows)
+        + _site_blocks(k, [r for r in rows if r["site_id"] is not None])
+    )
+
+
+def _sample_blocks(k, rows: list[dict]) -> list[Block]:
+    """For a survey KPI (a pre-specified sample size per product): whether each product's sample was reached."""
+    if "sample_target" not in k.stats:
+        return []
+    lines = []
+    for r in rows:
+        if r["site_id"] is not None or r["product"] is None:
+            continue
+        target, n = r["stats"].get("sample_target"), r["denominator"]
+        if target is None:
+            lines.append(f"{r['product']}: {n} assessments; no sample size pre-specified")
+        else:
+            reached = "reached" if r["stats"].get("sample_reached") else "NOT reached"
+            lines.append(f"{r['product']}: {n} assessments, pre-specified sample {int(target)} — {reached}")
+    return [Block("p", "Survey sample: " + "; ".join(lines) + ".")] if lines else []
 
 
 def _alert_blocks(snap) -> list[Block]:
@@ -437,23 +411,93 @@ def _dq_blocks(snap) -> list[Block]:
 
 def _method_blocks(snap) -> list[Block]:
     q = snap.quarter.label
-    return [Block("h2", "Method notes")] + [
-        Block("p", text)
-        for text in (
-            "Each KPI is numerator / denominator over units (an infusion, an HCP, a CRS episode, an AE ...); a unit "
-            f"belongs to {q} by its anchor time (event time, UTC). Definitions, thresholds and windows come from the "
-            "KPI catalog (metrics/*.yml; the definitions sheet of kpis.xlsx lists them in full).",
-            f"As-of: only events known (recorded) at or before {iso(snap.as_of)} are used, and windows are judged at "
-            "that time. A unit whose window is still open without an outcome is pending and left out of numerator "
-            "and denominator.",
-            "Confidence intervals: Wilson score, 95 % (z = 1.959964). Status: ok if the value meets the threshold, "
-            "warning if only the interval does, breach if the interval misses it; zero-tolerance KPIs breach on any "
-            "failure. Duplicate deliveries (same event_id) count once.",
-            "Events per topic: " + ", ".join(f"{t} {n}" for t, n in snap.counts_by_topic.items()) + ".",
-            "Units behind every number (pseudonymous patient, HCP, AE and lot references with the reason of each "
-            "outcome) are in units.parquet; the KPI rows in kpis.csv / kpis.parquet; file hashes in manifest.json.",
-        )
+    return (
+        [Block("h2", "Method notes")]
+        + [
+            Block("p", text)
+            for text in (
+                "Each KPI is numerator / denominator over units (an infusion, an HCP, a CRS episode, an AE ...); a "
+                f"unit belongs to {q} by its anchor time (event time, UTC). Definitions, thresholds and windows come "
+                "from the KPI catalog (metrics/*.yml; the definitions sheet of kpis.xlsx lists them in full).",
+                f"As-of: only events known (recorded) at or before {iso(snap.as_of)} are used, and windows are judged "
+                "at that time. A unit whose window is still open without an outcome is pending and left out of "
+                "numerator and denominator.",
+                "Confidence intervals: Wilson score, 95 % (z = 1.959964). Status: ok if the value meets the "
+                "threshold, warning if only the interval does, breach if the interval misses it; zero-tolerance KPIs "
+                "breach on any failure. Duplicate deliveries (same event_id) count once.",
+                "Events per topic: " + ", ".join(f"{t} {n}" for t, n in snap.counts_by_topic.items()) + ".",
+                "Units behind every number (pseudonymous patient, HCP, AE and lot references with the reason of each "
+                "outcome) are in units.parquet; the KPI rows in kpis.csv / kpis.parquet; file hashes in manifest.json.",
+                "Rules by jurisdiction, product and date (metrics/rules/rule_sets.yml): where a requirement differs by "
+                "country and changed on a known date, each unit is judged by the version in force for its site's "
+                "jurisdiction and its product at its anchor time. A unit the rule in force does not cover (e.g. an "
+                "infusion in the US after the REMS ended, a non-serious US adverse event) is excluded: listed in "
+                "units.parquet with the rule named, counted in neither numerator nor denominator. Only versions known "
+                f"at {iso(snap.as_of)} are used; those and their sources:",
+            )
+        ]
+        + _rule_blocks(snap)
+    )
+
+
+def _rule_blocks(snap) -> list[Block]:
+    """The rule versions and dated catalog changes known at the as-of time, with their sources."""
+    book = load_rulebook().known_at(snap.as_of)
+
+    def values(v) -> str:
+        return ", ".join(f"{k} {'not a unit' if x is None else f'{x:g}'}" for k, x in v.values.items())
+
+    b = [
+        Block(
+            "table",
+            headers=("rule", "jurisdiction", "product", "in force", "values", "name", "source"),
+            rows=tuple(
+                (
+                    v.rule,
+                    v.jurisdiction,
+                    v.product,
+                    f"{v.effective_from.date()} – {v.effective_to.date() if v.effective_to else ''}",
+                    values(v),
+                    v.name,
+                    v.source,
+                )
+                for v in book.versions
+            ),
+        ),
+        Block(
+            "p",
+            "Jurisdictions: "
+            + "; ".join(
+                f"{j}: {', '.join(sorted(c for c, jj in book.jurisdictions.items() if jj == j))}"
+                for j in sorted(set(book.jurisdictions.values()))
+            )
+            + "; any other country, or a site with no registration known: default (the CN values).",
+        ),
     ]
+    if book.changes:
+        b.append(
+            Block("p", "Dated changes of thresholds and parameters (metrics/rules/changes.yml), known at the as-of:")
+        )
+        b.append(
+            Block(
+                "table",
+                headers=("KPI", "product", "key", "value", "effective from", "known from", "reason", "source"),
+                rows=tuple(
+                    (
+                        c.kpi,
+                        c.product,
+                        c.key,
+                        str(c.value),
+                        str(c.effective_from.date()),
+                        iso(c.known_from),
+                        c.reason,
+                        c.source,
+                    )
+                    for c in book.changes
+                ),
+            )
+        )
+    return b
 
 
 # --- HTML ----------------------------------------------------------------------------------------------------
@@ -503,17 +547,20 @@ def _fonts() -> tuple[str, str]:
     return "DejaVu", "DejaVu-Bold"
 
 
-def _col_widths(bl: Block, width: float, font: str) -> list[float]:
-    """Columns sized by their longest text (capped), never narrower than their longest single word, so a KPI
-    title gets room and "passed" is not broken in two."""
+def _col_widths(bl: Block, width: float, font: str, bold: str) -> list[float]:
+    """Columns sized by their longest text (capped), never narrower than their longest single word (in the bold
+    face for the header), so a KPI title gets room and neither "passed" nor "product" is broken in two."""
     from reportlab.pdfbase.pdfmetrics import stringWidth
 
-    def w(text: str) -> float:
-        return stringWidth(text, font, 7.2) + 14  # + the table's 6 pt cell padding on each side
+    def w(text: str, face: str = font) -> float:
+        return stringWidth(text, face, 7.2) + 14  # + the table's 6 pt cell padding on each side
 
     cols = list(zip(bl.headers, *bl.rows)) if bl.rows else [(h,) for h in bl.headers]
     cells = [[str(c) if c is not None else "" for c in col] for col in cols]
-    floor = [max(w(word) for c in col for word in (c.split() or [""])) for col in cells]
+    floor = [
+        max([w(word, bold) for word in h.split()] + [w(word) for c in col[1:] for word in c.split()] + [w("")])
+        for h, col in zip(bl.headers, cells)
+    ]
     want = [max(floor[i], min(w(max(col, key=len)), width * 0.4)) for i, col in enumerate(cells)]
     spare = width - sum(floor)
     extra = [wa - fl for wa, fl in zip(want, floor)]
@@ -567,7 +614,7 @@ def render_pdf(blocks: list[Block], path: Path, title: str, footer: str) -> None
             data += [
                 [Paragraph(escape(str(c if c is not None else "")), styles["cell"]) for c in row] for row in bl.rows
             ]
-            t = Table(data, repeatRows=1, hAlign="LEFT", colWidths=_col_widths(bl, width, regular))
+            t = Table(data, repeatRows=1, hAlign="LEFT", colWidths=_col_widths(bl, width, regular, bold))
             cmds = [
                 ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#305496")),
                 ("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#bbbbbb")),
@@ -627,5 +674,6 @@ def write_reports(snap, out: Path, progress: Callable[[str], None], charts: Opti
         blocks,
         out / "report.pdf",
         title,
-        f"{title} · as of {iso(snap.as_of)} · catalog {catalog_hash()[:12]} · rmm-monitor {__version__}",
+        f"{title} · as of {iso(snap.as_of)} · catalog {catalog_hash(as_of=snap.as_of)[:12]} · "
+        f"rmm-monitor {__version__}",
     )

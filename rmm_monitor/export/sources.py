@@ -17,7 +17,7 @@ from rmm_monitor.core.periods import Period, iso
 from rmm_monitor.kpi import Kpi
 from rmm_monitor.kpi.engine import UNIT_COLUMNS, Engine, adverse_outcomes, used_params
 
-_OUTCOMES = ["success", "failure", "pending"]
+_OUTCOMES = ["success", "failure", "pending", "excluded"]
 UNIT_SCHEMA = pa.schema([("kpi", pa.string()), ("period", pa.string())] + [(c, pa.string()) for c in UNIT_COLUMNS])
 
 
@@ -145,11 +145,15 @@ class LocalSource:
             "anchor_to": window.end,
             "w_start": window.start,
             "w_end": window.end,
-            **self.engine.param_values(kpi, known[0]),
+            # one set of parameters for the window: the quarter's (a dated parameter change between the previous
+            # quarter and this one would show in the previous-quarter column; thresholds are per row, exact)
+            **self.engine.param_values(kpi, known[0], quarter, as_of),
         }
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_WINDOW_TABLE} AS {sql}", used_params(sql, params))
         try:
-            engine = _WindowEngine(self.con, catalog=(kpi,), config=self.engine.config, known=known)
+            engine = _WindowEngine(
+                self.con, catalog=(kpi,), config=self.engine.config, rulebook=self.engine.rulebook, known=known
+            )
             return KpiFigures(
                 rows=engine.compute(as_of, quarter.label, by="site"),
                 previous=engine.compute(as_of, previous.label, by="product"),

@@ -14,6 +14,8 @@ from openpyxl.formatting.rule import FormulaRule
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
+from rmm_monitor.kpi.rulebook import load_rulebook
+
 PCT = "0.0%"
 STATUS_FILLS = {
     "ok": "C6EFCE",
@@ -254,6 +256,7 @@ def write_xlsx(snap, path: Path) -> None:
         [
             k.id,
             k.title,
+            k.family,
             k.armm,
             k.description,
             k.unit,
@@ -274,6 +277,7 @@ def write_xlsx(snap, path: Path) -> None:
         [
             ("KPI", 34, None),
             ("title", 40, None),
+            ("family", 12, None),
             ("aRMM", 22, None),
             ("description", 80, None),
             ("unit", 40, None),
@@ -291,6 +295,7 @@ def write_xlsx(snap, path: Path) -> None:
     for row in ws.iter_rows(min_row=2):
         for cell in row:
             cell.alignment = Alignment(wrap_text=True, vertical="top")
+    _rules_sheet(wb, snap)
     stamp = snap.as_of.replace(tzinfo=None)
     wb.properties.creator = "rmm-monitor"
     wb.properties.title = f"aRMM effectiveness KPIs {snap.quarter.label}"
@@ -317,3 +322,39 @@ def _normalise(path: Path, stamp: datetime) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o600 << 16
             dst.writestr(info, data)
+
+
+def _rules_sheet(wb: Workbook, snap) -> None:
+    """The rule sets by jurisdiction, product and date known at the as-of time, with their sources."""
+    book = load_rulebook().known_at(snap.as_of)
+    rows = [
+        [
+            v.rule,
+            v.jurisdiction,
+            v.product,
+            v.effective_from.date().isoformat(),
+            v.effective_to.date().isoformat() if v.effective_to else "",
+            ", ".join(f"{k} {'not a unit' if x is None else f'{x:g}'}" for k, x in v.values.items()),
+            v.name,
+            v.source,
+        ]
+        for v in book.versions
+    ]
+    ws = _sheet(
+        wb,
+        "Rules",
+        [
+            ("rule", 32, None),
+            ("jurisdiction", 12, None),
+            ("product", 10, None),
+            ("effective from", 14, None),
+            ("effective to", 14, None),
+            ("values", 50, None),
+            ("name", 30, None),
+            ("source", 90, None),
+        ],
+        rows,
+    )
+    for row in ws.iter_rows(min_row=2):
+        for cell in row:
+            cell.alignment = Alignment(wrap_text=True, vertical="top")

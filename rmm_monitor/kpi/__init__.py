@@ -1,11 +1,25 @@
 """The KPI catalog (metrics/<kpi>.yml beside metrics/<kpi>.sql) and the engine that computes it: units, periods,
 as-of, pending windows, Wilson intervals and statuses."""
 
-from .catalog import CatalogError, Config, Kpi, catalog_hash, load_catalog, load_config, load_shared_models
+from .catalog import (
+    FAMILIES,
+    FAMILY_TITLES,
+    CatalogError,
+    Config,
+    Kpi,
+    by_family,
+    catalog_hash,
+    load_catalog,
+    load_config,
+    load_shared_models,
+)
 from .engine import BY_CHOICES, STATUS_CODES, UNIT_COLUMNS, Engine, adverse_outcomes, status_of, wilson
 from .table import format_table
 
 __all__ = [
+    "FAMILIES",
+    "FAMILY_TITLES",
+    "by_family",
     "CatalogError",
     "Config",
     "Kpi",

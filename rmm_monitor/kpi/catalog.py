@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import yaml
 
@@ -21,10 +22,20 @@ from rmm_monitor.core import settings
 from rmm_monitor.core.errors import ConfigError
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
+# The indicator families of an aRMM effectiveness evaluation, in the order they are read (GVP XVI): did the
+# material reach its audience, do people know the key messages, do they act on them, and what are the outcomes.
+FAMILIES = ("reach", "knowledge", "behaviour", "outcome")
+FAMILY_TITLES = {
+    "reach": "Reach: did the materials get to centres, HCPs and patients?",
+    "knowledge": "Knowledge: do HCPs and patients know the key risk messages?",
+    "behaviour": "Behaviour: do centres and HCPs act on them?",
+    "outcome": "Outcome: what happened to the patients?",
+}
 REQUIRED_KEYS = (
     "id",
     "title",
     "description",
+    "family",
     "armm",
     "unit",
     "anchor",
@@ -44,6 +55,7 @@ class Kpi:
     id: str
     title: str
     description: str
+    family: str
     armm: str
     unit: str
     anchor: str
@@ -55,6 +67,8 @@ class Kpi:
     headline: bool
     sql: str
     stats: dict[str, str] = field(default_factory=dict)
+    # stats that describe a product as a whole (a pre-specified sample size): null on site and programme rows
+    product_stats: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
     tests: list[dict] = field(default_factory=list)
     success: str = ""
@@ -91,10 +105,11 @@ class Config:
         return sorted(self.data.get("kpi", {}).get(kpi_id, {}).get("product", {}))
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_config(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_config(out[key], value) if nested else value
     return out
 
 
@@ -115,7 +130,7 @@ def load_config(path: Optional[str] = None) -> Config:
         data = _read_toml(default)
     path = path or settings.current().config_path
     if path:
-        data = _merge(data, _read_toml(Path(path)))
+        data = merge_config(data, _read_toml(Path(path)))
     return Config(data)
 
 
@@ -136,6 +151,8 @@ def _load_kpi(yml_path: Path) -> Kpi:
         raise CatalogError(f"{yml_path.name}: id {spec['id']!r} does not match the file name")
     if spec["direction"] not in DIRECTIONS:
         raise CatalogError(f"{yml_path.name}: direction must be one of {DIRECTIONS}")
+    if spec["family"] not in FAMILIES:
+        raise CatalogError(f"{yml_path.name}: family must be one of {FAMILIES}")
     # Normally <kpi_id>.sql; KPIs that differ only in a parameter (severe CRS / ICANS) name one shared file.
     sql_path = yml_path.with_name(spec.get("sql", yml_path.stem + ".sql"))
     if not sql_path.exists():
@@ -145,6 +162,7 @@ def _load_kpi(yml_path: Path) -> Kpi:
         id=spec["id"],
         title=spec["title"],
         description=" ".join(str(spec["description"]).split()),
+        family=spec["family"],
         armm=spec["armm"],
         unit=spec["unit"],
         anchor=spec["anchor"],
@@ -156,6 +174,7 @@ def _load_kpi(yml_path: Path) -> Kpi:
         headline=bool(spec.get("headline")),
         sql=sql_path.read_text(encoding="utf-8").strip().rstrip(";"),
         stats=dict(spec.get("stats") or {}),
+        product_stats=tuple(spec.get("product_stats") or ()),
         params=dict(spec.get("params") or {}),
         tests=list(spec.get("tests") or []),
         success=" ".join(str(spec.get("success", "")).split()),
@@ -176,6 +195,15 @@ def load_catalog(directory: Optional[Path] = None) -> tuple[Kpi, ...]:
     return _load(str(directory or catalog_dir()))
 
 
+def by_family(catalog: Iterable[Kpi]) -> dict[str, list[Kpi]]:
+    """The KPIs per indicator family, families in the order an effectiveness evaluation reads them (reach,
+    knowledge, behaviour, outcome), KPIs in catalog order within each; empty families left out."""
+    groups: dict[str, list[Kpi]] = {f: [] for f in FAMILIES}
+    for kpi in catalog:
+        groups[kpi.family].append(kpi)
+    return {f: kpis for f, kpis in groups.items() if kpis}
+
+
 @lru_cache(maxsize=4)
 def _load_shared(directory: str) -> tuple[tuple[str, str], ...]:
     return tuple(
@@ -190,11 +218,17 @@ def load_shared_models(directory: Optional[Path] = None) -> tuple[tuple[str, str
     return _load_shared(str(directory or catalog_dir()))
 
 
-def catalog_hash(directory: Optional[Path] = None) -> str:
-    """sha256 over every catalog file, for manifests and reproducibility records."""
+def catalog_hash(directory: Optional[Path] = None, as_of: Optional[datetime] = None) -> str:
+    """sha256 over every definition file of the catalog (KPI yml and SQL, shared models, config), and over the rule
+    sets and dated changes known at `as_of` (not their files: an entry added later must not change the record of
+    an earlier as-of), for manifests and reproducibility records."""
+    from .rulebook import load_rulebook
+
     root = Path(directory or catalog_dir())
     h = hashlib.sha256()
     for p in sorted([*root.glob("*.*"), *root.glob("shared/*.sql")]):
         if p.suffix in (".sql", ".yml", ".toml"):
             h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    if as_of is not None:
+        h.update(b"rules\0" + load_rulebook(root).fingerprint(as_of).encode())
     return h.hexdigest()

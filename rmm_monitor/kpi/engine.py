@@ -36,7 +36,7 @@ import re
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator, Optional
 
 import duckdb
@@ -46,6 +46,7 @@ from rmm_monitor.core.errors import ConfigError
 from rmm_monitor.core.periods import Period, iso, parse_period
 
 from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
+from .rulebook import RuleBook, load_rulebook
 from .wilson import Z, wilson_bounds
 
 UNIT_COLUMNS = (
@@ -103,8 +104,11 @@ def adverse_outcomes(kpi: Kpi) -> tuple[str, ...]:
 
 
 def _r(x: Any) -> Any:
+    """4 decimals. A float DuckDB summed (a mean, a rate) can differ in its last bits with the order its threads
+    added the values in; taking 12 significant digits first removes that noise, so a tie such as 0.78125 rounds
+    the same way every time (and as Python rounds the exact value: 0.7812)."""
     if isinstance(x, float):
-        return None if math.isnan(x) else round(x, 4)
+        return None if math.isnan(x) else round(float(f"{x:.12g}"), 4)
     return x
 
 
@@ -127,12 +131,20 @@ class Engine:
     catalog: tuple[Kpi, ...] = ()
     config: Config = Config()
     prune_anchors: bool = True  # False: the SQL sees unbounded anchors (the reference the pruning is tested against)
+    rulebook: Optional[RuleBook] = None
 
     def __post_init__(self):
         if not self.catalog:
             self.catalog = load_catalog()
         if not self.config.data:
             self.config = load_config()
+        if self.rulebook is None:
+            self.rulebook = load_rulebook()
+
+    @property
+    def rules(self) -> RuleBook:
+        assert self.rulebook is not None
+        return self.rulebook
 
     # --- building blocks ---------------------------------------------------------------------------------
     def kpi(self, kpi_id: str) -> Kpi:
@@ -157,16 +169,27 @@ class Engine:
     def models_of(kpi: Kpi) -> list[tuple[str, str]]:
         return [(name, sql) for name, sql in load_shared_models() if re.search(rf"\b{name}\b", kpi.sql)]
 
+    def _relations(self, *sqls: str) -> str:
+        """The catalog's relations (`rules`, `jurisdictions`) that these statements read, as CTEs."""
+        code = " ".join(_STRING_OR_COMMENT.sub("", sql) for sql in sqls)
+        return "".join(
+            f"{name} AS ({select}), "
+            for name, select in self.rules.relations_sql().items()
+            if re.search(rf"\b{name}\b", code)
+        )
+
     def units_sql(self, kpi: Kpi, built: Optional[dict[str, str]] = None) -> str:
         """`built`: shared model name -> the TEMP table holding it for this snapshot (see `_snapshot`)."""
         built = built or {}
         param_cols = "".join(f", unnest($param_{name}) AS {name}" for name in kpi.params)
+        models = self.models_of(kpi)
         shared = "".join(
             f"{name} AS (SELECT * FROM temp.main.{built[name]}), " if name in built else f"{name} AS ({sql}), "
-            for name, sql in self.models_of(kpi)
+            for name, sql in models
         )
+        inline = [sql for name, sql in models if name not in built]
         return (
-            f"WITH {self._KNOWN}, "
+            f"WITH {self._KNOWN}, {self._relations(kpi.sql, *inline)}"
             f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
             f"{shared}units AS ({kpi.sql})"
         )
@@ -178,8 +201,10 @@ class Engine:
     def build_model(self, name: str, sql: str, params: dict[str, Any]) -> str:
         """A shared model as a TEMP table over the events known at $as_of; returns the table's name."""
         table = f"rmm_{name}_{uuid.uuid4().hex[:12]}"
-        build = f"CREATE TEMP TABLE {table} AS WITH {self._KNOWN} {sql}"
-        self.con.execute(build, used_params(build, params)).fetchall()
+        relations = self._relations(sql).rstrip(", ")
+        build = f"CREATE TEMP TABLE {table} AS WITH {self._KNOWN}{', ' + relations if relations else ''} {sql}"
+        values = {**params, **self.rules.sql_params(params["as_of"])}
+        self.con.execute(build, used_params(build, values)).fetchall()
         return table
 
     @contextmanager
@@ -213,11 +238,25 @@ class Engine:
             if own:
                 self.con.execute("COMMIT").fetchall()
 
-    def param_values(self, kpi: Kpi, products: list[str]) -> dict[str, Any]:
-        values: dict[str, Any] = {"param_products": products}
+    @staticmethod
+    def judged_at(per: Period, as_of: datetime) -> datetime:
+        """The time a period's threshold and parameters are taken at: its end, or the as-of time if earlier."""
+        return as_of if per.end is None else min(per.end, as_of)
+
+    def param_values(self, kpi: Kpi, products: list[str], per: Period, as_of: datetime) -> dict[str, Any]:
+        """The KPI's parameters per product (yml, config.toml, dated changes known at `as_of`) and the rule sets
+        known at `as_of`, as query parameters."""
+        at = self.judged_at(per, as_of)
+        values: dict[str, Any] = {"param_products": products, **self.rules.sql_params(as_of)}
         for name in kpi.params:
-            values[f"param_{name}"] = [kpi.params_for(p, self.config)[name] for p in products]
+            values[f"param_{name}"] = [
+                self.rules.value(kpi.id, p, name, kpi.params_for(p, self.config)[name], at, as_of) for p in products
+            ]
         return values
+
+    def threshold(self, kpi: Kpi, product: Optional[str], at: datetime, as_of: datetime) -> float:
+        """The yml's threshold or config.toml's per-product one, as changed by dated changes known at `as_of`."""
+        return float(self.rules.value(kpi.id, product, "threshold", kpi.threshold_for(product, self.config), at, as_of))
 
     def period_params(self, period: Period) -> dict[str, Any]:
         bounds = (period.start, period.end) if self.prune_anchors else (None, None)
@@ -264,7 +303,7 @@ class Engine:
                         keys += pairs
                     keys.sort(key=lambda k: (k[0] or "", k[1] is not None, k[1] or ""))
                 for key in keys:
-                    rows.append(self._row(kpi, per.label, key, groups.get(key)))
+                    rows.append(self._row(kpi, per, as_of, key, groups.get(key)))
         return rows
 
     @staticmethod
@@ -291,7 +330,7 @@ class Engine:
             f"FROM counted WHERE {self._period_filter(per)} "
             f"GROUP BY GROUPING SETS ((), (product), (product, site_id))"
         )
-        params = {"as_of": as_of, **self.period_params(per), **self.param_values(kpi, products)}
+        params = {"as_of": as_of, **self.period_params(per), **self.param_values(kpi, products, per, as_of)}
         cur = self.con.execute(sql, used_params(sql, params))
         names = [d[0] for d in cur.description]
         out: dict[tuple, dict] = {}
@@ -301,21 +340,25 @@ class Engine:
             out[key] = r
         return out
 
-    def _row(self, kpi: Kpi, period_label: str, key: tuple, agg: Optional[dict]) -> dict:
+    def _row(self, kpi: Kpi, per: Period, as_of: datetime, key: tuple, agg: Optional[dict]) -> dict:
         product, site_id = key
         numerator = int(agg["numerator"]) if agg else 0
         denominator = int(agg["denominator"]) if agg else 0
         pending = int(agg["pending"]) if agg else 0
         value = numerator / denominator if denominator else None
         ci_low, ci_high = wilson(numerator, denominator)
-        threshold = kpi.threshold_for(product, self.config)
-        stats = {name: _r(agg[name]) if agg else None for name in kpi.stats}
+        threshold = self.threshold(kpi, product, self.judged_at(per, as_of), as_of)
+        product_row = product is not None and site_id is None
+        stats = {
+            name: _r(agg[name]) if agg and (product_row or name not in kpi.product_stats) else None
+            for name in kpi.stats
+        }
         for name, v in stats.items():
             if isinstance(v, list):
                 stats[name] = sorted(x for x in v if x is not None)
         return {
             "kpi": kpi.id,
-            "period": period_label,
+            "period": per.label,
             "product": product,
             "site_id": site_id,
             "numerator": numerator,
@@ -342,10 +385,11 @@ class Engine:
         outcomes: Optional[Iterable[str]] = None,
     ) -> list[dict]:
         """The units of one KPI in a period, with outcome and readable detail (pseudonymous ids only).
-        Without `outcomes`: the units that count against the KPI (see `adverse_outcomes`) and the pending ones."""
+        Without `outcomes`: the units that count against the KPI (see `adverse_outcomes`), the pending ones, and
+        those the rule in force leaves out (`excluded`, with the rule named in the detail)."""
         kpi = self.kpi(kpi_id)
         if outcomes is None:
-            outcomes = (*adverse_outcomes(kpi), "pending")
+            outcomes = (*adverse_outcomes(kpi), "pending", "excluded")
         as_of = as_of or clock.now()
         per = parse_period(period, as_of)
         products, _ = self.products_and_sites(as_of)
@@ -355,7 +399,7 @@ class Engine:
             + f" SELECT {cols} FROM units WHERE {self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))"
             f" AND ($product IS NULL OR product = $product) AND ($site IS NULL OR site_id = $site)"
             f" ORDER BY CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
-            f" ELSE 2 END, anchor_at, unit_id"
+            f" WHEN outcome = 'excluded' THEN 2 ELSE 3 END, anchor_at, unit_id"
         )
         params = {
             "as_of": as_of,
@@ -364,7 +408,7 @@ class Engine:
             "adverse": list(adverse_outcomes(kpi)),
             "product": product,
             "site": site,
-            **self.param_values(kpi, products),
+            **self.param_values(kpi, products, per, as_of),
         }
         result = []
         for rec in self._fetch(sql, params):
@@ -395,7 +439,7 @@ class Engine:
                     f"count(*) FILTER (WHERE outcome = 'pending') "
                     f"FROM counted WHERE {self._period_filter(per)} GROUP BY ALL ORDER BY product, month"
                 )
-                params = {"as_of": as_of, **self.period_params(per), **self.param_values(kpi, products)}
+                params = {"as_of": as_of, **self.period_params(per), **self.param_values(kpi, products, per, as_of)}
                 series.append((kpi, self._fetch(sql, params)))
         for kpi, fetched in series:
             for prod, month, num, den, pend in fetched:
@@ -403,7 +447,8 @@ class Engine:
                     continue
                 value = num / den if den else None
                 lo, hi = wilson(num, den)
-                threshold = kpi.threshold_for(prod, self.config)
+                month_end = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+                threshold = self.threshold(kpi, prod, min(month_end, as_of), as_of)
                 rows.append(
                     {
                         "kpi": kpi.id,

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Optional
 
-from rmm_monitor.kpi import Kpi, load_catalog
+from rmm_monitor.kpi import FAMILY_TITLES, Kpi, by_family, load_catalog
 
 # Fixed, so provisioned dashboards keep working whatever Grafana instance loads them.
 DATASOURCE_UID = "rmm-prometheus"
@@ -223,14 +222,6 @@ def _dashboard(
 
 
 # --- RMM programme overview -----------------------------------------------------------------------------------
-def by_armm(catalog: Iterable[Kpi]) -> "OrderedDict[str, list[Kpi]]":
-    """aRMMs in the order of their first KPI in the catalog (the catalog's `order`)."""
-    groups: "OrderedDict[str, list[Kpi]]" = OrderedDict()
-    for kpi in catalog:
-        groups.setdefault(kpi.armm, []).append(kpi)
-    return groups
-
-
 def _kpi_stat(kpi: Kpi) -> dict:
     sel = f'kpi="{kpi.id}", site="", product=~"$product"'
     value = _target(f"rmm_kpi_value{{{sel}}}", "A", "{{product}}", instant=True)
@@ -390,8 +381,8 @@ def _alert_panels(layout: _Layout) -> list[dict]:
 def overview(catalog: tuple[Kpi, ...]) -> dict:
     layout = _Layout()
     panels = _summary_panels(layout) + _alert_panels(layout)
-    for armm, kpis in by_armm(catalog).items():
-        panels.append(layout.row(f"aRMM: {armm}"))
+    for family, kpis in by_family(catalog).items():
+        panels.append(layout.row(FAMILY_TITLES[family]))
         for kpi in kpis:
             panels.append(layout.place(_kpi_stat(kpi), 6, 6))
         ids = "|".join(k.id for k in kpis)
@@ -399,7 +390,7 @@ def overview(catalog: tuple[Kpi, ...]) -> dict:
         panels.append(
             layout.place(
                 _timeseries(
-                    f"Trend: {armm}",
+                    f"Trend: {family}",
                     [
                         _target(f"rmm_kpi_value{{{sel}}}", "A", "{{kpi}} {{product}}"),
                         _target(f"rmm_kpi_threshold{{{sel}}}", "B", "{{kpi}} threshold"),
@@ -416,7 +407,8 @@ def overview(catalog: tuple[Kpi, ...]) -> dict:
     return _dashboard(
         "rmm-overview",
         "RMM programme overview",
-        "Effectiveness of the additional risk minimisation measures, per aRMM (generated from the KPI catalog).",
+        "Effectiveness of the additional risk minimisation measures: a row per indicator family (reach, "
+        "knowledge, behaviour, outcome), generated from the KPI catalog.",
         panels,
         [_variable("product", "Product", "label_values(rmm_kpi_value, product)", multi=True)],
     )

@@ -25,15 +25,24 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from rmm_monitor.contract import TOPIC_OF_TYPE
 from rmm_monitor.core import clock, settings
 from rmm_monitor.core.periods import parse_period
 
-# `scoped` holds the rows a suite checks; `known` is what references are resolved against.
-_FRAME_PREFIX = """
+
+def _contract_topics() -> str:
+    """The contract's table of event types and their topics as SQL rows, so no suite keeps a copy of it."""
+    return ", ".join(f"('{etype}', '{topic}')" for etype, topic in sorted(TOPIC_OF_TYPE.items()))
+
+
+# `scoped` holds the rows a suite checks; `known` is what references are resolved against; `contract_topics`
+# (event_type, topic) is generated from the event contract.
+_FRAME_PREFIX = f"""
 WITH known AS NOT MATERIALIZED (SELECT * FROM events WHERE known_at <= $as_of),
 scoped AS NOT MATERIALIZED (
     SELECT * FROM known
-    WHERE ($p_start IS NULL OR occurred_at >= $p_start) AND ($p_end IS NULL OR occurred_at < $p_end))
+    WHERE ($p_start IS NULL OR occurred_at >= $p_start) AND ($p_end IS NULL OR occurred_at < $p_end)),
+contract_topics AS (SELECT * FROM (VALUES {_contract_topics()}) t(event_type, topic))
 """
 
 

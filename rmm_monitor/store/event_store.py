@@ -35,7 +35,8 @@ from .errors import StoreError, StoreLocked, TransientStoreError, classify
 from .schema import part_tables
 from .transaction import transaction
 
-SCHEMA_VERSION = 2
+# 1: one wide events table; 2: one table per topic behind the events view; 3: contract v1.1's columns
+SCHEMA_VERSION = 3
 
 # One definition of every event column: (name, DuckDB type).
 EVENT_COLUMNS: list[tuple[str, str]] = [
@@ -77,6 +78,23 @@ EVENT_COLUMNS: list[tuple[str, str]] = [
     ("regulator", "VARCHAR"),
     ("report_kind", "VARCHAR"),
     ("summary", "VARCHAR"),
+    # contract v1.1 (effectiveness evidence)
+    ("expected", "BOOLEAN"),
+    ("recipient_kind", "VARCHAR"),
+    ("recipient_id", "VARCHAR"),
+    ("channel", "VARCHAR"),
+    ("assessment_id", "VARCHAR"),
+    ("respondent_kind", "VARCHAR"),
+    ("respondent_id", "VARCHAR"),
+    ("key_messages", "INTEGER"),
+    ("key_messages_correct", "INTEGER"),
+    ("audit_id", "VARCHAR"),
+    ("finding_id", "VARCHAR"),
+    ("severity", "VARCHAR"),
+    ("area", "VARCHAR"),
+    ("verified", "BOOLEAN"),
+    ("kind", "VARCHAR"),
+    ("within_proximity", "BOOLEAN"),
 ]
 _COLUMN = dict(EVENT_COLUMNS)
 # Required of every event by the contract; KPI SQL relies on it (e.g. ordering keys built from occurred_at).
@@ -110,9 +128,10 @@ class TopicTable:
         """Move this topic's rows from the staged batch (every contract column as read from JSON) into its table."""
         cols = ", ".join(_cast(f) for f in self.fields)
         where = " AND b.ord IN (SELECT ord FROM batch_new)" if only_new else ""
+        # the columns are named: a file migrated from an older schema has its newer columns at the end
         return (
-            f"INSERT INTO {self.name} SELECT {cols}, $seq_base + b.ord, $ingested_at, "
-            f"coalesce(b.{_TYPED['recorded_at']}, $ingested_at) FROM batch b "
+            f"INSERT INTO {self.name} ({', '.join(self.fields)}, seq, ingested_at, known_at) SELECT {cols}, "
+            f"$seq_base + b.ord, $ingested_at, coalesce(b.{_TYPED['recorded_at']}, $ingested_at) FROM batch b "
             f"WHERE b.event_type IN {self._types_sql()}{where}"
         )
 
@@ -135,17 +154,14 @@ def _topic_table(topic: str) -> TopicTable:
 
 TOPIC_TABLES: dict[str, TopicTable] = {topic: _topic_table(topic) for topic in TOPICS}
 
-_DDL = (
-    ";\n".join(
-        [
-            "CREATE TABLE IF NOT EXISTS event_keys (event_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)",
-            *(t.ddl() for t in TOPIC_TABLES.values()),
-            "CREATE OR REPLACE VIEW events AS " + " UNION ALL ".join(t.view_branch() for t in TOPIC_TABLES.values()),
-            "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
-        ]
-    )
-    + ";"
+_TABLES_DDL = ";\n".join(
+    [
+        "CREATE TABLE IF NOT EXISTS event_keys (event_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL)",
+        *(t.ddl() for t in TOPIC_TABLES.values()),
+        "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    ]
 )
+_VIEW_DDL = "CREATE OR REPLACE VIEW events AS " + " UNION ALL ".join(t.view_branch() for t in TOPIC_TABLES.values())
 
 
 def _cast(name: str) -> str:
@@ -246,7 +262,9 @@ class Store:
             self.con.execute(f"SET checkpoint_threshold = '{_safe_size(checkpoint_wal)}'").fetchall()
             if self._relation_kind("events") == "BASE TABLE":
                 self._migrate_from_v1()
-            self.con.execute(_DDL).fetchall()
+            self.con.execute(_TABLES_DDL).fetchall()
+            self._add_new_columns()
+            self.con.execute(_VIEW_DDL).fetchall()
             for _part, ddl in part_tables():  # the other parts' tables (alerting, quality)
                 self.con.execute(ddl).fetchall()
             self.con.execute(
@@ -264,6 +282,23 @@ class Store:
         ).fetchall()
         return rows[0][0] if rows else None
 
+    def _columns(self, table: str) -> set[str]:
+        return {
+            r[0]
+            for r in self.con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+            ).fetchall()
+        }
+
+    def _add_new_columns(self) -> None:
+        """A file written before a contract change gets the new columns (NULL in its older rows: those events
+        could not carry them). An additive contract change needs nothing else: inserts name their columns."""
+        for table in TOPIC_TABLES.values():
+            have = self._columns(table.name)
+            for field in table.fields:
+                if field not in have:
+                    self.con.execute(f"ALTER TABLE {table.name} ADD COLUMN {field} {_COLUMN[field]}").fetchall()
+
     def _migrate_from_v1(self) -> None:
         """Schema 1 kept every event in one wide `events` table: move its rows into the topic tables, unchanged
         (seq, ingested_at and known_at included, so every as-of result stays the same). A one-time step: it runs
@@ -280,11 +315,14 @@ class Store:
     def _move_v1_rows(self) -> None:
         with self.transaction() as con:
             con.execute("ALTER TABLE events RENAME TO events_v1").fetchall()
-            con.execute(_DDL).fetchall()
+            con.execute(_TABLES_DDL).fetchall()
+            old = self._columns("events_v1")
             con.execute("INSERT INTO event_keys SELECT event_id, seq FROM events_v1").fetchall()
             for table in TOPIC_TABLES.values():
+                fields = [f for f in table.fields if f in old]  # schema 1 predates contract v1.1
                 con.execute(
-                    f"INSERT INTO {table.name} SELECT {', '.join(table.fields)}, seq, ingested_at, known_at "
+                    f"INSERT INTO {table.name} ({', '.join(fields)}, seq, ingested_at, known_at) "
+                    f"SELECT {', '.join(fields)}, seq, ingested_at, known_at "
                     f"FROM events_v1 WHERE event_type IN (SELECT unnest(?))",
                     [list(table.event_types)],
                 ).fetchall()

@@ -327,3 +327,51 @@ def test_a_plan_read_before_an_operator_acted_changes_nothing_twice(store):
         "closed": [],
     }
     assert con.execute("SELECT count(*) FROM alert_history").fetchall() == history
+
+
+def finding(at: datetime, finding_id: str, severity: str = "critical", **kw) -> dict:
+    return ev(
+        "audit_finding_raised",
+        at,
+        audit_id=kw.pop("audit_id", "AU-2026-1"),
+        finding_id=finding_id,
+        severity=severity,
+        area=kw.pop("area", "infusion"),
+        **kw,
+    )
+
+
+def test_a_critical_audit_finding_alerts_at_once_once_per_finding_without_a_review_case(store):
+    t = datetime(2026, 11, 10, tzinfo=timezone.utc)
+    feed(
+        store,
+        [finding(t, "F-1", site_id="SH-01"), finding(t, "F-2", site_id="SH-01"), finding(t, "F-3", severity="major")],
+    )
+    fired = run(store)["fired"]
+    assert len(fired) == 2, "one alert per critical finding, even at the same site; a major one does not page"
+    alerts = {A.get_alert(store.con, i)["subject"]: A.get_alert(store.con, i) for i in fired}
+    a = alerts["F-1"]
+    assert (a["signal"], a["severity"], a["site_id"], a["case_id"], a["section"]) == (
+        "critical_audit_finding",
+        "critical",
+        "SH-01",
+        None,
+        "",
+    )
+    assert a["title"] == "[CRITICAL AUDIT FINDING] F-1 at site SH-01 — infusion — CTX-19 (audit AU-2026-1)"
+    assert {d["channel"] for d in a["deliveries"]} == set(CH), "queued on every enabled channel"
+    assert A.list_cases(store.con) == []
+
+    # the same finding sent again (another event id, later) fires nothing, before and after it is resolved
+    feed(store, [finding(t + timedelta(days=1), "F-1", site_id="SH-01")])
+    assert run(store)["fired"] == []
+    feed(store, [ev("capa_closed", t + timedelta(days=5), finding_id="F-1", verified=False)])
+    assert run(store)["resolved"] == [], "an unverified closure does not close the finding"
+    feed(store, [ev("capa_closed", t + timedelta(days=9), finding_id="F-1", verified=True)])
+    assert run(store)["resolved"] == [a["alert_id"]]
+    assert A.get_alert(store.con, a["alert_id"])["history"][-1]["comment"] == "CAPA verified on 2026-11-19"
+    feed(store, [finding(t + timedelta(days=20), "F-1", site_id="SH-01")])
+    assert run(store)["fired"] == []
+    # the same finding id of another product is another finding
+    feed(store, [finding(t, "F-1", product="BCM-07")])
+    assert len(run(store)["fired"]) == 1

@@ -330,11 +330,67 @@ def check_same_scenario_twice_creates_nothing_new_and_a_release_closes_the_case(
     assert http_json(f"{s.worker.url}/api/alerts/{alert['alert_id']}")["state"] == "acknowledged"
 
 
+def check_a_critical_audit_finding_pages_at_once_once_per_finding(scenario):
+    """critical_audit_finding: an alert at once on every channel, the e-mail subject naming the centre, the area
+    and the finding; no review case; the finding re-sent (under a new event_id) pages nothing new; a verified CAPA
+    resolves it."""
+    s = scenario
+    mails, hooks, topic = len(s.smtp.messages), len(s.hook.ok()), len(read_alert_topic(s.broker.bootstrap))
+    cases = len(http_json(s.worker.url + "/api/reviews"))
+    now = clock.now().isoformat()
+    finding = {
+        "event_id": "audit-e2e-1",
+        "event_type": "audit_finding_raised",
+        "schema_version": 1,
+        "occurred_at": now,
+        "product": "CTX-19",
+        "site_id": "GZ-03",
+        "audit_id": "AUD-E2E-1",
+        "finding_id": "AUD-E2E-1-F1",
+        "severity": "critical",
+        "area": "ae_management",
+    }
+    produce_events([finding], s.broker.bootstrap)
+    mail = wait_until(
+        lambda: [m for m in s.smtp.messages[mails:] if "AUD-E2E-1-F1" in m["Subject"]], 30, "the finding's e-mail"
+    )[0]
+    assert (
+        mail["Subject"]
+        == "[CRITICAL AUDIT FINDING] AUD-E2E-1-F1 at site GZ-03 — ae_management — CTX-19 (audit AUD-E2E-1)"
+    )
+    wait_until(lambda: len(s.hook.ok()) == hooks + 1, 30, "the finding's webhook call")
+    wait_until(lambda: len(read_alert_topic(s.broker.bootstrap)) == topic + 1, 30, "the finding on rmm.alerts")
+    [alert] = [a for a in http_json(s.worker.url + "/api/alerts") if a["signal"] == "critical_audit_finding"]
+    assert (alert["severity"], alert["state"], alert["case_id"]) == ("critical", "firing", None)
+    assert s.hook.json_ok()[-1]["subject"] == "AUD-E2E-1-F1"
+
+    stored = s.worker.status()["ingested"]
+    produce_events([{**finding, "event_id": "audit-e2e-1-resent"}], s.broker.bootstrap)  # the audit system again
+    s.worker.wait_for(lambda st: st["ingested"] > stored, what="the re-sent finding stored")
+    time.sleep(2.5)  # several evaluation rounds
+    assert [a["alert_id"] for a in http_json(s.worker.url + "/api/alerts") if a["signal"] == alert["signal"]] == [
+        alert["alert_id"]
+    ]
+    assert len(s.smtp.messages) == mails + 1 and len(http_json(s.worker.url + "/api/reviews")) == cases
+
+    closure = {k: finding[k] for k in ("schema_version", "occurred_at", "product", "site_id", "finding_id")}
+    produce_events(
+        [{**closure, "event_id": "capa-e2e-1", "event_type": "capa_closed", "verified": True}], s.broker.bootstrap
+    )
+    wait_until(
+        lambda: http_json(f"{s.worker.url}/api/alerts/{alert['alert_id']}")["state"] == "resolved", 30, "resolved"
+    )
+    resolved = wait_until(lambda: [m for m in s.smtp.messages[mails:] if m["Subject"].startswith("[RESOLVED]")], 30, "")
+    assert "AUD-E2E-1-F1" in resolved[0]["Subject"]
+
+
 def test_weak_site_done_when(scenario):
     """One test, steps in order (each step builds on the state the previous one left, and pytest-xdist would
-    spread separate tests over processes): channels, review case, operator API, Alertmanager, the feed again."""
+    spread separate tests over processes): channels, review case, operator API, Alertmanager, the feed again, a
+    critical audit finding."""
     check_breach_reaches_the_qppv_once_on_every_channel(scenario)
     check_one_review_case_for_the_section_with_its_failing_units(scenario)
     check_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario)
     check_alertmanager_delivers_the_prometheus_rule_alert(scenario)
     check_same_scenario_twice_creates_nothing_new_and_a_release_closes_the_case(scenario)
+    check_a_critical_audit_finding_pages_at_once_once_per_finding(scenario)

@@ -92,7 +92,7 @@ def test_oversized_event_is_rejected():
 
 def test_every_event_type_maps_to_a_topic():
     assert set(EVENT_TYPES) == set(TOPIC_OF_TYPE)
-    assert len(EVENT_TYPES) == 18
+    assert len(EVENT_TYPES) == 23  # v1: 18; v1.1 adds 5
 
 
 def test_batch_validation_finds_each_bad_record():

@@ -13,7 +13,19 @@ import pytest
 
 from rmm_monitor.contract import TOPIC_OF_TYPE, validate_one
 from rmm_monitor.core import clock
-from rmm_monitor.dev.simulate import PRODUCTS, PROGRAMME_SITE_ID, STRONG_SITES, WEAK_SITES, generate, to_jsonl, topic_of
+from rmm_monitor.dev.simulate import (
+    ARM_CODE,
+    EVIDENCE_WEAK_SPOTS,
+    INTERNATIONAL_STORIES,
+    PRODUCTS,
+    PROGRAMME_SITE_ID,
+    SITE_COUNTRY,
+    STRONG_SITES,
+    WEAK_SITES,
+    generate,
+    to_jsonl,
+    topic_of,
+)
 
 END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -152,13 +164,16 @@ def test_infusing_hcps_are_registered_at_the_site(by_type):
 
 
 def test_programme_shape(unique, by_type):
-    sites = {e["site_id"] for e in by_type["site_registered"]}
-    assert 6 <= len(sites) <= 8 and set(WEAK_SITES) <= sites and set(STRONG_SITES) <= sites
+    countries = {e["site_id"]: e["country"] for e in by_type["site_registered"]}
+    china = {s for s, c in countries.items() if c == "CN"}
+    assert 6 <= len(china) <= 8 and set(WEAK_SITES) <= china and set(STRONG_SITES) <= china
+    assert {s: c for s, c in countries.items() if c != "CN"} == SITE_COUNTRY  # the international arm
     assert {e["site_id"] for e in by_type["material_version_released"]} == {PROGRAMME_SITE_ID}
     versions = {(e["material_id"], e["version"]) for e in by_type["material_version_released"]}
     assert ("MAT-HCP-CTX-19", 1) in versions and ("MAT-HCP-CTX-19", 2) in versions
     patients = {(e["product"], e["patient_ref"]) for e in unique if "patient_ref" in e}
-    assert 190 <= len(patients) <= 200
+    abroad = {(p, ref) for p, ref in patients if ref.split("-")[1].endswith(ARM_CODE)}
+    assert 190 <= len(patients - abroad) <= 200 and 36 <= len(abroad) <= 40  # 20 % more abroad
     infused = {(e["product"], e["patient_ref"]) for e in by_type["infusion_administered"]}
     crs = {(e["product"], e["patient_ref"]) for e in by_type["ae_onset"] if e["term"] == "CRS"}
     assert 0.7 <= len(crs) / len(infused) <= 0.95
@@ -279,6 +294,114 @@ def test_xa08_stock_and_suspension(by_type):
         if i["site_id"] == "XA-08" and any(a <= ts(i["occurred_at"]) < b for a, b in suspended)
     ]
     assert len(during) == 1
+
+
+# --- the effectiveness evidence (contract v1.1) and the centres under other rules ---------------------------------
+def test_nj07_never_received_material_v2(by_type):
+    sent = {
+        (e["product"], e["recipient_id"], e["material_id"], e["material_version"])
+        for e in by_type["material_distributed"]
+        if e["recipient_kind"] == "site"
+    }
+    assert ("CTX-19", "NJ-07", "MAT-HCP-CTX-19", 1) in sent
+    assert not {k for k in sent if k[1] == "NJ-07" and k[0] == "CTX-19" and k[3] >= 2}
+    assert ("CTX-19", "SH-01", "MAT-HCP-CTX-19", 2) in sent and ("CTX-19", "SH-01", "MAT-PAT-CTX-19", 2) in sent
+    assert set(EVIDENCE_WEAK_SPOTS) >= {"NJ-07", "XA-08"}
+
+
+def _pass_rate(events) -> float:
+    return sum(e["key_messages_correct"] >= 0.8 * e["key_messages"] for e in events) / len(events)
+
+
+def test_bcm07_hcps_below_the_knowledge_threshold(by_type):
+    hcp = [e for e in by_type["knowledge_assessed"] if e["respondent_kind"] == "hcp"]
+    assert _pass_rate([e for e in hcp if e["product"] == "BCM-07"]) < 0.7
+    assert _pass_rate([e for e in hcp if e["product"] == "CTX-19"]) > 0.9
+    assert {e["respondent_id"] for e in hcp} <= {e["hcp_id"] for e in by_type["hcp_registered"]}
+
+
+def test_gz03_patients_misunderstand_the_alert_card(by_type):
+    patients = [e for e in by_type["knowledge_assessed"] if e["respondent_kind"] == "patient"]
+    assert _pass_rate([e for e in patients if e["site_id"] == "GZ-03"]) < 0.6
+    assert _pass_rate([e for e in patients if e["site_id"] in STRONG_SITES]) > 0.9
+
+
+def test_xa08_overdue_critical_capa(by_type):
+    critical = [e for e in by_type["audit_finding_raised"] if e["severity"] == "critical" and e["site_id"] == "XA-08"]
+    assert critical
+    verified = {(e["product"], e["finding_id"]) for e in by_type["capa_closed"] if e["verified"]}
+    overdue = [e for e in critical if (e["product"], e["finding_id"]) not in verified]
+    assert overdue and ts(overdue[0]["occurred_at"]) + timedelta(days=30) < END
+    # elsewhere most findings are closed verified (some after an unverified closure)
+    old = END - timedelta(days=100)  # past every deadline (90 days at most)
+    findings = {(e["product"], e["finding_id"]) for e in by_type["audit_finding_raised"] if ts(e["occurred_at"]) < old}
+    assert len(findings & verified) / len(findings) > 0.85
+    unverified = {(e["product"], e["finding_id"]) for e in by_type["capa_closed"] if not e["verified"]}
+    assert unverified & verified
+
+
+def _left_proximity_day(by_type) -> dict[tuple[str, str], float]:
+    infused = {}
+    for e in sorted(by_type["infusion_administered"], key=lambda e: e["occurred_at"]):
+        infused.setdefault((e["product"], e["patient_ref"]), (e["site_id"], ts(e["occurred_at"])))
+    left = {}
+    for e in by_type["post_infusion_contact"]:
+        key = (e["product"], e["patient_ref"])
+        if not e["within_proximity"]:
+            day = (ts(e["occurred_at"]) - infused[key][1]).total_seconds() / 86400
+            left[key] = min(left.get(key, 99.0), day)
+    return left
+
+
+def test_fr14_patients_go_home_early_and_us12_after_two_weeks(by_type):
+    left = _left_proximity_day(by_type)
+    site = {(e["product"], e["patient_ref"]): e["site_id"] for e in by_type["infusion_administered"]}
+    by_site = defaultdict(list)
+    for key, day in left.items():
+        by_site[site[key]].append(day)
+    assert sum(d < 28 for d in by_site["FR-14"]) / len(by_site["FR-14"]) > 0.3
+    assert all(14 < d < 19 for d in by_site["US-12"])
+    assert all(d >= 35 for s in STRONG_SITES for d in by_site[s])
+
+
+def test_daily_contacts_after_infusion(by_type):
+    contacts = defaultdict(set)
+    first = {}
+    for e in sorted(by_type["infusion_administered"], key=lambda e: e["occurred_at"]):
+        first.setdefault((e["product"], e["patient_ref"]), ts(e["occurred_at"]))
+    for e in by_type["post_infusion_contact"]:
+        key = (e["product"], e["patient_ref"])
+        contacts[key].add(int((ts(e["occurred_at"]) - first[key]).total_seconds() // 86400) + 1)
+    done = [k for k, t in first.items() if t < END - timedelta(days=8)]
+    complete = sum(set(range(1, 8)) <= contacts[k] for k in done)
+    assert 0.9 < complete / len(done) < 1.0  # a few patients have a day without a contact (or died)
+
+
+def test_international_centres_and_the_label(by_type):
+    stock = [e["doses_on_hand"] for e in by_type["tocilizumab_stock_reported"] if e["site_id"] == "DE-13"]
+    assert sum(d == 1 for d in stock) / len(stock) > 0.4  # one dose is enough under the EU conditions
+    onsets = [e for e in by_type["ae_onset"] if e["site_id"] in SITE_COUNTRY]
+    assert {e.get("expected") for e in onsets} == {True, False}  # US and EU AEs on and off the label
+    assert all("expected" not in e for e in by_type["ae_onset"] if e["site_id"] not in SITE_COUNTRY)
+    regulators = {e["site_id"]: e["regulator"] for e in by_type["ae_reported"] if e["site_id"] in SITE_COUNTRY}
+    assert regulators == {"US-11": "FDA", "US-12": "FDA", "DE-13": "EMA", "FR-14": "EMA"}
+    assert set(INTERNATIONAL_STORIES) == set(SITE_COUNTRY)
+
+
+def test_us_centres_straddle_the_end_of_the_rems():
+    """A span over 2025-06-26 (the demo's starts in December 2024): US infusions on both sides, and US-11's
+    certification revoked after the REMS ended."""
+    end = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    evs = generate(seed=7, patients=600, end=end, days=730, duplicate_rate=0)
+    rems_end = datetime(2025, 6, 26, tzinfo=timezone.utc)
+    us = [ts(e["occurred_at"]) for e in evs if e["event_type"] == "infusion_administered" and e["site_id"][:2] == "US"]
+    assert sum(t < rems_end for t in us) >= 4 and sum(t >= rems_end for t in us) >= 10
+    revoked = [
+        ts(e["occurred_at"])
+        for e in evs
+        if e["event_type"] == "site_certification_changed" and e["site_id"] == "US-11" and e["status"] == "revoked"
+    ]
+    assert revoked and all(t > rems_end for t in revoked)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from openpyxl import load_workbook
 from PIL import Image
 
+from rmm_monitor.core.periods import parse_time
 from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.dev.simulate import generate
 from rmm_monitor.kpi import catalog_hash, load_catalog
@@ -70,7 +71,8 @@ def test_export_writes_every_file_with_a_manifest(offline):
     assert "[export" in stderr and f"units {len(load_catalog())}/{len(load_catalog())}" in stderr  # progress
     m = json.loads((out / "manifest.json").read_text())
     assert m["as_of"] == AS_OF and m["quarter"] == QUARTER
-    assert m["catalog"]["hash"] == catalog_hash()
+    # the catalog as known at the as-of time: definitions, and the rule versions and changes known then
+    assert m["catalog"]["hash"] == catalog_hash(as_of=parse_time(AS_OF)) != catalog_hash()
     assert m["software"]["version"]
     with Store(db, read_only=True) as store:
         assert m["event_counts_by_topic"] == store.counts_by_topic()
@@ -109,7 +111,10 @@ def test_kpi_files_hold_the_rows_of_rmm_kpis(offline):
     for (kpi, product), w in programme.items():  # the units behind each number add up to it
         mine = [u for u in rows if u["kpi"] == kpi and u["product"] == product]
         assert sum(u["outcome"] == "pending" for u in mine) == w["pending"], kpi
-        assert sum(u["outcome"] != "pending" for u in mine) == w["denominator"], kpi
+        assert sum(u["outcome"] in ("success", "failure") for u in mine) == w["denominator"], kpi
+    # units a rule leaves out (US AEs on the label, ...) are listed as excluded, beside the counted ones
+    excluded = [u for u in rows if u["outcome"] == "excluded"]
+    assert excluded and all("not a unit" in u["detail"] for u in excluded)
 
 
 def test_xlsx_opens_with_formatting(offline):
@@ -117,8 +122,8 @@ def test_xlsx_opens_with_formatting(offline):
     wb = load_workbook(out / "kpis.xlsx")
     catalog = load_catalog()
     assert wb.sheetnames[0] == "Summary"
-    assert {"Alerts and reviews", "Data quality", "Definitions"} <= set(wb.sheetnames)
-    assert len(wb.sheetnames) == 4 + len(catalog)
+    assert {"Alerts and reviews", "Data quality", "Definitions", "Rules"} <= set(wb.sheetnames)
+    assert len(wb.sheetnames) == 5 + len(catalog)
     ws = wb["Summary"]
     assert ws.freeze_panes == "B2"
     header = [c.value for c in ws[1]]
@@ -163,21 +168,25 @@ def test_pdf_pages_show_the_report_with_charts(offline, tmp_path):
     pages = int(next(x.split()[-1] for x in info.splitlines() if x.startswith("Pages:")))
     assert pages >= 8
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
-    for heading in (
+    headings = (
         "Programme summary",
-        "Centre certification",
-        "HCP education and training effectiveness",
-        "Patient alert card",
-        "Traceability",
-        "CRS management",
-        "Adverse event reporting",
-        "Long-term follow-up",
+        "1. Reach",
+        "2. Knowledge",
+        "3. Behaviour",
+        "4. Outcome",
         "Alerts and review cases",
         "Data quality",
         "Method notes",
         "Wilson",
-    ):
-        assert heading in text, heading
+        "US rules from 2025-06-26",  # the rule versions known at the as-of time, with their sources
+        "EMA clock",
+    )
+    flowing = " ".join(text.split())  # table cells wrap their text over lines
+    for heading in headings:
+        assert heading in flowing, heading
+    # in the order an effectiveness evaluation reads them (GVP XVI)
+    assert [flowing.index(h) for h in headings[1:5]] == sorted(flowing.index(h) for h in headings[1:5])
+    assert "pre-specified sample" in flowing
     subprocess.run(["pdftoppm", "-r", "50", "-png", "-f", "1", "-l", "5", str(pdf), str(tmp_path / "p")], check=True)
     coloured_pages = 0
     for png in sorted(tmp_path.glob("p-*.png")):
@@ -334,7 +343,9 @@ def test_each_kpi_is_computed_once_for_every_period_it_shows(offline):
                 t for t in trend if t["kpi"] == kpi.id and first <= t["month"] <= last
             ], kpi.id
             want = units_table(
-                engine.units(kpi.id, as_of=as_of, period=QUARTER, outcomes=["success", "failure", "pending"])
+                engine.units(
+                    kpi.id, as_of=as_of, period=QUARTER, outcomes=["success", "failure", "pending", "excluded"]
+                )
             )
             assert got.units.equals(want), kpi.id
             seen_units += got.units.num_rows

@@ -7,7 +7,8 @@ compared key by key. A catalog test that no longer matches fails here with the K
 import pytest
 
 from rmm_monitor.core.periods import parse_time
-from rmm_monitor.kpi import Engine, load_catalog
+from rmm_monitor.kpi import Config, Engine, load_catalog, load_config
+from rmm_monitor.kpi.catalog import merge_config
 from rmm_monitor.kpi.fixtures import encode, events_from_given, find_row, mismatches
 from rmm_monitor.store import Store, process_batch
 
@@ -24,7 +25,9 @@ def test_catalog_case(kpi, case, tmp_path):
     store = Store(tmp_path / "catalog.duckdb")
     outcome = process_batch(store, encode(events_from_given(case["given"])))
     assert not outcome.rejects, f"given rows rejected by the contract: {outcome.rejects}"
-    engine = Engine(store.con)
+    # a case may overlay the catalog config (e.g. a product's own parameter), as a deployment's RMM_CONFIG does
+    config = Config(merge_config(load_config().data, case["config"])) if case.get("config") else load_config()
+    engine = Engine(store.con, config=config)
     as_of = parse_time(case["as_of"])
     rows = engine.compute(as_of=as_of, period=case.get("period"), by=case.get("by", "product"), kpi_ids=[kpi.id])
     problems = []
@@ -38,7 +41,7 @@ def test_catalog_case(kpi, case, tmp_path):
         units = {
             u["unit_id"]: u
             for u in engine.units(
-                kpi.id, as_of=as_of, period=case.get("period"), outcomes=("success", "failure", "pending")
+                kpi.id, as_of=as_of, period=case.get("period"), outcomes=("success", "failure", "pending", "excluded")
             )
         }
         for want in case["expect_units"]:

@@ -19,8 +19,7 @@ import pytest
 from rmm_monitor.dev import simulate
 from rmm_monitor.dev.broker import Broker
 from rmm_monitor.dev.producer import produce_events, produce_raw
-from rmm_monitor.kpi import load_catalog
-from rmm_monitor.ops.grafana import by_armm
+from rmm_monitor.kpi import by_family, load_catalog
 
 from support.browser import Browser
 from support.paths import REPO
@@ -252,8 +251,8 @@ def test_builtin_page_shows_the_api_values_in_real_chromium(stack, tmp_path):
             what="every catalog tile painted from /api/kpis",
         )
         tiles, rows = _wait_tiles_match(browser, url + "/api/kpis?by=none")
-        assert [t["kpi"] for t in tiles] == [k.id for kpis in by_armm(catalog).values() for k in kpis], (
-            "tiles follow the catalog, grouped by aRMM"
+        assert [t["kpi"] for t in tiles] == [k.id for kpis in by_family(catalog).values() for k in kpis], (
+            "tiles follow the catalog, grouped by indicator family"
         )
         statuses = {t["status"] for t in tiles}
         assert statuses - {"insufficient_data"}, "the simulated programme gives real statuses"

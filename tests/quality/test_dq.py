@@ -32,6 +32,8 @@ SEEDED = {
     "events.occurred_at_not_in_future",  # GZ-03 card 3 days ahead
     "events.duplicate_facts_rate_below_0_1_percent",  # GZ-03 portal re-sends under new event_ids
     "ae_onset.one_onset_per_ae",  # ... which includes re-sent AE onsets
+    "effectiveness_events.capa_finding_known",  # the earliest CAPA closure under a mistyped finding id
+    "effectiveness_events.recipient_site_registered",  # CD-05's joining pack addressed to "CD05"
 }
 
 
@@ -76,6 +78,8 @@ def test_seeded_simulator_problems_fail_exactly_their_expectations(faulty_db):
     assert by_name["ae_reported.ae_has_awareness"]["unexpected_count"] == 2
     assert by_name["events.recorded_at_not_before_occurred_at"]["unexpected_count"] == 2
     assert by_name["events.occurred_at_not_in_future"]["unexpected_count"] == 1
+    assert by_name["effectiveness_events.capa_finding_known"]["unexpected_count"] == 1
+    assert by_name["effectiveness_events.recipient_site_registered"]["unexpected_count"] == 1
     assert by_name["infusion_administered.hcp_registered_at_site"]["critical"] is True
     assert by_name["events.duplicate_facts_rate_below_0_1_percent"]["critical"] is False
     # results carry no patient refs or event ids: they go to /metrics labels, dq_results and the export
@@ -103,6 +107,13 @@ def test_every_event_in_scope_is_a_row_gx_checks(faulty_db):
         "ltfu_visit": ("ltfu_visit",),
         "site_events": ("site_certification_changed", "tocilizumab_stock_reported"),
         "training_completed": ("training_completed",),
+        "effectiveness_events": (
+            "material_distributed",
+            "knowledge_assessed",
+            "audit_finding_raised",
+            "capa_closed",
+            "post_infusion_contact",
+        ),
     }
     for period in (None, "2026Q3"):
         per = parse_period(period or "all", AS_OF)
@@ -254,3 +265,166 @@ def test_rmm_dq_records_results_and_fails_on_critical(faulty_db, tmp_path):
 
 def by_critical(rows) -> dict[str, bool]:
     return {f"{r['suite']}.{r['expectation']}": r["critical"] for r in rows}
+
+
+def test_effectiveness_evidence_pointing_nowhere_fails_the_right_expectations(tmp_path):
+    """Contract v1.1: a distribution to a site that is not registered, a CAPA for a finding never raised, a closure
+    before its finding, a contact of a patient never infused, a survey of a version never released."""
+    reg = [
+        ev(1, "site_registered", "2026-07-01T00:00:00Z", name="Site 1", country="CN"),
+        ev(2, "hcp_registered", "2026-07-01T01:00:00Z", hcp_id="H1", role="infusion_nurse"),
+        ev(
+            3,
+            "material_version_released",
+            "2026-07-01T02:00:00Z",
+            site_id="MAH-HQ",
+            material_id="M1",
+            version=1,
+            sections=["crs_management"],
+        ),
+        ev(
+            4,
+            "product_received",
+            "2026-07-02T00:00:00Z",
+            patient_ref="PT-00000001",
+            lot_id="L1",
+            coi_verified=True,
+            temperature_excursion=False,
+        ),
+        ev(
+            5,
+            "infusion_administered",
+            "2026-07-03T00:00:00Z",
+            patient_ref="PT-00000001",
+            lot_id="L1",
+            hcp_id="H1",
+            dose_within_spec=True,
+        ),
+        ev(
+            6,
+            "audit_finding_raised",
+            "2026-07-05T00:00:00Z",
+            audit_id="A1",
+            finding_id="F1",
+            severity="major",
+            area="thaw",
+        ),
+    ]
+    fine = [
+        ev(
+            10,
+            "material_distributed",
+            "2026-07-02T00:00:00Z",
+            material_id="M1",
+            material_version=1,
+            recipient_kind="site",
+            recipient_id="S1",
+            channel="portal",
+        ),
+        ev(
+            11,
+            "knowledge_assessed",
+            "2026-07-02T01:00:00Z",
+            assessment_id="K1",
+            respondent_kind="hcp",
+            respondent_id="H1",
+            material_id="M1",
+            material_version=1,
+            key_messages=10,
+            key_messages_correct=8,
+        ),
+        ev(12, "capa_closed", "2026-07-20T00:00:00Z", finding_id="F1", verified=True),
+        ev(
+            13,
+            "post_infusion_contact",
+            "2026-07-03T12:00:00Z",
+            patient_ref="PT-00000001",
+            kind="inpatient",
+            within_proximity=True,
+        ),
+    ]
+    bad = [
+        ev(
+            20,
+            "material_distributed",
+            "2026-07-02T00:00:00Z",
+            material_id="M1",
+            material_version=1,
+            recipient_kind="site",
+            recipient_id="S9",
+            channel="post",
+        ),  # S9 was never registered
+        ev(
+            21,
+            "knowledge_assessed",
+            "2026-07-02T01:00:00Z",
+            assessment_id="K1",
+            respondent_kind="hcp",
+            respondent_id="H2",
+            material_id="M1",
+            material_version=3,
+            key_messages=10,
+            key_messages_correct=9,
+        ),
+        ev(22, "capa_closed", "2026-07-20T00:00:00Z", finding_id="F9", verified=True),  # no such finding
+        ev(23, "capa_closed", "2026-07-04T00:00:00Z", finding_id="F1", verified=False),  # before F1 was raised
+        ev(
+            24,
+            "post_infusion_contact",
+            "2026-07-03T12:00:00Z",
+            patient_ref="PT-00000077",
+            kind="phone",
+            within_proximity=True,
+        ),  # never infused
+        ev(
+            25,
+            "audit_finding_raised",
+            "2026-07-05T00:00:00Z",
+            site_id="S7",
+            audit_id="A2",
+            finding_id="F2",
+            severity="minor",
+            area="other",
+        ),  # at an unregistered site
+    ]
+    db = load(tmp_path / "v11.duckdb", reg + fine)
+    with Store(db, read_only=True) as store:
+        rows, _ = dq.run(store.con, as_of=AS_OF)
+    assert failed(rows) == set(), [r for r in rows if not r["success"]]
+
+    db = load(tmp_path / "v11-bad.duckdb", reg + fine + bad)
+    with Store(db, read_only=True) as store:
+        rows, _ = dq.run(store.con, as_of=AS_OF)
+    assert failed(rows) == {
+        "effectiveness_events.recipient_site_registered",
+        "effectiveness_events.material_version_released",
+        "effectiveness_events.capa_finding_known",
+        "effectiveness_events.capa_not_before_finding",
+        "effectiveness_events.contact_after_infusion",
+        "effectiveness_events.site_registered",
+    }
+    counts = {r["expectation"]: r["unexpected_count"] for r in rows if r["suite"] == "effectiveness_events"}
+    assert counts["capa_finding_known"] == 1 and counts["recipient_site_registered"] == 1
+    critical = {r["expectation"] for r in rows if r["suite"] == "effectiveness_events" and r["critical"]}
+    assert "material_version_released" not in critical and "capa_finding_known" in critical
+
+
+def test_an_event_type_outside_the_contract_and_a_type_on_the_wrong_topic(tmp_path):
+    """The envelope suite reads the contract's own table of types and topics (no copy of it in the suite). The
+    store cannot hold such events (the contract refuses them), so the frames read a copy of its events relation."""
+    import duckdb
+
+    db = load(tmp_path / "topics.duckdb", [ev(1, "site_registered", "2026-07-01T00:00:00Z", name="S", country="CN")])
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{db}' AS stored (READ_ONLY)")
+    con.execute("CREATE TABLE events AS SELECT * FROM stored.events")
+    con.execute("INSERT INTO events SELECT * REPLACE ('hand-002' AS event_id, 'rmm.ae' AS topic) FROM events")
+    con.execute(
+        "INSERT INTO events SELECT * REPLACE ('hand-003' AS event_id, 'site_renamed' AS event_type) FROM stored.events"
+    )
+    suites = tuple(s for s in dq.load_suites() if s.name == "events")
+    rows = dq.validate(dq.build_frames(con, AS_OF, None, suites), suites)
+    by_name = {r["expectation"]: r for r in rows}
+    assert by_name["event_type_allowed"]["unexpected_count"] == 1  # site_renamed
+    assert by_name["topic_matches_event_type"]["unexpected_count"] == 2  # on rmm.ae; and a type with no topic
+    assert by_name["duplicate_facts_rate_below_0_1_percent"]["success"] is False  # the copy on the wrong topic

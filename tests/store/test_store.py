@@ -1,5 +1,6 @@
-"""The store's layout (schema 2): topic tables behind the `events` view, the event_id ledger, and the move of a
-schema-1 file (one wide `events` table) into it without changing any stored value or KPI."""
+"""The store's layout (schema 3): topic tables behind the `events` view, the event_id ledger, the move of a
+schema-1 file (one wide `events` table) into it, and a schema-2 file gaining the columns of contract v1.1, without
+changing any stored value or KPI."""
 
 import duckdb
 
@@ -101,3 +102,56 @@ def test_a_schema_1_file_is_moved_into_the_type_tables_unchanged(tmp_path):
         # the ledger came along: the old events are duplicates now, and new ones get fresh seq numbers
         again = process_batch(store, _programme()[:50])
         assert (again.inserted, again.duplicates) == (0, 50)
+
+
+V11_COLUMNS = [n for n, _ in EVENT_COLUMNS[[n for n, _ in EVENT_COLUMNS].index("expected") :]]
+
+
+def test_a_schema_2_file_gains_the_columns_of_contract_v11_and_keeps_every_value(tmp_path):
+    """A file written before contract v1.1 (schema 2: the topic tables without the v1.1 columns) opens as schema
+    3: the new columns are added (NULL in the old rows), every stored value and KPI stays, v1.1 events go in."""
+    path = tmp_path / "v2.duckdb"
+    # a schema-2 file cannot hold ae_onset.expected: the programme without it
+    programme = [raw.replace(b',"expected":true', b"").replace(b',"expected":false', b"") for raw in _programme()]
+    assert programme != _programme()
+    with Store(path) as store:
+        process_batch(store, programme)
+        want_kpis = Engine(store.con).compute(as_of=AS_OF, period="all", by="site")
+        want_rows = store.con.execute(
+            f"SELECT * EXCLUDE ({', '.join(V11_COLUMNS)}) FROM events WHERE event_type NOT IN "
+            "(SELECT unnest(?)) ORDER BY seq",
+            [["material_distributed", "knowledge_assessed", "audit_finding_raised", "capa_closed",
+              "post_infusion_contact"]],
+        ).fetchall()  # fmt: skip
+        # back to schema 2: the v1.1 events out, their columns dropped, the version noted as 2
+        store.con.execute(
+            "DELETE FROM event_keys WHERE event_id IN (SELECT event_id FROM events WHERE event_type IN "
+            "('material_distributed', 'knowledge_assessed', 'audit_finding_raised', 'capa_closed', "
+            "'post_infusion_contact'))"
+        ).fetchall()
+        store.con.execute("DROP VIEW events").fetchall()
+        for table in TOPIC_TABLES.values():
+            store.con.execute(
+                f"DELETE FROM {table.name} WHERE event_type IN ('material_distributed', 'knowledge_assessed', "
+                "'audit_finding_raised', 'capa_closed', 'post_infusion_contact')"
+            ).fetchall()
+            for column in V11_COLUMNS:
+                if column in table.fields:
+                    store.con.execute(f"ALTER TABLE {table.name} DROP COLUMN {column}").fetchall()
+        store.con.execute("UPDATE store_meta SET value = '2' WHERE key = 'schema_version'").fetchall()
+
+    with Store(path) as store:
+        assert store.con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall() == [("3",)]
+        assert [d[0] for d in store.con.execute("SELECT * FROM events LIMIT 0").description][: len(EVENT_COLUMNS)] == [
+            n for n, _ in EVENT_COLUMNS
+        ]
+        got = store.con.execute(f"SELECT * EXCLUDE ({', '.join(V11_COLUMNS)}) FROM events ORDER BY seq").fetchall()
+        assert got == want_rows
+        assert store.con.execute(
+            f"SELECT count(*) FROM events WHERE {' OR '.join(f'{c} IS NOT NULL' for c in V11_COLUMNS)}"
+        ).fetchall() == [(0,)]
+        # the v1.1 events go in now (the same ids again: the ledger forgot them with the rows), and every KPI is
+        # what the file gave before it was taken back to schema 2
+        again = process_batch(store, programme)
+        assert again.inserted > 0 and again.inserted == len(programme) - len(want_rows)
+        assert Engine(store.con).compute(as_of=AS_OF, period="all", by="site") == want_kpis
