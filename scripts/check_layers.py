@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The import direction of the package, checked (part of `make lint`, so of `make test`).
 
-    cli  →  streams | dev  →  export  →  alerting | quality | ops  →  kpi  →  store  →  contract  →  core
+    cli  →  streams | dev  →  export  →  alerting | quality | ops  →  kpi | access  →  store  →  contract  →  core
 
 A module may import the monitor's code only from its own part or from a part in a lower layer. Parts in the
 same layer are independent of each other (alerting does not import quality, streams does not import dev), and
@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "contract": 1,
     "store": 2,
     "kpi": 3,
+    "access": 3,
     "alerting": 4,
     "quality": 4,
     "ops": 4,

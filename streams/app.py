@@ -103,10 +103,12 @@ class Worker:
         self.alerting = Alerting(self)  # signal evaluation and the notification outbox
         # the page first: faust's own index also claims "/", and aiohttp serves the first route that matches
         dashboard_page.register(self.app)
-        api.kpis.register(self.app, self)
-        api.alerts.register(self.app, self.alerting)
-        api.quality.register(self.app, self.dq)
-        api.export.register(self.app, self.stores)
+        self.auth = api.auth.Auth(self.stores, self.metrics, s.token_ttl_hours)  # users and roles (access/)
+        api.kpis.register(self.app, self, self.auth)
+        api.alerts.register(self.app, self.alerting, self.auth)
+        api.quality.register(self.app, self.dq, self.auth)
+        api.export.register(self.app, self.stores, self.auth)
+        api.access.register(self.app, self.stores, self.auth, s.bootstrap_token)
         self.app.agent(self.alerts_topic, name="alert-fanout")(self._alert_fanout)
         self.app.early_tasks.append(self._ingest)
         self.app.early_tasks.append(self.broker_watch.run)

@@ -101,6 +101,13 @@ class WorkerMetrics:
             "rmm_alerts_seen", "Messages read back from rmm.alerts by the fan-out agent", registry=r
         )
         self.stored = Gauge("rmm_store_events", "Events in the DuckDB store", registry=r)
+        self.auth_failures = Counter(
+            "rmm_auth_failures", "Refused credentials: missing, unknown, expired, revoked, disabled, wrong_password",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.auth_throttled = Counter(
+            "rmm_auth_throttled", "Password checks delayed because of recent failures for the user", registry=r
+        )
         self.started = Gauge("rmm_worker_start_time_seconds", "Unix time the worker started", registry=r)
         self._last_batch_at = time.time()  # before the first batch, the age counts from start-up
         self.started.set(self._last_batch_at)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Optional
 
+from rmm_monitor.access import audit
 from rmm_monitor.core import clock
 from rmm_monitor.core.errors import RmmError
 
@@ -72,13 +73,16 @@ def _next_id(con, table: str, prefix: str) -> str:
 
 def _history(
     con, table: str, id_col: str, ident: str, state: str, actor: str, at: datetime, comment: Optional[str], **extra
-) -> None:
+) -> int:
+    """A lifecycle transition as a new history row, and its audit entry; returns the row's seq."""
     seq = con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM {table} WHERE {id_col} = ?", [ident]).fetchall()[0][0]
     cols = [id_col, "seq", "state", "actor", "changed_at", "comment", *extra]
     con.execute(
         f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
         [ident, seq, state, actor, at, comment, *extra.values()],
     ).fetchall()
+    audit.record(con, table, (ident, seq), state, actor, comment or state, at)
+    return seq
 
 
 def open_alert_for(con, key: tuple) -> Optional[str]:
@@ -141,6 +145,7 @@ def fire(con, new: NewAlert, channels: Iterable[str], now: Optional[datetime] = 
             new.subject,
         ],
     ).fetchall()
+    audit.record(con, "alerts", (alert_id,), "alert fired", SYSTEM, new.title, now)
     _history(con, "alert_history", "alert_id", alert_id, "firing", SYSTEM, now, new.title)
     add_evidence(con, alert_id, new.signal, new.evidence, now)
     if case_id is not None:
@@ -176,6 +181,7 @@ def _case_for(con, product: str, section: str, triggered_at: datetime, now: date
     con.execute(
         "INSERT INTO review_cases VALUES (?, ?, ?, ?, ?)", [case_id, product, section, triggered_at, now]
     ).fetchall()
+    audit.record(con, "review_cases", (case_id,), "review case opened", SYSTEM, f"{product} {section}", now)
     _history(
         con,
         "review_case_history",

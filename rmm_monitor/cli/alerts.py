@@ -1,13 +1,13 @@
 """`rmm alerts list|show|ack|resolve` and `rmm reviews list|show|start|close`.
 
-While a worker owns the DuckDB file these go through its HTTP API; changes need RMM_ADMIN_TOKEN in the environment
-(sent as a bearer token, never on the command line, where `ps` would show it). With no worker, the file is
-opened directly and a change is one transaction (cli/data.py decides which).
+While a worker owns the DuckDB file these go through its HTTP API; otherwise the file is opened directly and a change
+is one transaction (cli/data.py decides which). Either way a change is made as the user of RMM_TOKEN (`rmm login`),
+needs a reason, and resolving an alert or closing a review is signed with that user's password, asked at the
+terminal (or `--password-stdin`). `show` prints the signatures, each checked against the record.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from typing import Callable, Optional
@@ -15,6 +15,7 @@ from typing import Callable, Optional
 from rmm_monitor.core.settings import Settings
 
 from .data import open_data
+from .identity import add_password_flag, principal, read_password, with_password
 from .registry import command
 
 
@@ -25,7 +26,11 @@ def _run(args, settings: Settings, path: str, params: Optional[dict], body: Opti
         else:
             result = data.run(local, change=body is not None)
     if args.json or not isinstance(result, list):
-        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2) + "\n")
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2, default=str) + "\n")
+        if not args.json and isinstance(result, dict):
+            for sig in result.get("signatures") or ():  # the signatures in words, each checked against the record
+                verdict = "valid" if sig["valid"] else f"NOT VALID: {sig['check']}"
+                print(f"signed by {sig['text']} [{verdict}]")
     else:
         for r in result:
             print(_line(r))
@@ -44,22 +49,40 @@ def _line(r: dict) -> str:
 
 
 def _body(args) -> dict:
-    return {"actor": args.actor, "comment": args.comment}
+    return {"reason": args.reason}
 
 
-def _common(settings: Settings, p, with_id: bool, change: bool) -> None:
+def _common(settings: Settings, p, with_id: bool, change: bool, signed: bool = False) -> None:
     p.add_argument("--db", default=settings.db)
     p.add_argument("--url", help="a running worker's base URL (found from --db's sidecar otherwise)")
     p.add_argument("--json", action="store_true")
     if with_id:
         p.add_argument("id")
     if change:
-        p.add_argument(
-            "--actor",
-            default=settings.actor or getpass.getuser(),
-            help="who makes the change (kept in the audit trail; RMM_ACTOR)",
-        )
-        p.add_argument("--comment")
+        # who: the user of RMM_TOKEN (rmm login), never a name given here
+        p.add_argument("--reason", "--comment", dest="reason", help="why (required; kept in the audit trail)")
+    if signed:
+        add_password_flag(p)
+
+
+def _change(args, settings: Settings, path: str, body: dict, local: Callable, signed: bool = False) -> int:
+    """A change through the worker (token and, to sign, password in the request) or on the file (the token's user,
+    the password checked there)."""
+    password = read_password(args, "password (to sign): ") if signed else None
+    if password is not None:
+        body = {**body, "password": password}
+    with open_data(settings, args.db, args.url, writable=True) as data:
+        if data.client:
+            result = data.client.post(path, body)
+        else:
+            who = data.run(lambda con: principal(con, settings))
+            if signed:
+                assert data.store is not None
+                result = with_password(data.store, who.user_id, lambda con: local(con, who, password))
+            else:
+                result = data.run(lambda con: local(con, who, None), change=True)
+    sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2, default=str) + "\n")
+    return 0
 
 
 def _alerts_arguments(a, settings: Settings) -> None:
@@ -70,11 +93,13 @@ def _alerts_arguments(a, settings: Settings) -> None:
     p.add_argument("--signal")
     _common(settings, sub.add_parser("show"), True, False)
     _common(settings, sub.add_parser("ack"), True, True)
-    _common(settings, sub.add_parser("resolve"), True, True)
+    _common(settings, sub.add_parser("resolve", help="resolve and sign (qppv; asks for your password)"), True, True,
+            signed=True)  # fmt: skip
 
 
-@command("alerts", "QPPV alerts: list, show, ack, resolve (token: RMM_ADMIN_TOKEN)", _alerts_arguments)
+@command("alerts", "QPPV alerts: list, show, ack, resolve (as the user of RMM_TOKEN)", _alerts_arguments)
 def run_alerts(args, settings: Settings) -> int:
+    from rmm_monitor.alerting import decisions as D
     from rmm_monitor.alerting import records as R
 
     if args.action == "list":
@@ -87,23 +112,22 @@ def run_alerts(args, settings: Settings) -> int:
             lambda con: R.list_alerts(con, args.state, args.signal),
         )
     if args.action == "show":
-        return _run(args, settings, f"/api/alerts/{args.id}", None, None, lambda con: R.get_alert(con, args.id))
+        return _run(args, settings, f"/api/alerts/{args.id}", None, None, lambda con: D.show_alert(con, args.id))
     if args.action == "ack":
-        return _run(
+        return _change(
             args,
             settings,
             f"/api/alerts/{args.id}/ack",
-            None,
             _body(args),
-            lambda con: R.acknowledge(con, args.id, args.actor, args.comment),
+            lambda con, who, _pw: D.acknowledge(con, who, args.id, args.reason),
         )
-    return _run(
+    return _change(
         args,
         settings,
         f"/api/alerts/{args.id}/resolve",
-        None,
         _body(args),
-        lambda con: R.resolve(con, args.id, args.actor, args.comment),
+        lambda con, who, pw: D.resolve(con, who, pw, args.id, args.reason),
+        signed=True,
     )
 
 
@@ -114,13 +138,16 @@ def _reviews_arguments(r, settings: Settings) -> None:
     p.add_argument("--state", choices=["open", "in_review", "closed"])
     _common(settings, sub.add_parser("show"), True, False)
     _common(settings, sub.add_parser("start"), True, True)
-    p = sub.add_parser("close", help="--material-version N (material updated) or --comment REASON (no change)")
-    _common(settings, p, True, True)
+    p = sub.add_parser(
+        "close", help="close and sign (qppv): --material-version N (material updated) or no change; --reason required"
+    )
+    _common(settings, p, True, True, signed=True)
     p.add_argument("--material-version", type=int, dest="material_version")
 
 
 @command("reviews", "educational-material review cases: list, show, start, close", _reviews_arguments)
 def run_reviews(args, settings: Settings) -> int:
+    from rmm_monitor.alerting import decisions as D
     from rmm_monitor.alerting import records as R
 
     if args.action == "list":
@@ -128,23 +155,22 @@ def run_reviews(args, settings: Settings) -> int:
             args, settings, "/api/reviews", {"state": args.state}, None, lambda con: R.list_cases(con, args.state)
         )
     if args.action == "show":
-        return _run(args, settings, f"/api/reviews/{args.id}", None, None, lambda con: R.get_case(con, args.id))
+        return _run(args, settings, f"/api/reviews/{args.id}", None, None, lambda con: D.show_case(con, args.id))
     if args.action == "start":
-        return _run(
+        return _change(
             args,
             settings,
             f"/api/reviews/{args.id}/start",
-            None,
             _body(args),
-            lambda con: R.start_review(con, args.id, args.actor, args.comment),
+            lambda con, who, _pw: D.start_review(con, who, args.id, args.reason),
         )
     outcome = "material_updated" if args.material_version is not None else "no_change"
     body = {**_body(args), "outcome": outcome, "material_version": args.material_version}
-    return _run(
+    return _change(
         args,
         settings,
         f"/api/reviews/{args.id}/close",
-        None,
         body,
-        lambda con: R.close_case(con, args.id, args.actor, outcome, args.material_version, args.comment),
+        lambda con, who, pw: D.close_case(con, who, pw, args.id, outcome, args.material_version, args.reason),
+        signed=True,
     )

@@ -10,12 +10,24 @@ import sys
 from typing import Optional
 
 from rmm_monitor.core import clock
-from rmm_monitor.core.errors import ApiError, RmmError
+from rmm_monitor.core.errors import ApiError, AuthError, Forbidden, RmmError
 from rmm_monitor.core.settings import Settings, use
 
 from .registry import COMMANDS
 
-COMMAND_MODULES = ("broker", "worker", "replay", "kpis", "simulate", "demo", "export", "alerts")
+COMMAND_MODULES = (
+    "broker",
+    "worker",
+    "replay",
+    "kpis",
+    "simulate",
+    "demo",
+    "export",
+    "alerts",
+    "users",
+    "audit",
+    "rules",
+)
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -38,7 +50,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return args.run(args, settings) or 0
     except ApiError as exc:
         print(f"rmm {args.command}: worker answered {exc.status}: {exc}", file=sys.stderr)
-        return 3 if exc.status == 401 else 2
+        return {401: 3, 403: 4}.get(exc.status, 2)
+    except (AuthError, Forbidden) as exc:
+        print(f"rmm {args.command}: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, AuthError) else 4
     except RmmError as exc:
         print(f"rmm {args.command}: {exc}", file=sys.stderr)
         return 2

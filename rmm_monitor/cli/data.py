@@ -73,7 +73,7 @@ def sidecar(db: str) -> Optional[dict]:
 
 def open_data(settings: Settings, db: Optional[str], url: Optional[str], writable: bool = False) -> Data:
     if url:
-        return Data(client=WorkerClient(url, settings.admin_token))
+        return Data(client=WorkerClient(url, settings.token))
     if not db or not os.path.exists(db):
         raise NoData(f"no database at {db!r} (give --db PATH or --url WORKER)")
     try:
@@ -83,7 +83,7 @@ def open_data(settings: Settings, db: Optional[str], url: Optional[str], writabl
     found = sidecar(db)
     if found is None:
         raise NoData(f"{db} is held by another process that left no address beside it; give --url WORKER")
-    client = WorkerClient(found["url"], settings.admin_token)
+    client = WorkerClient(found["url"], settings.token)
     if not client.answers():
         raise NoData(
             f"{db} is held by the worker that {db}.worker.json names (pid {found.get('pid')}, "

@@ -1,7 +1,7 @@
 """The one HTTP client of the worker's API (the CLI's commands, the export's remote source, the demo).
 
-Reads are plain GETs of JSON. A change is a POST with the operator's bearer token, which comes from the settings
-(the environment), never from the command line where `ps` would show it.
+Reads are GETs of JSON, changes POSTs; both carry the user's bearer token (from `rmm login`), which comes from the
+settings (RMM_TOKEN in the environment), never from the command line where `ps` would show it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ class WorkerClient:
     def get(self, path: str, params: Optional[dict] = None, timeout: Optional[float] = None) -> Any:
         return self._call("GET", path, params, None, timeout)
 
-    def post(self, path: str, body: dict, timeout: Optional[float] = None) -> Any:
-        return self._call("POST", path, None, body, timeout)
+    def post(self, path: str, body: dict, timeout: Optional[float] = None, headers: Optional[dict] = None) -> Any:
+        return self._call("POST", path, None, body, timeout, headers)
 
     def answers(self, timeout: float = 2.0) -> bool:
         """True while the worker answers its health check."""
@@ -35,7 +35,13 @@ class WorkerClient:
             return False
 
     def _call(
-        self, method: str, path: str, params: Optional[dict], body: Optional[dict], timeout: Optional[float]
+        self,
+        method: str,
+        path: str,
+        params: Optional[dict],
+        body: Optional[dict],
+        timeout: Optional[float],
+        headers: Optional[dict] = None,
     ) -> Any:
         query = urlencode([(k, v) for k, v in (params or {}).items() if v is not None], doseq=True)
         req = Request(
@@ -45,8 +51,10 @@ class WorkerClient:
         )
         if body is not None:
             req.add_header("Content-Type", "application/json")
-            if self.token:
-                req.add_header("Authorization", f"Bearer {self.token}")
+        if self.token:  # a user's token (rmm login): every read needs one once users exist
+            req.add_header("Authorization", f"Bearer {self.token}")
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
         try:
             with urlopen(req, timeout=timeout or self.timeout) as resp:
                 return json.loads(resp.read())

@@ -20,3 +20,11 @@ class ApiError(RmmError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class AuthError(RmmError):
+    """Missing, wrong, expired or revoked credentials (HTTP 401; `rmm` exits 3)."""
+
+
+class Forbidden(RmmError):
+    """Authenticated, but the user's role does not allow it (HTTP 403; `rmm` exits 4)."""

@@ -97,9 +97,13 @@ class Settings:
     expectations_dir: str = ""
     # the monitor's clock (core/clock.py): empty = the wall clock
     clock: str = ""
-    # operators: the bearer token of the API's changes, and who a CLI change is attributed to
-    admin_token: str = field(default="", repr=False)
-    actor: str = ""
+    # users (access/): a client's API token (RMM_TOKEN, from `rmm login`; never a command-line flag), how long a new
+    # token lives, the one-time credential that lets `rmm users bootstrap` create the first admin through a running
+    # worker, and where the audit log's heads are published (default: beside the DB file)
+    token: str = field(default="", repr=False)
+    token_ttl_hours: float = 12.0
+    bootstrap_token: str = field(default="", repr=False)
+    audit_heads: str = ""
     channels: ChannelSettings = ChannelSettings()
 
     @property
@@ -148,8 +152,10 @@ _SETTINGS_ENV: dict[str, tuple[str, _Parse]] = {
     "config_path": ("RMM_CONFIG", str),
     "expectations_dir": ("RMM_EXPECTATIONS_DIR", str),
     "clock": ("RMM_CLOCK", str),
-    "admin_token": ("RMM_ADMIN_TOKEN", str),
-    "actor": ("RMM_ACTOR", str),
+    "token": ("RMM_TOKEN", str),
+    "token_ttl_hours": ("RMM_TOKEN_TTL_HOURS", float),
+    "bootstrap_token": ("RMM_BOOTSTRAP_TOKEN", str),
+    "audit_heads": ("RMM_AUDIT_HEADS", str),
 }
 _CHANNELS_ENV: dict[str, tuple[str, _Parse]] = {
     "smtp_host": ("RMM_SMTP_HOST", str),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,7 @@ POISON = [
 # The simulated programme starts here (and at least 270 days before now): its US centres then infuse on both sides
 # of 2025-06-26, the day the US rules changed.
 PROGRAMME_LAUNCH = datetime(2024, 12, 2, tzinfo=timezone.utc)
+DEMO_QPPV = "qppv.demo"  # the account the demo prints a password for
 CATCH_UP_S = 5.0  # after the stream stops, how long ingest may take to reach what was produced
 PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is not a terminal
 LIVE_EVERY_S = 1.0  # the live view's refresh
@@ -248,7 +250,12 @@ class Demo:
         self.streamer: Optional[threading.Thread] = None
 
     def clean(self) -> None:
-        for stale in (self.db, Path(f"{self.db}.wal"), Path(f"{self.db}.worker.json")):
+        for stale in (
+            self.db,
+            Path(f"{self.db}.wal"),
+            Path(f"{self.db}.worker.json"),
+            Path(f"{self.db}.audit-heads.jsonl"),
+        ):
             stale.unlink(missing_ok=True)
         shutil.rmtree(self.work / ".faust-rmm-monitor", ignore_errors=True)
         shutil.rmtree(self.work / "export", ignore_errors=True)  # never mistake an earlier run's export for this one
@@ -259,7 +266,8 @@ class Demo:
         self.broker = Broker(log_path=self.work / "broker.log").start()
         web_port = port or free_port()
         self.url = f"http://127.0.0.1:{web_port}"
-        self.client = WorkerClient(self.url)
+        qppv_password, token = self._make_users()
+        self.client = WorkerClient(self.url, token)
         env = dict(
             os.environ,
             RMM_KAFKA_BOOTSTRAP=self.broker.bootstrap,
@@ -282,8 +290,30 @@ class Demo:
         say(f"[demo] dashboard:   {self.url}/")
         say(f"[demo] metrics:     {self.url}/metrics")
         say(f"[demo] KPI API:     {self.url}/api/kpis?by=site")
-        say(f"[demo] database:    {self.db} (owned by the worker; `rmm kpis --db {self.db}` asks the worker)")
+        say(
+            f"[demo] sign in:     as {DEMO_QPPV}, password {qppv_password} (a QPPV account made for this run; "
+            f"in a shell: export RMM_TOKEN=$(rmm login {DEMO_QPPV} --db {self.db}))"
+        )
+        say(f"[demo] database:    {self.db} (owned by the worker; `rmm kpis --db {self.db}` asks it, signed in)")
         say(f"[demo] logs:        {self.work}/worker.log, {self.work}/broker.log")
+
+    def _make_users(self) -> tuple[str, str]:
+        """The demo's accounts, in the fresh file before the worker opens it: an administrator, a QPPV to sign in
+        as (password printed), and the demo's own viewer, whose token reads the live numbers. Random passwords,
+        made for this run only. Returns (the QPPV's password, the viewer's token)."""
+        from rmm_monitor.access import Principal, users
+        from rmm_monitor.store import Store
+
+        passwords = {name: secrets.token_urlsafe(12) for name in ("demo.admin", DEMO_QPPV, "demo.monitor")}
+        admin = Principal("demo.admin", "Demo Administrator", "admin")
+        viewer = Principal("demo.monitor", "rmm demo (live view)", "viewer")
+        with Store(self.db) as store, store.transaction() as con:
+            users.bootstrap(con, admin.user_id, admin.full_name, passwords["demo.admin"])
+            users.add_user(con, admin, DEMO_QPPV, "Demo QPPV", "qppv", passwords[DEMO_QPPV], "demo account")
+            users.add_user(con, admin, viewer.user_id, viewer.full_name, "viewer", passwords["demo.monitor"],
+                           "the demo's own reads")  # fmt: skip
+            token = users.issue_token(con, viewer, 24)["token"]
+        return passwords[DEMO_QPPV], token
 
     def _wait_healthy(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

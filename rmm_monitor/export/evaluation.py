@@ -21,7 +21,7 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -72,6 +72,9 @@ class Snapshot:
     cases: list[dict]
     dq: list[dict]
     source: str
+    signatures: list[dict] = field(default_factory=list)  # of alert and review decisions, made by the as-of time
+    audit: list[dict] = field(default_factory=list)  # audit log entries logged in the quarter, up to the as-of time
+    signing: Optional[dict] = None  # who signs this export, with what meaning, when (rmm export --sign)
 
     def programme_rows(self) -> list[dict]:
         """The rows of all sites (KPI x product), family by family as an evaluation reads them (reach,
@@ -146,7 +149,7 @@ def gather(
                 on_figures(kpi, per, kpi_trend, got.rows)
             progress(f"units {i}/{len(catalog)}: {kpi.id} ({got.units.num_rows})")
         progress("event counts, alerts and review cases")
-        extras = source.extras(as_of)
+        extras = source.extras(as_of, per.start)
         snap = Snapshot(
             quarter=per,
             as_of=as_of,
@@ -160,6 +163,8 @@ def gather(
             cases=extras["cases"],
             dq=[],
             source=source.where,
+            signatures=extras.get("signatures", []),
+            audit=extras.get("audit", []),
         )
         if on_kpis is not None:
             on_kpis(snap)
@@ -254,11 +259,22 @@ def write_manifest(snap: Snapshot, out: Path) -> dict:
         },
         "files": {name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size} for name in FILES},
     }
+    if snap.signing is not None:  # who signs it; the signature itself (over this file) is in signature.json
+        manifest["signing"] = snap.signing
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return manifest
 
 
-def export(source, quarter: str, out_dir: Path, as_of: datetime, progress: Callable[[str], None]) -> dict:
+def export(
+    source,
+    quarter: str,
+    out_dir: Path,
+    as_of: datetime,
+    progress: Callable[[str], None],
+    signing: Optional[dict] = None,
+) -> dict:
+    """Every file of the evaluation and the manifest (returned). With `signing` ({user_id, full_name, meaning,
+    signed_at}) the report and the manifest name the signer; the signature over the manifest is made after."""
     from .report import Charts, write_reports
     from .xlsx import write_xlsx
 
@@ -280,6 +296,7 @@ def export(source, quarter: str, out_dir: Path, as_of: datetime, progress: Calla
 
     try:
         snap = gather(source, quarter, as_of, progress, on_kpis=without_dq, on_figures=charts.add)
+        snap.signing = signing
         progress("kpis.xlsx")
         write_xlsx(snap, out_dir / "kpis.xlsx")
         progress("report.html, report.pdf")

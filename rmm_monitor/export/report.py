@@ -185,6 +185,7 @@ def build(snap, progress: Callable[[str], None], charts: Optional[Charts] = None
     b = _summary_blocks(snap, chart)
     b += _section_blocks(snap, progress, chart)
     b += _alert_blocks(snap)
+    b += _audit_blocks(snap)
     b += _dq_blocks(snap)
     b += _method_blocks(snap)
     return b
@@ -219,6 +220,7 @@ def _summary_blocks(snap, chart: Callable[[str], Optional[bytes]]) -> list[Block
             f"Catalog {catalog_hash(as_of=snap.as_of)[:12]}, "
             f"rmm-monitor {__version__}. {sum(snap.counts_by_topic.values())} events.",
         ),
+        *_signing_blocks(snap),
         Block("h2", "Programme summary"),
         Block(
             "p",
@@ -233,6 +235,21 @@ def _summary_blocks(snap, chart: Callable[[str], Optional[bytes]]) -> list[Block
         b.append(Block("img", image=overview))
     b.append(_programme_table(snap, prog))
     return b
+
+
+def _signing_blocks(snap) -> list[Block]:
+    s = snap.signing
+    if s is None:
+        return [Block("p", "Not signed. (A QPPV signs an evaluation with rmm export --sign.)")]
+    return [
+        Block(
+            "p",
+            f"Signed electronically by {s['full_name']} ({s['user_id']}), meaning: {s['meaning']}, at "
+            f"{s['signed_at']}. The signature (Ed25519, made with the signer's password; signature.json) covers "
+            "manifest.json, which holds the sha256 of every file of this evaluation: rmm export verify DIR checks "
+            "them.",
+        )
+    ]
 
 
 def _programme_table(snap, prog: list[dict]) -> Block:
@@ -335,6 +352,46 @@ def _alert_blocks(snap) -> list[Block]:
         b += [_alerts_table(snap.alerts), _cases_table(snap.cases)]
     else:
         b.append(Block("p", "No alerts or review cases were recorded up to the as-of time."))
+    decisions = [s for s in snap.signatures if s["record_kind"] in ("alert", "review_case")]
+    if decisions:
+        b.append(
+            Block(
+                "p",
+                "Electronic signatures on the decisions (each made with the signer's password, bound to the record it "
+                "signs; rmm reviews show / rmm alerts show check them): "
+                + "; ".join(
+                    f"{s['record_id']}: {s['full_name']} ({s['user_id']}), {s['meaning']}, {s['signed_at']}"
+                    for s in decisions
+                )
+                + ".",
+            )
+        )
+    return b
+
+
+def _audit_blocks(snap) -> list[Block]:
+    """The audit log's entries of the quarter (who, when, what, why), up to the as-of time."""
+    b = [
+        Block("h2", "Audit trail"),
+        Block(
+            "p",
+            f"{len(snap.audit)} entries of the audit log logged in {snap.quarter.label} up to the as-of time: every "
+            "change to an alert, a review case, a user, a token or a signature, hash-chained and published outside "
+            "the database (rmm audit verify checks the chain and every record; rmm audit export writes it all).",
+        ),
+    ]
+    if snap.audit:
+        b.append(
+            Block(
+                "table",
+                headers=("entry", "at", "by", "action", "record", "reason"),
+                rows=tuple(
+                    (str(e["seq"]), e["at"], e["actor"], e["action"], f"{e['record_table']} {e['record_key']}",
+                     e["reason"])
+                    for e in snap.audit
+                ),
+            )
+        )  # fmt: skip
     return b
 
 

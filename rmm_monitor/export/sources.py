@@ -8,11 +8,13 @@ import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Optional
 
 import duckdb
 import pyarrow as pa
 
+from rmm_monitor.access import audit
 from rmm_monitor.core.periods import Period, iso
 from rmm_monitor.kpi import Kpi
 from rmm_monitor.kpi.engine import UNIT_COLUMNS, Engine, adverse_outcomes, used_params
@@ -31,9 +33,10 @@ def _query(con, sql: str, params: list) -> list[dict]:
     return _jsonable([dict(zip(names, rec)) for rec in cur.fetchall()])
 
 
-def extras(con, as_of: datetime) -> dict:
-    """Event counts per topic known at `as_of`, and the alerts and review cases with every transition made at or
-    before `as_of` (so a re-run with the same as-of sees the same audit trail)."""
+def extras(con, as_of: datetime, since: Optional[datetime] = None) -> dict:
+    """Event counts per topic known at `as_of`, the alerts and review cases with every transition made at or
+    before `as_of`, the signatures of their decisions made by then, and the audit log's entries logged in
+    [`since`, `as_of`] (so a re-run with the same as-of sees the same audit trail)."""
     counts = dict(
         con.execute(
             "SELECT topic, count(*) FROM events WHERE known_at <= ? GROUP BY topic ORDER BY topic", [as_of]
@@ -55,7 +58,17 @@ def extras(con, as_of: datetime) -> dict:
         WHERE c.opened_at <= ? AND h.changed_at <= ? ORDER BY c.case_id, h.seq""",
         [as_of, as_of],
     )
-    return {"counts_by_topic": counts, "alerts": alerts, "cases": cases}
+    signed = _query(
+        con,
+        """
+        SELECT record_kind, split_part(record_id, '/', 1) AS record, record_id, record_hash, meaning, user_id,
+               full_name, signed_at, signature_id
+        FROM signatures WHERE record_kind IN ('alert', 'review_case', 'catalog_change') AND signed_at <= ?
+        ORDER BY signature_id""",
+        [as_of],
+    )
+    trail = audit.entries(con, since, as_of + timedelta(microseconds=1))
+    return {"counts_by_topic": counts, "alerts": alerts, "cases": cases, "signatures": signed, "audit": trail}
 
 
 @dataclass
@@ -200,8 +213,8 @@ class LocalSource:
         }
         return self.con.sql(sql, params=params).to_arrow_table().cast(UNIT_SCHEMA)
 
-    def extras(self, as_of: datetime) -> dict:
-        return extras(self.con, as_of)
+    def extras(self, as_of: datetime, since: Optional[datetime] = None) -> dict:
+        return extras(self.con, as_of, since)
 
     def dq(self, as_of: datetime, period: str) -> list[dict]:
         """Runs beside the KPI queries. In a process of its own when another process may open the file: GX holds
@@ -270,8 +283,10 @@ class RemoteSource:
             units=units_table(units),
         )
 
-    def extras(self, as_of: datetime) -> dict:
-        return self.client.get("/api/export/extras", {"as_of": iso(as_of)})
+    def extras(self, as_of: datetime, since: Optional[datetime] = None) -> dict:
+        return self.client.get(
+            "/api/export/extras", {"as_of": iso(as_of), "from": iso(since) if since is not None else None}
+        )
 
     def dq(self, as_of: datetime, period: str) -> list[dict]:
         return self.client.get("/api/dq", {"as_of": iso(as_of), "period": period})

@@ -296,6 +296,7 @@ def write_xlsx(snap, path: Path) -> None:
         for cell in row:
             cell.alignment = Alignment(wrap_text=True, vertical="top")
     _rules_sheet(wb, snap)
+    _audit_sheet(wb, snap)
     stamp = snap.as_of.replace(tzinfo=None)
     wb.properties.creator = "rmm-monitor"
     wb.properties.title = f"aRMM effectiveness KPIs {snap.quarter.label}"
@@ -324,6 +325,37 @@ def _normalise(path: Path, stamp: datetime) -> None:
             dst.writestr(info, data)
 
 
+def catalog_signature(snap, entry) -> str:
+    """Who signed a rule version or catalog change (rmm rules sign), if the signature is on this content."""
+    mine = [s for s in snap.signatures if s["record_kind"] == "catalog_change" and s["record_id"] == entry.entry_id]
+    valid = [s for s in mine if s["record_hash"] == entry.content_hash]
+    if valid:
+        return "; ".join(f"{s['full_name']} ({s['user_id']}), {s['meaning']}, {s['signed_at']}" for s in valid)
+    return "signed for other content: NOT VALID for this entry" if mine else "not signed"
+
+
+def _audit_sheet(wb: Workbook, snap) -> None:
+    """The audit log's entries of the quarter up to the as-of time."""
+    _sheet(
+        wb,
+        "Audit trail",
+        [
+            ("entry", 8, "0"),
+            ("at", 30, None),
+            ("by", 16, None),
+            ("action", 24, None),
+            ("record", 40, None),
+            ("reason", 60, None),
+            ("entry hash", 66, None),
+        ],
+        [
+            [e["seq"], e["at"], e["actor"], e["action"], f"{e['record_table']} {e['record_key']}", e["reason"],
+             e["entry_hash"]]
+            for e in snap.audit
+        ],
+    )  # fmt: skip
+
+
 def _rules_sheet(wb: Workbook, snap) -> None:
     """The rule sets by jurisdiction, product and date known at the as-of time, with their sources."""
     book = load_rulebook().known_at(snap.as_of)
@@ -337,6 +369,7 @@ def _rules_sheet(wb: Workbook, snap) -> None:
             ", ".join(f"{k} {'not a unit' if x is None else f'{x:g}'}" for k, x in v.values.items()),
             v.name,
             v.source,
+            catalog_signature(snap, v),
         ]
         for v in book.versions
     ]
@@ -352,6 +385,7 @@ def _rules_sheet(wb: Workbook, snap) -> None:
             ("values", 50, None),
             ("name", 30, None),
             ("source", 90, None),
+            ("signed", 40, None),
         ],
         rows,
     )

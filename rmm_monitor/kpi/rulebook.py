@@ -10,6 +10,7 @@ column per value) and the country map as `jurisdictions`; it picks the version i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -65,6 +66,16 @@ class RuleVersion:
             "source": self.source,
         }
 
+    @property
+    def entry_id(self) -> str:
+        """How a signature names this version (rmm rules sign)."""
+        return f"rule:{self.rule}:{self.jurisdiction}:{self.product}:{self.effective_from.date().isoformat()}"
+
+    @property
+    def content_hash(self) -> str:
+        """What a signature on this version is bound to."""
+        return _content_hash(self.doc())
+
 
 @dataclass(frozen=True)
 class CatalogChange:
@@ -88,6 +99,18 @@ class CatalogChange:
             "reason": self.reason,
             "source": self.source,
         }
+
+    @property
+    def entry_id(self) -> str:
+        return f"change:{self.kpi}:{self.product}:{self.key}:{self.effective_from.date().isoformat()}"
+
+    @property
+    def content_hash(self) -> str:
+        return _content_hash(self.doc())
+
+
+def _content_hash(doc: dict) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

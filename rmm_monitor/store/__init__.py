@@ -5,7 +5,7 @@ from .batches import BatchOutcome, CheckedBatch, check_batch, merge_checked, pro
 from .errors import StoreError, StoreLocked, TerminalStoreError, TransientStoreError, classify
 from .event_store import EVENT_COLUMNS, SCHEMA_VERSION, TOPIC_TABLES, InsertResult, Store
 from .schema import part_tables
-from .transaction import transaction
+from .transaction import after_commit, transaction
 
 __all__ = [
     "BatchOutcome",
@@ -26,4 +26,5 @@ __all__ = [
     "Store",
     "part_tables",
     "transaction",
+    "after_commit",
 ]

@@ -1,6 +1,7 @@
 """/metrics, /healthz, /api/status and the KPI reads: /api/kpis, /api/units (the units behind a KPI, as
 `rmm kpis --explain`), /api/trend. Every read runs on the store's reader thread; `as_of` reproduces a past
-answer; a bad parameter is a 400 with the reason."""
+answer; a bad parameter is a 400 with the reason. The KPI reads need `viewer` once users exist (the units list
+pseudonymous patients); /metrics, /healthz and /api/status stay open."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from rmm_monitor.core.periods import parse_time
 from rmm_monitor.kpi import Engine
 
 
-async def query(stores, web, fn: Callable, q) -> Any:
-    """`fn(con, as_of)` on the reader thread, as the JSON answer; a missing or bad parameter is a 400."""
+async def query(stores, web, fn: Callable, q, auth=None, request=None) -> Any:
+    """`fn(con, as_of)` on the reader thread, as the JSON answer; a missing or bad parameter is a 400; with `auth`,
+    the caller must be allowed to read (api/auth.py)."""
+    if auth is not None:
+        _who, denied = await auth.allow(web, request, "read")
+        if denied is not None:
+            return denied
     try:
         as_of = parse_time(q["as_of"]) if q.get("as_of") else None
         result = await stores.read(fn, as_of)
@@ -23,7 +29,7 @@ async def query(stores, web, fn: Callable, q) -> Any:
     return web.json(result)
 
 
-def register(app, worker) -> None:
+def register(app, worker, auth) -> None:
     stores = worker.stores
 
     @app.page("/metrics")
@@ -52,6 +58,8 @@ def register(app, worker) -> None:
                 kpi_ids=q.getall("kpi") if "kpi" in q else None,
             ),
             q,
+            auth,
+            request,
         )
 
     @app.page("/api/units")
@@ -70,6 +78,8 @@ def register(app, worker) -> None:
                 outcomes=outcomes,
             ),
             q,
+            auth,
+            request,
         )
 
     @app.page("/api/trend")
@@ -80,4 +90,6 @@ def register(app, worker) -> None:
             web,
             lambda con, as_of: Engine(con).trend(as_of=as_of, period=q.get("period"), product=q.get("product")),
             q,
+            auth,
+            request,
         )

@@ -5,9 +5,12 @@ from __future__ import annotations
 from rmm_monitor.core.periods import iso, parse_time
 
 
-def register(app, dq_task) -> None:
+def register(app, dq_task, auth) -> None:
     @app.page("/api/dq")
     async def dq_page(web, request):
+        _who, denied = await auth.allow(web, request, "read")
+        if denied is not None:
+            return denied
         q = request.query
         try:
             as_of = parse_time(q["as_of"]) if q.get("as_of") else None

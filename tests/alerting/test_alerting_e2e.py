@@ -27,12 +27,19 @@ from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.kpi import load_catalog
 from rmm_monitor.ops import prometheus as alert_rules
 
+from support.people import PASSWORDS, make_people
 from support.promserver import AlertmanagerServer, PrometheusServer
 from support.receivers import SmtpSink, WebhookReceiver, expected_breaches, wait_until, weak_site_events
-from support.workers import WorkerProc, http_json, http_text, run_cli
+from support.workers import WorkerProc, http_text, run_cli
+from support.workers import http_json as _http_json
 
-TOKEN = "e2e-admin-token-7f3a"
 SECRET = "e2e-webhook-secret"
+PEOPLE: dict = {}  # the scenario's users' tokens (support/people.py); reads of the API need one once users exist
+
+
+def http_json(url: str, timeout: float = 10.0):
+    """The worker's API as the viewer of the scenario."""
+    return _http_json(url, timeout, token=PEOPLE["people"]["audit.liu"])
 
 
 @dataclass
@@ -90,7 +97,6 @@ def scenario(tmp_path):
             bootstrap=broker.bootstrap,
             log=tmp / "worker.log",
             env_extra={
-                "RMM_ADMIN_TOKEN": TOKEN,
                 "RMM_SMTP_HOST": "127.0.0.1",
                 "RMM_SMTP_PORT": str(smtp.port),
                 "RMM_ALERT_EMAIL_TO": "qppv@example.test",
@@ -119,6 +125,7 @@ def scenario(tmp_path):
             )
         )
         try:
+            PEOPLE["people"] = make_people(worker.db)  # in the file, before the worker opens it
             worker.start()
             with (
                 AlertmanagerServer(tmp, am_config) as am,
@@ -219,13 +226,18 @@ def check_one_review_case_for_the_section_with_its_failing_units(scenario):
 
 def check_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario):
     w = scenario.worker
+    people = PEOPLE["people"]
     alert = scenario.gz03()
     alert_id, case_id = alert["alert_id"], alert["case_id"]
     ack_url = f"{w.url}/api/alerts/{alert_id}/ack"
-    assert post(ack_url, {"actor": "mallory"}, None)[0] == 401
-    assert post(ack_url, {"actor": "mallory"}, "not-the-token")[0] == 401
-    assert post(f"{w.url}/api/reviews/{case_id}/start", {"actor": "mallory"}, "x")[0] == 401
-    cli = run_cli("alerts", "ack", alert_id, "--db", str(w.db), "--actor", "mallory", env={"RMM_ADMIN_TOKEN": "wrong"})
+    reason = {"reason": "GZ-03 card process under review"}
+    assert post(ack_url, reason, None)[0] == 401
+    assert post(ack_url, reason, "not-a-token")[0] == 401
+    assert post(f"{w.url}/api/reviews/{case_id}/start", reason, "x")[0] == 401
+    assert post(ack_url, reason, people["audit.liu"])[0] == 403, "a viewer reads only"
+    assert post(ack_url, reason, people["root.admin"])[0] == 403, "an admin makes no PV decision"
+    assert post(ack_url, {**reason, "actor": "mallory"}, people["pv.chen"])[0] == 400, "the actor is the token's"
+    cli = run_cli("alerts", "ack", alert_id, "--db", str(w.db), "--reason", "x", env={"RMM_TOKEN": "wrong"})
     assert cli.returncode == 3 and "401" in cli.stderr
     assert [h["state"] for h in http_json(f"{w.url}/api/alerts/{alert_id}")["history"]] == ["firing"]
     assert http_json(f"{w.url}/api/reviews/{case_id}")["state"] == "open"
@@ -236,23 +248,30 @@ def check_operator_api_needs_the_token_and_keeps_the_audit_trail(scenario):
         alert_id,
         "--db",
         str(w.db),
-        "--actor",
-        "qppv.wang",
-        "--comment",
+        "--reason",
         "GZ-03 card process under review",
         "--json",
-        env={"RMM_ADMIN_TOKEN": TOKEN},
+        env={"RMM_TOKEN": people["pv.chen"]},
     )
     assert cli.returncode == 0, cli.stderr
     trail = json.loads(cli.stdout)["history"]
     assert [(h["state"], h["actor"], h["comment"]) for h in trail] == [
         ("firing", "system", trail[0]["comment"]),
-        ("acknowledged", "qppv.wang", "GZ-03 card process under review"),
+        ("acknowledged", "pv.chen", "GZ-03 card process under review"),
     ]
-    assert post(ack_url, {"actor": "qppv.wang"}, TOKEN)[0] == 409, "an acknowledged alert cannot be acked again"
-    status, case = post(f"{w.url}/api/reviews/{case_id}/start", {"actor": "qppv.wang"}, TOKEN)
+    assert post(ack_url, reason, people["qppv.wang"])[0] == 409, "an acknowledged alert cannot be acked again"
+    status, case = post(f"{w.url}/api/reviews/{case_id}/start", reason, people["pv.chen"])
     assert (status, case["state"]) == (200, "in_review")
-    assert TOKEN not in w.log.read_text() and TOKEN not in http_text(w.url + "/metrics")
+    # closing is a qppv's signed decision: an analyst may not, a wrong password changes nothing
+    close_url = f"{w.url}/api/reviews/{case_id}/close"
+    no_change = {"reason": "the card text is right; the site's process was fixed", "outcome": "no_change"}
+    assert post(close_url, {**no_change, "password": PASSWORDS["pv.chen"]}, people["pv.chen"])[0] == 403
+    assert post(close_url, {**no_change, "password": "not-the-password"}, people["qppv.wang"])[0] == 401
+    assert http_json(f"{w.url}/api/reviews/{case_id}")["state"] == "in_review"
+    for token in people.tokens.values():
+        assert token not in w.log.read_text() and token not in http_text(w.url + "/metrics")
+    audit = http_json(f"{w.url}/api/audit/verify")
+    assert audit["ok"], audit
 
 
 def check_alertmanager_delivers_the_prometheus_rule_alert(scenario):
@@ -323,7 +342,7 @@ def check_same_scenario_twice_creates_nothing_new_and_a_release_closes_the_case(
     history = http_json(f"{s.worker.url}/api/reviews/{alert['case_id']}")["history"]
     assert [(h["state"], h["actor"]) for h in history] == [
         ("open", "system"),
-        ("in_review", "qppv.wang"),
+        ("in_review", "pv.chen"),
         ("closed", "system"),
     ]
     # the KPI alert stays until the KPI recovers: a new material version does not fix the site's past quarter

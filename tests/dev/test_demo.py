@@ -45,6 +45,15 @@ def test_demo_runs_and_prints_the_final_json_line(tmp_path):
     manifest = json.loads((export / "manifest.json").read_text())
     assert {"kpis.xlsx", "report.pdf", "kpis.csv"} <= set(manifest["files"])
     assert manifest["quarter"] == "2026Q4" and manifest["as_of"].startswith("2026-11-25")  # conftest's NOW
+    # the demo's QPPV account: its password printed once, and it signs in to the file the demo leaves
+    [sign_in] = [line for line in out.stderr.splitlines() if line.startswith("[demo] sign in:")]
+    password = sign_in.split("password ")[1].split(" ")[0]
+    login = run_cli("login", "qppv.demo", "--db", str(tmp_path / "rmm-demo.duckdb"), "--password-stdin",
+                    input_text=password + "\n")  # fmt: skip
+    assert login.returncode == 0 and login.stdout.startswith("rmm_"), login.stderr
+    assert password not in (tmp_path / "worker.log").read_text()
+    verify = run_cli("audit", "verify", "--db", str(tmp_path / "rmm-demo.duckdb"))
+    assert verify.returncode == 0, verify.stdout
 
 
 class Demo:

@@ -122,8 +122,8 @@ def test_xlsx_opens_with_formatting(offline):
     wb = load_workbook(out / "kpis.xlsx")
     catalog = load_catalog()
     assert wb.sheetnames[0] == "Summary"
-    assert {"Alerts and reviews", "Data quality", "Definitions", "Rules"} <= set(wb.sheetnames)
-    assert len(wb.sheetnames) == 5 + len(catalog)
+    assert {"Alerts and reviews", "Data quality", "Definitions", "Rules", "Audit trail"} <= set(wb.sheetnames)
+    assert len(wb.sheetnames) == 6 + len(catalog)
     ws = wb["Summary"]
     assert ws.freeze_panes == "B2"
     header = [c.value for c in ws[1]]
@@ -175,6 +175,7 @@ def test_pdf_pages_show_the_report_with_charts(offline, tmp_path):
         "3. Behaviour",
         "4. Outcome",
         "Alerts and review cases",
+        "Audit trail",
         "Data quality",
         "Method notes",
         "Wilson",

@@ -100,7 +100,7 @@ def test_worker_environment_matches_settings_and_the_other_services(monkeypatch)
     assert f"kafka:{kafka_port}" in init
     topics = re.search(r"for t in ([^;]+);", init).group(1).split()
     assert set(topics) == {*TOPICS, DEADLETTER_TOPIC, ALERTS_TOPIC}, "topics-init creates the contract's topics"
-    assert worker_env["RMM_ADMIN_TOKEN"].startswith("${RMM_ADMIN_TOKEN:?"), "no default admin token"
+    assert worker_env["RMM_BOOTSTRAP_TOKEN"].startswith("${RMM_BOOTSTRAP_TOKEN:?"), "no default bootstrap token"
 
     assert worker_env["RMM_SMTP_HOST"] == "mailpit" and worker_env["RMM_SMTP_PORT"] == "1025"
     assert worker_env["RMM_ALERT_EMAIL_TO"]

@@ -1,6 +1,6 @@
 """Security: no patient_ref in /metrics or the aggregate API, bounded inputs, and event strings never become SQL.
 
-(Bearer-token checks of the admin endpoints live with the alerting tests.)
+(Users, roles, tokens and signatures are tested in tests/access/.)
 """
 
 from __future__ import annotations

@@ -28,8 +28,11 @@ def use_suite_clock() -> None:
     clock.configure(os.environ[clock.ENV])
 
 
-def http_json(url: str, timeout: float = 10.0):
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+def http_json(url: str, timeout: float = 10.0, token: Optional[str] = None):
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -115,11 +118,16 @@ class WorkerProc:
         return self.proc.returncode if self.proc else 0
 
 
-def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: Optional[dict] = None, timeout: float = 120, input_text: Optional[str] = None
+) -> subprocess.CompletedProcess:
+    """`rmm ARGS` as a subprocess; `input_text` goes to its standard input (a password with --password-stdin)."""
     return subprocess.run(
         [sys.executable, "-m", "rmm_monitor.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=dict(os.environ, **(env or {})),
+        input=input_text,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
     )
