@@ -18,7 +18,6 @@ or a private key.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -337,7 +336,3 @@ def revoke_all(con, by: Principal, user_id: str, reason: str, now: Optional[date
 def _revoke_hash(con, h: str, actor: str, reason: str, now: datetime) -> None:
     con.execute("INSERT OR IGNORE INTO token_revocations VALUES (?, ?, ?)", [h, now, actor]).fetchall()
     audit.record(con, "token_revocations", (h,), "token revoked", actor, reason, now)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
