@@ -70,7 +70,7 @@ dashboards: venv
 # of docs/kpi-rules.md (commit the result; tests fail when they are stale).
 docs: venv
 	$(PY) -m rmm_monitor.contract.reference --out docs/events.md
-	$(PY) -m rmm_monitor.kpi.reference --page docs/kpi-rules.md
+	$(PY) -m rmm_monitor.kpi.reference --page docs/kpi-rules.md --glossary docs/glossary.md
 
 # Prometheus alert rules, their promtool tests and the Alertmanager routing from the catalog (commit the result).
 rules: venv

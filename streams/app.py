@@ -21,7 +21,7 @@ import faust
 
 from rmm_monitor.contract import ALERTS_TOPIC
 from rmm_monitor.core import clock
-from rmm_monitor.core.periods import iso
+from rmm_monitor.core.periods import iso, parse_period
 from rmm_monitor.core.settings import Settings, current
 from rmm_monitor.kpi import Engine
 
@@ -148,10 +148,11 @@ class Worker:
                 await self.refresh()
 
     async def refresh(self) -> None:
-        """Recompute the catalog for the current quarter (programme and per site) for /metrics."""
+        """Recompute the catalog for the judged period (the current quarter unless RMM_PERIOD names another),
+        programme and per site, for /metrics and the alerts."""
         started = time.monotonic()
         try:
-            rows, count = await self.stores.read(self._compute_snapshot)
+            rows, count = await self.stores.read(self._compute_snapshot, self.settings.judged_period or None)
         except Exception:
             log.exception("KPI refresh failed")
             return
@@ -166,8 +167,8 @@ class Worker:
         self.alerting.after_refresh(rows)
 
     @staticmethod
-    def _compute_snapshot(con) -> tuple[list[dict], int]:
-        rows = Engine(con).compute(by="site")
+    def _compute_snapshot(con, period: Optional[str]) -> tuple[list[dict], int]:
+        rows = Engine(con).compute(by="site", period=period)
         count = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
         return rows, count
 
@@ -184,6 +185,7 @@ class Worker:
             "web": self.settings.web_url,
             "broker_up": self.broker_watch.up,
             "now": iso(clock.now()),
+            "period": parse_period(self.settings.judged_period or None, clock.now()).label,
             "clock": "controlled" if clock.is_controlled() else "wall",
         }
 

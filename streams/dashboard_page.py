@@ -12,7 +12,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 
-from rmm_monitor.kpi import FAMILY_TITLES, by_family, load_catalog
+from rmm_monitor.kpi import by_family, load_catalog, load_labels
 
 # faust mounts its own index blueprint at "/"; our route is added first, and aiohttp serves the first match.
 PATH = "/"
@@ -20,18 +20,23 @@ PATH = "/"
 
 def catalog_json() -> str:
     """The catalog's tiles, grouped by indicator family in the order an evaluation reads them."""
+    labels = load_labels()
     items = [
         {
             "id": k.id,
             "title": k.title,
+            "title_zh": k.title_zh,
             "family": k.family,
-            "family_title": FAMILY_TITLES[k.family],
+            "family_title": labels.family(k.family),
+            "family_title_zh": labels.family(k.family, "zh"),
+            "review_section": k.review_section,
             "armm": k.armm,
             "threshold": k.threshold,
             "direction": k.direction,
             "min_n": k.min_n,
             "headline": k.headline,
             "description": k.description,
+            "description_zh": k.description_zh,
         }
         for kpis in by_family(load_catalog()).values()
         for k in kpis

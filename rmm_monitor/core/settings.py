@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from .lang import parse_lang
+
 CHANNELS = ("kafka", "email", "webhook")
 
 
@@ -82,6 +84,12 @@ class Settings:
     # KPI refresh: every refresh_seconds, at most refresh_share of the reader thread's time
     refresh_seconds: float = 5.0
     refresh_share: float = 0.5
+    # the period the worker judges (its /metrics, alerts and the page's default): a label of core/periods.py such
+    # as 2026Q4 or `all`; empty = the quarter of the current time. The demo judges `all`: it replays two years
+    # of a programme in a minute, and the weakness of a site sits anywhere in them.
+    judged_period: str = ""
+    # the language of what the worker writes to people (the QPPV's e-mail): en or zh (core/lang.py)
+    lang: str = "en"
     # DuckDB's buffer pool only (it spills to a temp directory beyond it); the worker's RSS is this plus ~200 MiB of
     # Python. Measured at 10 M stored events (per-type store, current-quarter refresh every second, busy 2-core
     # machine): 2GB -> RSS 807 MiB (peak 956); 384MB -> 481 (583); 256MB -> 434 (455), refresh not measurably
@@ -145,6 +153,8 @@ _SETTINGS_ENV: dict[str, tuple[str, _Parse]] = {
     "failpoint": ("RMM_FAILPOINT", str),
     "refresh_seconds": ("RMM_REFRESH_SECONDS", float),
     "refresh_share": ("RMM_REFRESH_SHARE", float),
+    "judged_period": ("RMM_PERIOD", str),
+    "lang": ("RMM_LANG", parse_lang),
     "duckdb_memory_limit": ("RMM_DUCKDB_MEMORY_LIMIT", str),
     "dq_seconds": ("RMM_DQ_SECONDS", float),
     "dq_first_delay": ("RMM_DQ_FIRST_DELAY", float),

@@ -20,24 +20,13 @@ from typing import Callable, Optional
 from rmm_monitor import __version__
 from rmm_monitor.core.fmt import pct as _pct
 from rmm_monitor.core.periods import iso
-from rmm_monitor.kpi import FAMILY_TITLES, by_family, catalog_hash
+from rmm_monitor.kpi import by_family, catalog_hash, load_labels
 from rmm_monitor.kpi.rulebook import load_rulebook
 
 from .charts import kpi_chart, status_overview
 
 # What each indicator family asks, in the order an effectiveness evaluation reads them (GVP XVI: reach, knowledge,
 # behaviour, outcome); the catalog says which family each KPI belongs to.
-FAMILY_INTROS = {
-    "reach": "Did the educational materials get to the people who need them: the current version to every "
-    "certified centre, the patient guide to every patient before the first infusion?",
-    "knowledge": "Do HCPs and patients know the key risk messages: knowledge surveys and teach-back checks against a "
-    "pre-specified pass mark and sample size, and HCP training passed at the first attempt?",
-    "behaviour": "Do centres and HCPs act on them: certified centres, trained staff, alert cards, tocilizumab on site "
-    "and in time, adverse events reported on time and traceable to a lot, audit findings closed by verified "
-    "corrective actions, patients monitored after infusion and kept in long-term follow-up?",
-    "outcome": "What happened to the patients: severe CRS and neurotoxicity against the reference rates of the "
-    "product labels.",
-}
 
 
 @dataclass
@@ -281,8 +270,8 @@ def _section_blocks(snap, progress: Callable[[str], None], chart: Callable[[str]
     behaviour, outcome; its KPIs in catalog order."""
     b: list[Block] = []
     for n, (family, kpis) in enumerate(by_family(snap.catalog).items(), 1):
-        b.append(Block("h2", f"{n}. {FAMILY_TITLES[family]}"))
-        b.append(Block("p", FAMILY_INTROS[family]))
+        b.append(Block("h2", f"{n}. {load_labels().family(family)}"))
+        b.append(Block("p", load_labels().family_intro(family)))
         for k in kpis:
             progress(f"chart {k.id}")
             image = chart(k.id)

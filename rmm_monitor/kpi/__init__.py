@@ -3,14 +3,17 @@ as-of, pending windows, Wilson intervals and statuses."""
 
 from .catalog import (
     FAMILIES,
-    FAMILY_TITLES,
+    LANGS,
     CatalogError,
     Config,
     Kpi,
+    Labels,
     by_family,
     catalog_hash,
     load_catalog,
     load_config,
+    load_glossary,
+    load_labels,
     load_shared_models,
 )
 from .engine import BY_CHOICES, STATUS_CODES, UNIT_COLUMNS, Engine, adverse_outcomes, status_of, wilson
@@ -18,7 +21,10 @@ from .table import format_table
 
 __all__ = [
     "FAMILIES",
-    "FAMILY_TITLES",
+    "LANGS",
+    "Labels",
+    "load_glossary",
+    "load_labels",
     "by_family",
     "CatalogError",
     "Config",

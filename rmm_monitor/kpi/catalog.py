@@ -25,16 +25,13 @@ DIRECTIONS = ("higher_is_better", "lower_is_better")
 # The indicator families of an aRMM effectiveness evaluation, in the order they are read (GVP XVI): did the
 # material reach its audience, do people know the key messages, do they act on them, and what are the outcomes.
 FAMILIES = ("reach", "knowledge", "behaviour", "outcome")
-FAMILY_TITLES = {
-    "reach": "Reach: did the materials get to centres, HCPs and patients?",
-    "knowledge": "Knowledge: do HCPs and patients know the key risk messages?",
-    "behaviour": "Behaviour: do centres and HCPs act on them?",
-    "outcome": "Outcome: what happened to the patients?",
-}
+LANGS = ("en", "zh")  # the languages of the catalog's texts: English, and Chinese for the NMPA/CDE
 REQUIRED_KEYS = (
     "id",
     "title",
+    "title_zh",
     "description",
+    "description_zh",
     "family",
     "armm",
     "unit",
@@ -55,6 +52,8 @@ class Kpi:
     id: str
     title: str
     description: str
+    title_zh: str
+    description_zh: str
     family: str
     armm: str
     unit: str
@@ -74,6 +73,12 @@ class Kpi:
     success: str = ""
     window: str = ""
     order: int = 100
+
+    def title_in(self, lang: str) -> str:
+        return self.title_zh if lang == "zh" else self.title
+
+    def description_in(self, lang: str) -> str:
+        return self.description_zh if lang == "zh" else self.description
 
     def threshold_for(self, product: Optional[str], config: "Config") -> float:
         return float(config.override(self.id, product, "threshold", self.threshold))
@@ -162,6 +167,8 @@ def _load_kpi(yml_path: Path) -> Kpi:
         id=spec["id"],
         title=spec["title"],
         description=" ".join(str(spec["description"]).split()),
+        title_zh=str(spec["title_zh"]).strip(),
+        description_zh=join_lines(str(spec["description_zh"])),
         family=spec["family"],
         armm=spec["armm"],
         unit=spec["unit"],
@@ -181,6 +188,19 @@ def _load_kpi(yml_path: Path) -> Kpi:
         window=str(spec.get("window", "")),
         order=int(spec.get("order", 100)),
     )
+
+
+def join_lines(text: str) -> str:
+    """A text wrapped over several yml lines, as one line: English words joined by a space, Chinese characters
+    joined directly (a space between two of them would show in the report)."""
+    out = ""
+    for line in (part.strip() for part in text.splitlines()):
+        if not line:
+            continue
+        if out and (out[-1].isascii() and line[0].isascii()):
+            out += " "
+        out += line
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -232,3 +252,68 @@ def catalog_hash(directory: Optional[Path] = None, as_of: Optional[datetime] = N
     if as_of is not None:
         h.update(b"rules\0" + load_rulebook(root).fingerprint(as_of).encode())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Labels:
+    """metrics/labels/sections.yml: the names of the families, review sections, statuses and unit outcomes, in each
+    language of LANGS. An id without a name (a review section an event names that the catalog does not) shows as
+    itself."""
+
+    data: dict
+
+    def _name(self, kind: str, key: str, lang: str, field: str = "") -> str:
+        entry = self.data.get(kind, {}).get(key)
+        if not entry:
+            return key.replace("_", " ")
+        return str(entry.get(f"{field}_{lang}" if field else lang) or entry.get(f"{field}_en" if field else "en"))
+
+    def family(self, family: str, lang: str = "en") -> str:
+        return self._name("families", family, lang)
+
+    def family_intro(self, family: str, lang: str = "en") -> str:
+        return join_lines(self._name("families", family, lang, "intro"))
+
+    def section(self, section: str, lang: str = "en") -> str:
+        return self._name("review_sections", section, lang)
+
+    def status(self, status: str, lang: str = "en") -> str:
+        return self._name("statuses", status, lang)
+
+    def outcome(self, outcome: str, lang: str = "en") -> str:
+        return self._name("outcomes", outcome, lang)
+
+    def to_json(self) -> dict:
+        """Every name, for the built-in page (one source for the page as for the report)."""
+        return {
+            kind: {key: {lang: self._name(kind, key, lang) for lang in LANGS} for key in self.data.get(kind, {})}
+            for kind in ("families", "review_sections", "statuses", "outcomes")
+        }
+
+
+@lru_cache(maxsize=4)
+def _load_labels(directory: str) -> Labels:
+    path = Path(directory, "labels", "sections.yml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CatalogError(f"cannot read {path}: {exc}") from exc
+    for kind in ("families", "review_sections", "statuses", "outcomes"):
+        for key, entry in (data.get(kind) or {}).items():
+            missing = [lang for lang in LANGS if not entry.get(lang)]
+            if missing:
+                raise CatalogError(f"labels/sections.yml: {kind}.{key} has no {missing} name")
+    missing_families = [f for f in FAMILIES if f not in (data.get("families") or {})]
+    if missing_families:
+        raise CatalogError(f"labels/sections.yml: no names for the families {missing_families}")
+    return Labels(data)
+
+
+def load_labels(directory: Optional[Path] = None) -> Labels:
+    return _load_labels(str(directory or catalog_dir()))
+
+
+def load_glossary(directory: Optional[Path] = None) -> list[dict]:
+    """metrics/labels/glossary.yml: English term <-> the guideline's Chinese term."""
+    path = Path(directory or catalog_dir(), "labels", "glossary.yml")
+    return list(yaml.safe_load(path.read_text(encoding="utf-8"))["terms"])

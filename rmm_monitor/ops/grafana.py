@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional
 
-from rmm_monitor.kpi import FAMILY_TITLES, Kpi, by_family, load_catalog
+from rmm_monitor.kpi import Kpi, by_family, load_catalog, load_labels
 
 # Fixed, so provisioned dashboards keep working whatever Grafana instance loads them.
 DATASOURCE_UID = "rmm-prometheus"
@@ -382,7 +382,7 @@ def overview(catalog: tuple[Kpi, ...]) -> dict:
     layout = _Layout()
     panels = _summary_panels(layout) + _alert_panels(layout)
     for family, kpis in by_family(catalog).items():
-        panels.append(layout.row(FAMILY_TITLES[family]))
+        panels.append(layout.row(load_labels().family(family)))
         for kpi in kpis:
             panels.append(layout.place(_kpi_stat(kpi), 6, 6))
         ids = "|".join(k.id for k in kpis)

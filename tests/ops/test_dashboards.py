@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from rmm_monitor.kpi import FAMILIES, FAMILY_TITLES, load_catalog
+from rmm_monitor.kpi import FAMILIES, load_catalog, load_labels
 from rmm_monitor.ops import grafana as dashboards
 from rmm_monitor.streams.alerting import AlertMetrics
 from rmm_monitor.streams.telemetry import WorkerMetrics
@@ -114,14 +114,15 @@ def test_every_kpi_has_a_status_coloured_stat_panel_with_its_threshold_in_its_fa
                     "insufficient data": "text",
                 }
     for kpi in load_catalog():
-        assert placed.get(kpi.id) == FAMILY_TITLES[kpi.family], f"{kpi.id} has no stat panel in its family's row"
+        assert placed.get(kpi.id) == load_labels().family(kpi.family), f"{kpi.id} has no stat panel in its family's row"
         panel = next(p for p in panels if p["type"] == "stat" and f'kpi="{kpi.id}"' in p["targets"][0]["expr"])
         steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
         assert kpi.threshold in [s["value"] for s in steps]
         assert f"{kpi.threshold * 100:g} %" in panel["title"]
-    family_rows = [p["title"] for p in panels if p["type"] == "row" and p["title"] in FAMILY_TITLES.values()]
+    titles = {f: load_labels().family(f) for f in FAMILIES}
+    family_rows = [p["title"] for p in panels if p["type"] == "row" and p["title"] in titles.values()]
     # a row per indicator family, in the order an effectiveness evaluation reads them
-    assert family_rows == [FAMILY_TITLES[f] for f in FAMILIES if any(k.family == f for k in load_catalog())]
+    assert family_rows == [titles[f] for f in FAMILIES if any(k.family == f for k in load_catalog())]
     assert sum(1 for p in panels if p["type"] == "timeseries" and p["title"].startswith("Trend: ")) == len(family_rows)
 
 
