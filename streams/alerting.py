@@ -73,6 +73,8 @@ class Alerting:
         self.catalog = load_catalog()
         self.metrics = AlertMetrics(worker.metrics.registry)
         self._rows: Optional[list[dict]] = None
+        self._rows_refresh = 0
+        self.evaluated = 0  # the number of the last KPI refresh whose rows were judged
         self._wake = asyncio.Event()
         self._deliver_now = asyncio.Event()
         self._smtp = ThreadPoolExecutor(1, thread_name_prefix="smtp")
@@ -89,8 +91,8 @@ class Alerting:
         if any(outcome.inserted_by_topic.get(t) for t in _WAKE_TOPICS):
             self._wake.set()
 
-    def after_refresh(self, rows: list[dict]) -> None:
-        self._rows = rows
+    def after_refresh(self, rows: list[dict], refresh: int = 0) -> None:
+        self._rows, self._rows_refresh = rows, refresh
         self._wake.set()
 
     # --- evaluation ---------------------------------------------------------------------------------------------
@@ -117,6 +119,7 @@ class Alerting:
         now = _now()
         fired: list[str] = []
         rows, self._rows = self._rows, None
+        refresh = self._rows_refresh
         if rows is not None:
             open_keys = await self.stores.read(lambda con: A.open_alert_keys(con, S.KPI_BREACH))
             new, recovered = S.plan_kpi_breaches(rows, self.catalog, open_keys)
@@ -136,6 +139,8 @@ class Alerting:
         for sig in signals:
             self.metrics.fired.labels(sig).inc()
         await self.update_gauges()
+        if rows is not None:
+            self.evaluated = refresh
         if fired:
             self._deliver_now.set()
 
@@ -227,7 +232,9 @@ class Alerting:
             )
             await asyncio.wait_for(ack, s.timeout)
         elif channel == "email":
-            await asyncio.get_running_loop().run_in_executor(self._smtp, C.send_email, doc, s)
+            await asyncio.get_running_loop().run_in_executor(
+                self._smtp, C.send_email, doc, s, self.worker.settings.lang
+            )
         elif channel == "webhook":
             if self._http is None:
                 import aiohttp

@@ -39,7 +39,9 @@ from typing import Any, Optional
 
 from rmm_monitor.core.errors import RmmError
 from rmm_monitor.core.fmt import pct as _pct
+from rmm_monitor.core.lang import say
 from rmm_monitor.core.settings import ChannelSettings
+from rmm_monitor.kpi import load_catalog, load_labels
 
 SCHEMA = "rmm.alert/v1"
 SIGNATURE_HEADER = "X-RMM-Signature-256"
@@ -81,30 +83,128 @@ def encode(doc: dict) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
 
 
-def subject(doc: dict) -> str:
-    return doc["title"] if doc["notification"] == "firing" else f"[RESOLVED] {doc['title']}"
+# The e-mail's own words in each language of core/lang.py; KPI titles, review-section names and statuses come from
+# the catalog (metrics/), so a translation is corrected there, once. Numbers, percentages and times are written
+# the same in both languages.
+WORDS: dict[str, dict[str, str]] = {
+    "resolved": {"en": "[RESOLVED] {title}", "zh": "[已解除] {title}"},
+    "breach_title": {
+        "en": "[BREACH] {kpi} {value} {op} {threshold} — {product} {where} — {period}",
+        "zh": "[超限] {kpi} {value} {op} {threshold} — {product} {where} — {period}",
+    },  # fmt: skip
+    "site": {"en": "site {site}", "zh": "医疗机构 {site}"},
+    "all_sites": {"en": "all sites", "zh": "全部医疗机构"},
+    "state": {
+        "en": "Alert {alert_id} ({signal}, {severity}) is {state}.",
+        "zh": "警报 {alert_id}（{signal}，{severity}）状态：{state}。",
+    },  # fmt: skip
+    "kpi": {"en": "KPI:          {kpi} — {title}", "zh": "指标：        {kpi} — {title}"},
+    "where": {
+        "en": "Where:        product {product}, {where}, period {period}",
+        "zh": "范围：        产品 {product}，{where}，期间 {period}",
+    },  # fmt: skip
+    "numerator": {"en": "Numerator:    {n}", "zh": "分子：        {n}"},
+    "denominator": {"en": "Denominator:  {n}", "zh": "分母：        {n}"},
+    "value": {"en": "Value:        {v}", "zh": "数值：        {v}"},
+    "ci": {"en": "95% CI:       {low} – {high} (Wilson)", "zh": "95% CI：      {low} – {high}（Wilson）"},
+    "threshold": {
+        "en": "Threshold:    {t} ({direction}, min n {min_n})",
+        "zh": "阈值：        {t}（{direction}，最小样本量 {min_n}）",
+    },  # fmt: skip
+    "pending": {"en": "Pending:      {n}", "zh": "待定：        {n}"},
+    "status": {"en": "Status:       {s}", "zh": "状态：        {s}"},
+    "units": {"en": "Top failing units ({n}, pseudonymous):", "zh": "未达标单元（前 {n} 个，假名化）："},
+    "case": {
+        "en": "Review case:  {case_id} — section “{section}” of the {product} educational materials, {state}.",
+        "zh": "评估案例：    {case_id} — {product} 教育材料的“{section}”部分，状态：{state}。",
+    },  # fmt: skip
+    "commands": {
+        "en": "              rmm reviews start {case_id}   /   rmm alerts ack {alert_id}",
+        "zh": "              rmm reviews start {case_id}   /   rmm alerts ack {alert_id}",
+    },  # fmt: skip
+    "times": {
+        "en": "Triggered at {triggered_at} (event time); fired at {fired_at}.",
+        "zh": "触发时间 {triggered_at}（事件时间）；发出时间 {fired_at}。",
+    },  # fmt: skip
+    "higher_is_better": {"en": "higher is better", "zh": "越高越好"},
+    "lower_is_better": {"en": "lower is better", "zh": "越低越好"},
+}
+SIGNAL_NAMES: dict[str, dict[str, str]] = {
+    "kpi_breach": {"en": "kpi_breach", "zh": "指标超限"},
+    "ae_cluster_by_step": {"en": "ae_cluster_by_step", "zh": "某环节相关的不良反应聚集"},
+    "safety_information_updated": {"en": "safety_information_updated", "zh": "新的安全性信息"},
+    "critical_audit_finding": {"en": "critical_audit_finding", "zh": "严重稽查发现"},
+    "data_quality": {"en": "data_quality", "zh": "数据质量"},
+}
 
 
-def email_body(doc: dict) -> str:
+def _title(doc: dict, lang: str) -> str:
+    """The alert's title; a KPI breach's is re-said in `lang` from its details and the catalog's KPI title."""
     d = doc.get("details") or {}
-    lines = [doc["title"], "", f"Alert {doc['alert_id']} ({doc['signal']}, {doc['severity']}) is {doc['state']}."]
+    if lang == "en" or doc["signal"] != "kpi_breach" or d.get("value") is None:
+        return doc["title"]
+    kpi = _kpi(doc["kpi"])
+    where = say(WORDS, "site", lang, site=doc["site_id"]) if doc["site_id"] else say(WORDS, "all_sites", lang)
+    return say(
+        WORDS,
+        "breach_title",
+        lang,
+        kpi=kpi.title_in(lang) if kpi else doc["kpi"],
+        value=_pct(d.get("value"), 0),
+        op="<" if d.get("direction") == "higher_is_better" else ">",
+        threshold=_pct(d.get("threshold"), 0),
+        product=doc["product"],
+        where=where,
+        period=doc["period"],
+    )
+
+
+def _kpi(kpi_id: str):
+    return next((k for k in load_catalog() if k.id == kpi_id), None)
+
+
+def subject(doc: dict, lang: str = "en") -> str:
+    title = _title(doc, lang)
+    return title if doc["notification"] == "firing" else say(WORDS, "resolved", lang, title=title)
+
+
+def email_body(doc: dict, lang: str = "en") -> str:
+    d = doc.get("details") or {}
+    labels = load_labels()
+    signal = SIGNAL_NAMES.get(doc["signal"], {}).get(lang, doc["signal"])
+    w = lambda key, **v: say(WORDS, key, lang, **v)  # noqa: E731
+    lines = [
+        _title(doc, lang),
+        "",
+        w("state", alert_id=doc["alert_id"], signal=signal, severity=doc["severity"], state=doc["state"]),
+    ]
     if doc["signal"] == "kpi_breach":
+        kpi = _kpi(doc["kpi"])
+        where = w("site", site=doc["site_id"]) if doc["site_id"] else w("all_sites")
+        direction = d.get("direction")
         lines += [
             "",
-            f"KPI:          {doc['kpi']} — {d.get('kpi_title', '')}",
-            f"Where:        product {doc['product']}, site {doc['site_id'] or 'all sites'}, period {doc['period']}",
-            f"Numerator:    {d.get('numerator')}",
-            f"Denominator:  {d.get('denominator')}",
-            f"Value:        {_pct(d.get('value'))}",
-            f"95% CI:       {_pct(d.get('ci_low'))} – {_pct(d.get('ci_high'))} (Wilson)",
-            f"Threshold:    {_pct(d.get('threshold'))} ({d.get('direction')}, min n {d.get('min_n')})",
-            f"Pending:      {d.get('pending')}",
+            w("kpi", kpi=doc["kpi"], title=kpi.title_in(lang) if kpi else d.get("kpi_title", "")),
+            w("where", product=doc["product"], where=where, period=doc["period"]),
+            w("numerator", n=d.get("numerator")),
+            w("denominator", n=d.get("denominator")),
+            w("value", v=_pct(d.get("value"))),
+            w("ci", low=_pct(d.get("ci_low")), high=_pct(d.get("ci_high"))),
+            w(
+                "threshold",
+                t=_pct(d.get("threshold")),
+                direction=w(direction) if direction in WORDS else direction,
+                min_n=d.get("min_n"),
+            ),
+            w("pending", n=d.get("pending")),
         ]
+        if d.get("status"):
+            lines.append(w("status", s=labels.status(d["status"], lang)))
     else:
         lines += [""] + [f"{k}: {v}" for k, v in d.items()]
     units = doc.get("units") or []
     if units:
-        lines += ["", f"Top failing units ({len(units)}, pseudonymous):"]
+        lines += ["", w("units", n=len(units))]
         for u in units:
             ids = ", ".join(f"{k}={u[k]}" for k in ("patient_ref", "hcp_id", "ae_id", "lot_id") if u.get(k))
             lines.append(f"  - {u.get('unit_id')} [{u.get('site_id') or ''}] {ids}: {u.get('detail')}")
@@ -112,27 +212,34 @@ def email_body(doc: dict) -> str:
     if case:
         lines += [
             "",
-            f"Review case:  {case['case_id']} — section {case['section']!r} of the {case['product']} "
-            f"educational materials, {case['state']}.",
-            f"              rmm reviews start {case['case_id']}   /   rmm alerts ack {doc['alert_id']}",
+            w(
+                "case",
+                case_id=case["case_id"],
+                section=labels.section(case["section"], lang),
+                product=case["product"],
+                state=case["state"],
+            ),  # fmt: skip
+            w("commands", case_id=case["case_id"], alert_id=doc["alert_id"]),
         ]
-    lines += ["", f"Triggered at {doc['triggered_at']} (event time); fired at {doc['fired_at']}."]
+    lines += ["", w("times", triggered_at=doc["triggered_at"], fired_at=doc["fired_at"])]
     return "\n".join(lines) + "\n"
 
 
 # --- e-mail -----------------------------------------------------------------------------------------------------
-def build_email(doc: dict, s: ChannelSettings) -> EmailMessage:
+def build_email(doc: dict, s: ChannelSettings, lang: str = "en") -> EmailMessage:
+    """The notification as an e-mail in the deployment's language (RMM_LANG); UTF-8 whatever the language."""
     msg = EmailMessage()
-    msg["Subject"] = subject(doc)
+    msg["Subject"] = subject(doc, lang)
     msg["From"] = s.email_from
     msg["To"] = ", ".join(s.email_to)
     msg["X-RMM-Alert-Id"] = doc["alert_id"]
     msg[DELIVERY_HEADER] = doc["delivery_id"]
-    msg.set_content(email_body(doc))
+    msg.set_content(email_body(doc, lang))
+    msg["Content-Language"] = "zh-CN" if lang == "zh" else "en"  # after set_content, which drops Content-* headers
     return msg
 
 
-def send_email(doc: dict, s: ChannelSettings) -> None:
+def send_email(doc: dict, s: ChannelSettings, lang: str = "en") -> None:
     """Blocking (smtplib); the dispatcher runs it on its own thread, never on the event loop."""
     try:
         with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.timeout) as smtp:
@@ -141,7 +248,7 @@ def send_email(doc: dict, s: ChannelSettings) -> None:
                 smtp.starttls(context=ctx)
             if s.smtp_user:
                 smtp.login(s.smtp_user, s.smtp_password)
-            smtp.send_message(build_email(doc, s))
+            smtp.send_message(build_email(doc, s, lang))
     except (OSError, smtplib.SMTPException) as exc:
         # The message of an SMTPAuthenticationError never carries the password; keep only the class and code.
         raise DeliveryError(f"smtp {s.smtp_host}:{s.smtp_port}: {type(exc).__name__}: {exc}"[:300]) from exc

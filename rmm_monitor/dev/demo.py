@@ -55,6 +55,10 @@ POISON = [
 # The simulated programme starts here (and at least 270 days before now): its US centres then infuse on both sides
 # of 2025-06-26, the day the US rules changed.
 PROGRAMME_LAUNCH = datetime(2024, 12, 2, tzinfo=timezone.utc)
+# The demo replays two years of a programme in a minute, and a weak site's failures sit anywhere in them: its worker
+# judges the whole programme (RMM_PERIOD=all), not the current quarter, so each weak site gets its alert.
+JUDGED_PERIOD = "all"
+SETTLE_S = 20.0  # after ingest caught up, how long the alerts may take to be judged on everything stored
 DEMO_QPPV = "qppv.demo"  # the account the demo prints a password for
 CATCH_UP_S = 5.0  # after the stream stops, how long ingest may take to reach what was produced
 PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is not a terminal
@@ -274,6 +278,7 @@ class Demo:
             RMM_DB=str(self.db),
             RMM_WEB_PORT=str(web_port),
             RMM_REFRESH_SECONDS="2",
+            RMM_PERIOD=JUDGED_PERIOD,
         )
         say(f"[demo] broker at {self.broker.bootstrap}; starting the worker (faust) ...")
         with open(self.work / "worker.log", "ab") as log:
@@ -386,7 +391,8 @@ class Demo:
             try:
                 status = self.client.get("/api/status", timeout=5)
                 live = isinstance(self.view, LiveView)
-                rows = self.client.get("/api/kpis", {"by": "product"}, timeout=5) if live else []
+                query = {"by": "product", "period": status.get("period", JUDGED_PERIOD)}
+                rows = self.client.get("/api/kpis", query, timeout=5) if live else []
             except ApiError as exc:
                 self.view.say(f"[demo] worker not answering: {exc}")
                 continue
@@ -410,16 +416,38 @@ class Demo:
                 break
             time.sleep(0.25)
         as_of = status.get("now") or iso(clock.now())
-        kpis = self.client.get("/api/kpis", {"by": "product", "as_of": as_of}, timeout=60)
+        period = status.get("period", JUDGED_PERIOD)
+        kpis = self.client.get("/api/kpis", {"by": "product", "period": period, "as_of": as_of}, timeout=60)
+        alerts = self._settled_alerts(status.get("kpi_refreshes", 0))
+        caught = weak_sites_caught(alerts)
+        for site, ids in caught.items():
+            self.view.say(f"[demo] {site}: " + (f"caught by {', '.join(ids)}" if ids else "NOT caught"))
         return {
             "produced": self.produced,
             "ingested": status.get("ingested", 0),
             "rejected": status.get("rejected", 0),
             "duplicates": status.get("duplicates", 0),
             "as_of": as_of,
+            "period": period,
             "kpis": kpis,
+            "alerts": alerts,
+            "weak_sites": caught,
             "metrics_url": self.url + "/metrics",
         }
+
+    def _settled_alerts(self, refreshes: int) -> list[dict]:
+        """The alerts, once judged on a KPI refresh that began after everything was stored: refresh number
+        `refreshes` may have started before the last batch, so the one after it is awaited (bounded)."""
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            self._check_worker()
+            if self.client.get("/api/status", timeout=5).get("alerts_evaluated", 0) > refreshes:
+                break
+            time.sleep(0.25)
+        else:
+            self.view.say(f"[demo] the alerts were not judged on the final data within {SETTLE_S:.0f} s")
+        fields = ("alert_id", "signal", "severity", "product", "site_id", "kpi", "section", "title", "case_id")
+        return [{k: a.get(k) for k in fields} for a in self.client.get("/api/alerts", timeout=10)]
 
     def stop_processes(self) -> None:
         """Worker first (it commits and closes the DuckDB file), then the broker. Bounded: the worker ends itself
@@ -474,6 +502,24 @@ class Demo:
             return None
         self.view.say(f"[demo] export:      {out}/report.pdf, kpis.xlsx, manifest.json")
         return str(out)
+
+
+def weak_sites_caught(alerts: list[dict]) -> dict[str, list[str]]:
+    """Per weak site of the simulator, the alerts of the indicators or signals meant to catch it (empty: missed)."""
+    from rmm_monitor.dev.simulate import WEAK_SITE_CATCHERS
+
+    caught: dict[str, list[str]] = {}
+    for site, catchers in WEAK_SITE_CATCHERS.items():
+        ids = []
+        for a in alerts:
+            for catcher in catchers:
+                signal, _, section = catcher.partition(":")
+                if (section and a["signal"] == signal and a["section"] == section) or (
+                    a["signal"] == "kpi_breach" and a["kpi"] == catcher and a["site_id"] == site
+                ):
+                    ids.append(a["alert_id"])
+        caught[site] = sorted(set(ids))
+    return caught
 
 
 def _end(proc: subprocess.Popen) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "to_jsonl",
     "topic_of",
     "WEAK_SITES",
+    "WEAK_SITE_CATCHERS",
     "STRONG_SITES",
     "PRODUCTS",
     "PROGRAMME_SITE_ID",
@@ -166,6 +167,17 @@ WEAK_SITES: dict[str, str] = {
     "~6-week window mid-programme (>= 3 within 90 days, CTX-19)",
     "XA-08": "joins late; tocilizumab stock reported irregularly (gaps over 7 days) and often below 2 doses; "
     "certification suspended for ~3 weeks mid-programme and one infusion given during the suspension",
+}
+
+# What is meant to catch each weak site: KPIs (a kpi_breach alert on that site) or "signal:section" (an alert of
+# that signal about that section, e.g. the AE cluster on thawing). `rmm demo` checks each site got an alert.
+WEAK_SITE_CATCHERS: dict[str, tuple[str, ...]] = {
+    "GZ-03": ("alert_card_issued",),
+    "WH-04": ("training_before_first_infusion", "trained_on_current_material"),
+    "CD-05": ("time_to_tocilizumab",),
+    "HZ-06": ("ae_reporting_timeliness", "ae_lot_traceability"),
+    "NJ-07": ("ae_cluster_by_step:thawing",),
+    "XA-08": ("infusion_at_certified_site", "tocilizumab_available_at_infusion"),
 }
 
 # The international arm: centres outside China, treated after the Chinese programme from the same random stream

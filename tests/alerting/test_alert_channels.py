@@ -94,6 +94,23 @@ def test_email_over_starttls_with_auth(tmp_path):
     assert "pw-1" not in repr(s), "secrets stay out of reprs (and so out of logs)"
 
 
+def test_email_in_the_deployments_language_chinese():
+    """RMM_LANG=zh: subject and body in Chinese, the KPI title and review section named as the catalog names them,
+    the figures written exactly as in the English e-mail."""
+    with SmtpSink() as smtp:
+        C.send_email(DOC, settings(smtp_port=smtp.port), "zh")
+        C.send_email(DOC, settings(smtp_port=smtp.port), "en")
+        zh, en = smtp.messages
+    assert zh["Subject"] == "[超限] 发放患者提示卡 71% < 90% — CTX-19 医疗机构 SH-03 — 2026Q3"
+    assert zh["Content-Language"] == "zh-CN"
+    body = zh.get_content()
+    for text in ("分子：        22", "分母：        31", "95% CI：      53.5% – 83.9%", "阈值：        90.0%（越高越好",
+                 "评估案例：    RC-000003 — CTX-19 教育材料的“患者提示卡”部分", "未达标单元", "PT-CTX19-000042"):  # fmt: skip
+        assert text in body, text
+    assert "Numerator" not in body and "Review case" not in body
+    assert "53.5% – 83.9%" in en.get_content()  # the same figures, written the same way
+
+
 def test_webhook_signs_the_body_and_reports_refusals():
     async def send(url: str, secret: str) -> None:
         async with aiohttp.ClientSession() as session:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rmm_monitor.dev.simulate import WEAK_SITE_CATCHERS, WEAK_SITES
 from rmm_monitor.kpi import load_catalog
 
 from support.procs import Proc, children, wait_gone
@@ -21,16 +22,36 @@ from support.workers import run_cli
 STOP_WITHIN_S = 10.0
 
 
-def test_demo_runs_and_prints_the_final_json_line(tmp_path):
-    out = run_cli("demo", "--duration", "25", "--patients", "120", "--dir", str(tmp_path), timeout=240)
+def test_demo_runs_catches_every_weak_site_and_prints_the_final_json_line(tmp_path):
+    # the demo as `make run` starts it (600 patients and the international arm), for the minute the README names
+    out = run_cli("demo", "--duration", "60", "--dir", str(tmp_path), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     [line] = out.stdout.strip().splitlines()  # stdout is the final JSON line, nothing else
     final = json.loads(line)
-    assert set(final) >= {"produced", "ingested", "rejected", "kpis", "metrics_url", "as_of"}
+    assert set(final) >= {"produced", "ingested", "rejected", "kpis", "metrics_url", "as_of", "alerts", "weak_sites"}
+    # what the demo tells is what it shows: each weak site it simulated has an alert of the indicator or signal
+    # meant to catch it, judged over the whole simulated programme
+    assert final["period"] == "all"
+    alerts = {a["alert_id"]: a for a in final["alerts"]}
+    assert set(final["weak_sites"]) == set(WEAK_SITES)
+    for site, alert_ids in final["weak_sites"].items():
+        assert alert_ids, f"{site} ({WEAK_SITES[site]}) got no alert; alerts: {sorted(alerts)}"
+        for alert_id in alert_ids:
+            a = alerts[alert_id]
+            catchers = WEAK_SITE_CATCHERS[site]
+            assert (a["site_id"] == site and a["kpi"] in catchers) or f"{a['signal']}:{a['section']}" in catchers
+            assert a["case_id"], f"{alert_id} opened no review case"
+        assert f"[demo] {site}: caught by {', '.join(alert_ids)}" in out.stderr
+    # the evidence weak spots show too: BCM-07's HCPs, GZ-03's patients, XA-08's overdue critical CAPA, FR-14
+    fired = {(a["signal"], a["kpi"], a["site_id"]) for a in final["alerts"]}
+    assert ("kpi_breach", "patient_knowledge", "GZ-03") in fired
+    assert ("critical_audit_finding", "", "XA-08") in fired or ("critical_audit_finding", None, "XA-08") in fired
+    assert ("kpi_breach", "post_infusion_monitoring", "FR-14") in fired
+    assert any(a["kpi"] == "hcp_knowledge" and a["product"] == "BCM-07" for a in final["alerts"])
     assert final["rejected"] == 3  # the demo's three poison events, each dead-lettered
     # every produced record is accounted for: stored once, recognised as a duplicate, or rejected
     assert final["ingested"] + final["duplicates"] + final["rejected"] == final["produced"]
-    assert final["ingested"] > 1000
+    assert final["ingested"] > 20_000
     kpis = {r["kpi"] for r in final["kpis"]}
     assert kpis == {k.id for k in load_catalog()}
     assert final["metrics_url"].startswith("http://127.0.0.1:")
