@@ -104,8 +104,15 @@ def test_email_in_the_deployments_language_chinese():
     assert zh["Subject"] == "[超限] 发放患者提示卡 71% < 90% — CTX-19 医疗机构 SH-03 — 2026Q3"
     assert zh["Content-Language"] == "zh-CN"
     body = zh.get_content()
-    for text in ("分子：        22", "分母：        31", "95% CI：      53.5% – 83.9%", "阈值：        90.0%（越高越好",
-                 "评估案例：    RC-000003 — CTX-19 教育材料的“患者提示卡”部分", "未达标单元", "PT-CTX19-000042"):  # fmt: skip
+    for text in (
+        "分子：        22",
+        "分母：        31",
+        "95% CI：      53.5% – 83.9%",
+        "阈值：        90.0%（越高越好",
+        "评估案例：    RC-000003 — CTX-19 教育材料的“患者提示卡”部分",
+        "未达标单元",
+        "PT-CTX19-000042",
+    ):
         assert text in body, text
     assert "Numerator" not in body and "Review case" not in body
     assert "53.5% – 83.9%" in en.get_content()  # the same figures, written the same way
