@@ -46,20 +46,21 @@ GENESIS = "0" * 64
 log = logging.getLogger(__name__)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A stored value as JSON writes it: times as RFC 3339 in UTC, dates as ISO dates, lists element-wise."""
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def canonical(obj: Any) -> bytes:
     """The one byte form everything here is hashed in: sorted keys, no spaces, instants in UTC."""
     if isinstance(obj, dict):
-        obj = {k: _plain(v) for k, v in obj.items()}
+        obj = {k: plain(v) for k, v in obj.items()}
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
@@ -243,4 +244,4 @@ def entries(con, start: Optional[datetime] = None, end: Optional[datetime] = Non
         [start, start, end, end],
     )
     names = [d[0] for d in cur.description]
-    return [{k: _plain(v) for k, v in zip(names, r)} for r in cur.fetchall()]
+    return [{k: plain(v) for k, v in zip(names, r)} for r in cur.fetchall()]

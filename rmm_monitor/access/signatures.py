@@ -113,6 +113,6 @@ def for_record(con, kind: str, record_id: str = "") -> list[dict]:
 
 def shown(sig: dict) -> dict:
     """A signature for people: who, meaning, when; the record hash and signature value for checking."""
-    out = {k: audit._plain(v) for k, v in sig.items()}
-    out["text"] = f"{sig['full_name']} ({sig['user_id']}) — {sig['meaning']} — {audit._plain(sig['signed_at'])}"
+    out = {k: audit.plain(v) for k, v in sig.items()}
+    out["text"] = f"{sig['full_name']} ({sig['user_id']}) — {sig['meaning']} — {audit.plain(sig['signed_at'])}"
     return out

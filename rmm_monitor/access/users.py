@@ -133,7 +133,7 @@ def list_users(con) -> list[dict]:
         "SELECT user_id, full_name, role, disabled, created_at, created_by, state_at FROM user_state ORDER BY user_id"
     )
     names = [d[0] for d in cur.description]
-    return [{k: audit._plain(v) for k, v in zip(names, r)} for r in cur.fetchall()]
+    return [{k: audit.plain(v) for k, v in zip(names, r)} for r in cur.fetchall()]
 
 
 def _history(con, user_id: str, action: str, full_name: str, role: str, disabled: bool, actor: str, reason: str,

@@ -61,7 +61,7 @@ def run_users(args, settings: Settings) -> int:
     from rmm_monitor.access import audit, users
 
     def public(u: dict) -> dict:
-        return {k: audit._plain(v) for k, v in u.items()}
+        return {k: audit.plain(v) for k, v in u.items()}
 
     with open_data(settings, args.db, args.url, writable=args.action != "list") as data:
         if args.action == "bootstrap":

@@ -232,4 +232,4 @@ def checked(con, kind: str, record_id: str) -> list[dict]:
 
 
 def _public(user: dict) -> dict:
-    return {k: audit._plain(v) for k, v in user.items()}
+    return {k: audit.plain(v) for k, v in user.items()}
