@@ -72,6 +72,19 @@ def stack(tmp_path_factory):
         broker.stop()
 
 
+def test_the_page_carries_the_catalog_names_in_both_languages():
+    """The template's two placeholders are replaced by the catalog and the labels, read as the page reads them."""
+    from rmm_monitor.streams import dashboard_page
+
+    html = dashboard_page.render()
+    assert "/*CATALOG*/" not in html and "/*LABELS*/" not in html
+    labels = json.loads(html.split("const LABELS = ", 1)[1].split(";\n", 1)[0])
+    assert labels == load_labels().to_json()
+    assert labels["statuses"]["breach"] == {"en": "breach", "zh": "超限"}
+    catalog = json.loads(html.split("const CATALOG = ", 1)[1].split(";\n", 1)[0])
+    assert {k["id"]: k["title_zh"] for k in catalog} == {k.id: k.title_zh for k in load_catalog()}
+
+
 def _quarters(events: list[dict], known_by: datetime) -> list[str]:
     seen = {
         quarter_of(datetime.fromisoformat(e["occurred_at"].replace("Z", "+00:00"))).label
