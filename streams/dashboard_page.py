@@ -1,9 +1,15 @@
 """The built-in dashboard page at `/`: the embedded default where no Grafana runs (`rmm demo`, `make run`).
 
 One self-contained HTML page (dashboard_page.html: no CDN, the machines are offline) that reads the worker's
-own API (/api/kpis, /api/trend, /api/status, and /api/alerts where the alerting part serves it) and refreshes
-itself. The tiles come from the same KPI catalog as the Grafana dashboards, embedded in the page, so a KPI
-added to metrics/ gets its tile without touching the page.
+own API (/api/kpis, /api/units, /api/trend, /api/periods, /api/status, and /api/alerts and /api/reviews where the
+alerting part serves them) and refreshes itself. The tiles come from the same KPI catalog as the Grafana
+dashboards, embedded in the page, so a KPI added to metrics/ gets its tile without touching the page.
+
+A tile opens the KPI per site, a site its failing, pending and excluded units (what `rmm kpis --explain` lists),
+an alert its review case and its units. The selection (language, period, product, KPI, site, case) is the URL's
+hash, so a link reopens the same view. Names in English and Chinese come from the catalog: the KPIs' titles and
+descriptions (CATALOG) and metrics/labels/sections.yml (LABELS: families, review sections, statuses, outcomes);
+only the page's own words (buttons, column headers) are a table inside the page.
 """
 
 from __future__ import annotations
@@ -45,10 +51,15 @@ def catalog_json() -> str:
     return json.dumps(items, ensure_ascii=False).replace("</", "<\\/")
 
 
+def labels_json() -> str:
+    """The catalog's names of families, review sections, statuses and outcomes: {kind: {key: {en, zh}}}."""
+    return json.dumps(load_labels().to_json(), ensure_ascii=False).replace("</", "<\\/")
+
+
 @lru_cache(maxsize=1)
 def render() -> str:
     template = resources.files("rmm_monitor.streams").joinpath("dashboard_page.html").read_text(encoding="utf-8")
-    return template.replace("/*CATALOG*/[]", catalog_json())
+    return template.replace("/*CATALOG*/[]", catalog_json()).replace("/*LABELS*/{}", labels_json())
 
 
 def register(app) -> None:

@@ -1,7 +1,8 @@
 """/metrics, /healthz, /api/status and the KPI reads: /api/kpis, /api/units (the units behind a KPI, as
-`rmm kpis --explain`), /api/trend. Every read runs on the store's reader thread; `as_of` reproduces a past
-answer; a bad parameter is a 400 with the reason. The KPI reads need `viewer` once users exist (the units list
-pseudonymous patients); /metrics, /healthz and /api/status stay open."""
+`rmm kpis --explain`), /api/trend, /api/periods (the quarters and products that have events: the page's choices).
+Every read runs on the store's reader thread; `as_of` reproduces a past answer; a bad parameter is a 400 with the
+reason. The KPI reads need `viewer` once users exist (the units list pseudonymous patients); /metrics, /healthz and
+/api/status stay open."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Callable
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from rmm_monitor import __version__
+from rmm_monitor.core import clock
 from rmm_monitor.core.periods import parse_time
 from rmm_monitor.kpi import Engine
 
@@ -27,6 +29,18 @@ async def query(stores, web, fn: Callable, q, auth=None, request=None) -> Any:
     except (KeyError, ValueError) as exc:
         return web.json({"error": str(exc)}, status=400)
     return web.json(result)
+
+
+def periods_and_products(con, as_of) -> dict:
+    """The UTC calendar quarters in which stored events occurred (newest first, then `all`) and the products that
+    have events, as known at `as_of`: one DISTINCT over the events' two columns."""
+    rows = con.execute(
+        "SELECT DISTINCT product, year(t) AS y, quarter(t) AS q "
+        "FROM (SELECT product, occurred_at AT TIME ZONE 'UTC' AS t FROM events WHERE known_at <= $as_of)",
+        {"as_of": as_of or clock.now()},
+    ).fetchall()
+    quarters = sorted({(y, q) for _p, y, q in rows}, reverse=True)
+    return {"periods": [f"{y}Q{q}" for y, q in quarters] + ["all"], "products": sorted({p for p, _y, _q in rows})}
 
 
 def register(app, worker, auth) -> None:
@@ -81,6 +95,10 @@ def register(app, worker, auth) -> None:
             auth,
             request,
         )
+
+    @app.page("/api/periods")
+    async def periods(web, request):
+        return await query(stores, web, periods_and_products, request.query, auth, request)
 
     @app.page("/api/trend")
     async def trend(web, request):
