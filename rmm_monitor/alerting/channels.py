@@ -129,13 +129,6 @@ WORDS: dict[str, dict[str, str]] = {
     "higher_is_better": {"en": "higher is better", "zh": "越高越好"},
     "lower_is_better": {"en": "lower is better", "zh": "越低越好"},
 }
-SIGNAL_NAMES: dict[str, dict[str, str]] = {
-    "kpi_breach": {"en": "kpi_breach", "zh": "指标超限"},
-    "ae_cluster_by_step": {"en": "ae_cluster_by_step", "zh": "某环节相关的不良反应聚集"},
-    "safety_information_updated": {"en": "safety_information_updated", "zh": "新的安全性信息"},
-    "critical_audit_finding": {"en": "critical_audit_finding", "zh": "严重稽查发现"},
-    "data_quality": {"en": "data_quality", "zh": "数据质量"},
-}
 
 
 def _title(doc: dict, lang: str) -> str:
@@ -171,12 +164,18 @@ def subject(doc: dict, lang: str = "en") -> str:
 def email_body(doc: dict, lang: str = "en") -> str:
     d = doc.get("details") or {}
     labels = load_labels()
-    signal = SIGNAL_NAMES.get(doc["signal"], {}).get(lang, doc["signal"])
+    signal = labels.name("signals", doc["signal"], lang) if lang != "en" else doc["signal"]
     w = lambda key, **v: say(WORDS, key, lang, **v)  # noqa: E731
     lines = [
         _title(doc, lang),
         "",
-        w("state", alert_id=doc["alert_id"], signal=signal, severity=doc["severity"], state=doc["state"]),
+        w(
+            "state",
+            alert_id=doc["alert_id"],
+            signal=signal,
+            severity=labels.name("severities", doc["severity"], lang),
+            state=labels.name("alert_states", doc["state"], lang),
+        ),
     ]
     if doc["signal"] == "kpi_breach":
         kpi = _kpi(doc["kpi"])

@@ -25,7 +25,18 @@ DIRECTIONS = ("higher_is_better", "lower_is_better")
 # The indicator families of an aRMM effectiveness evaluation, in the order they are read (GVP XVI): did the
 # material reach its audience, do people know the key messages, do they act on them, and what are the outcomes.
 FAMILIES = ("reach", "knowledge", "behaviour", "outcome")
-LANGS = ("en", "zh")  # the languages of the catalog's texts: English, and Chinese for the NMPA/CDE
+LANGS = ("en", "zh")
+# what metrics/labels/sections.yml names
+LABEL_KINDS = (
+    "families",
+    "review_sections",
+    "statuses",
+    "outcomes",
+    "signals",
+    "alert_states",
+    "case_states",
+    "severities",
+)  # the languages of the catalog's texts: English, and Chinese for the NMPA/CDE
 REQUIRED_KEYS = (
     "id",
     "title",
@@ -283,11 +294,15 @@ class Labels:
     def outcome(self, outcome: str, lang: str = "en") -> str:
         return self._name("outcomes", outcome, lang)
 
+    def name(self, kind: str, key: str, lang: str = "en") -> str:
+        """Any name of the file: kind is one of KINDS (signals, alert_states, case_states, severities ...)."""
+        return self._name(kind, key, lang)
+
     def to_json(self) -> dict:
         """Every name, for the built-in page (one source for the page as for the report)."""
         return {
             kind: {key: {lang: self._name(kind, key, lang) for lang in LANGS} for key in self.data.get(kind, {})}
-            for kind in ("families", "review_sections", "statuses", "outcomes")
+            for kind in LABEL_KINDS
         }
 
 
@@ -298,7 +313,7 @@ def _load_labels(directory: str) -> Labels:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"cannot read {path}: {exc}") from exc
-    for kind in ("families", "review_sections", "statuses", "outcomes"):
+    for kind in LABEL_KINDS:
         for key, entry in (data.get(kind) or {}).items():
             missing = [lang for lang in LANGS if not entry.get(lang)]
             if missing:
