@@ -54,8 +54,9 @@ def _use_fonts(langs: tuple) -> Langs:
 
 
 def _words(L: Langs, key: str, **values) -> str:
-    """A chart's words: one language, or both as "leading / other" (a chart has one line for a title)."""
-    return L.joined(lambda g: WORDS[key].get(g, WORDS[key]["en"]).format(**values))
+    """A chart's words: one language, or both, the leading one on the first line (side by side, the two panels'
+    titles would run into each other)."""
+    return L.joined(lambda g: WORDS[key].get(g, WORDS[key]["en"]).format(**values), "\n")
 
 
 def site_axis_limits(values: list[float], thresholds: list[float], direction: str) -> tuple[float, float]:
@@ -196,7 +197,7 @@ def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str], 
     # WenQuanYi Micro Hei has no bold face
     fig.suptitle(L.joined(kpi.title_in), fontsize=10, fontweight="normal" if L.zh else "bold")
     # fixed margins, not tight_layout(): that measures every tick label with a draw of its own first
-    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.24, top=0.85, wspace=0.2)
+    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.24, top=0.80 if L.bilingual else 0.85, wspace=0.2)
     return _png(fig)
 
 
