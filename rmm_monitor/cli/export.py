@@ -36,6 +36,11 @@ def _export_arguments(x, settings: Settings) -> None:
     x.add_argument("--as-of", dest="as_of", help="RFC 3339 time; default now (give it to reproduce an export)")
     x.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     x.add_argument("--sign", action="store_true", help="sign it as the user of RMM_TOKEN (qppv; asks the password)")
+    x.add_argument(
+        "--lang",
+        default="en",
+        help="language(s) of the report and the xlsx: en, zh, or zh,en / en,zh (bilingual, the first leads)",
+    )
     x.add_argument("--meaning", default="approved", choices=["approved", "reviewed"], help="what the signature means")
     add_password_flag(x)
 
@@ -50,15 +55,17 @@ def run_export(args, settings: Settings) -> int:
         return _verify(args, settings)
     if not args.quarter or not args.out:
         raise ConfigError("rmm export needs --quarter and --out (or: rmm export verify DIR)")
+    from rmm_monitor.core.lang import parse_langs
     from rmm_monitor.export import LocalSource, Progress, RemoteSource, export
 
+    langs = parse_langs(args.lang)  # a bad --lang stops here, before any work (exit 2, as for other arguments)
     as_of = _as_of(args.as_of)
     out = Path(args.out)
     with open_data(settings, args.db, args.url, writable=args.sign) as data:
         signer = _signer(args, settings, data) if args.sign else None
         source = RemoteSource(data.client) if data.client else LocalSource(data.con)
         signing = signer[0] if signer else None
-        manifest = export(source, args.quarter, out, as_of, Progress(enabled=not args.quiet), signing)
+        manifest = export(source, args.quarter, out, as_of, Progress(enabled=not args.quiet), signing, langs)
         if signer is not None:
             _sign(data, settings, signer, manifest, out)
     print(
@@ -67,6 +74,7 @@ def run_export(args, settings: Settings) -> int:
                 "out": str(args.out),
                 "quarter": manifest["quarter"],
                 "as_of": manifest["as_of"],
+                "languages": manifest["languages"],
                 "files": sorted(manifest["files"]) + ["manifest.json"] + (["signature.json"] if signer else []),
                 "data_quality_failed": manifest["data_quality"]["failed"],
                 "signed_by": signer[0]["user_id"] if signer else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from typing import Optional
 
 import matplotlib
@@ -11,7 +12,10 @@ matplotlib.use("Agg")  # headless: the export runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rmm_monitor.kpi import load_labels  # noqa: E402
 from rmm_monitor.kpi.wilson import wilson_bounds  # noqa: E402
+
+from .words import WORDS, Langs  # noqa: E402
 
 COLOURS = ["#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6"]
 STATUS_COLOURS = {"ok": "#548235", "warning": "#bf9000", "breach": "#c00000", "insufficient_data": "#a6a6a6"}
@@ -31,6 +35,46 @@ def _png(fig) -> bytes:
 MARKERS = "osD^vP"
 
 
+def _use_fonts(langs: tuple) -> Langs:
+    """DejaVu Sans; with Chinese, WenQuanYi Micro Hei behind it for the glyphs DejaVu lacks (matplotlib falls
+    back glyph by glyph), the font file checked first (fonts.cjk_font names the package when it is missing)."""
+    L = Langs(tuple(langs))
+    family = ["DejaVu Sans"]
+    if L.zh:
+        from matplotlib import font_manager
+
+        from .fonts import FAMILY, cjk_font
+
+        path = str(cjk_font())
+        if FAMILY not in {f.name for f in font_manager.fontManager.ttflist}:
+            font_manager.fontManager.addfont(path)
+        family.append(FAMILY)
+    plt.rcParams.update({"font.size": 8, "font.family": family})
+    return L
+
+
+def _words(L: Langs, key: str, **values) -> str:
+    """A chart's words: one language, or both, the leading one on the first line (side by side, the two panels'
+    titles would run into each other)."""
+    return L.joined(lambda g: WORDS[key].get(g, WORDS[key]["en"]).format(**values), "\n")
+
+
+def site_axis_limits(values: list[float], thresholds: list[float], direction: str) -> tuple[float, float]:
+    """The per-site chart's y axis for proportions: a fixed frame in steps of 10 %, never above 100 % nor below
+    0 %, and at least 10 % tall, so sites that are all at 100 % (or all equal) sit on a sensible axis (90 %–100 %,
+    not 98 %–102 %). Higher is better: from a bit below the lowest value or threshold up to 100 %; lower is better
+    (rates of harm): from 0 % up to a bit above the highest value or threshold."""
+    step, margin = 0.1, 0.05
+    seen = [float(v) for v in list(values) + list(thresholds) if v is not None]
+    if not seen:
+        return 0.0, 1.0
+    if direction == "higher_is_better":
+        low = max(0.0, math.floor(round((min(seen) - margin) / step, 6)) * step)
+        return round(min(low, 1.0 - step), 6), 1.0
+    high = min(1.0, math.ceil(round((max(seen) + margin) / step, 6)) * step)
+    return 0.0, round(max(high, step), 6)
+
+
 def _breach_limit(threshold: float, direction: str, ns: np.ndarray) -> np.ndarray:
     """For each n, the observed value beyond which a site is in breach: its whole Wilson 95 % interval lies on
     the wrong side of the threshold (kpis.status_of). Bisection on the continuous success fraction."""
@@ -47,13 +91,14 @@ def _breach_limit(threshold: float, direction: str, ns: np.ndarray) -> np.ndarra
     return (lo + hi) / 2
 
 
-def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) -> bytes:
+def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str], langs: tuple = ("en",)) -> bytes:
     """Left: monthly value per product with its threshold (dashed). Right: every site this quarter as one point,
     its value against its number of units (log scale) with the Wilson 95 % CI, coloured by status; the dotted
     funnel is where the interval stops reaching the threshold (breach beyond it); breach sites are ringed. The
-    y axis is zoomed to the sites' values and thresholds. (A bar per site was unreadable at hundreds of sites,
-    and slow to draw.) The report lists every site in breach or warning under the chart, kpis.xlsx every site."""
-    plt.rcParams.update({"font.size": 8, "font.family": "DejaVu Sans"})
+    y axis is a fixed frame around the sites' values and thresholds (site_axis_limits). (A bar per site was
+    unreadable at hundreds of sites, and slow to draw.) The report lists every site in breach or warning under
+    the chart, kpis.xlsx every site."""
+    L = _use_fonts(langs)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.2, 3.3), gridspec_kw={"width_ratios": [1.15, 1]})
     products = sorted({r["product"] for r in trend} | {r["product"] for r in site_rows})
     colour = {p: COLOURS[i % len(COLOURS)] for i, p in enumerate(products)}
@@ -74,7 +119,7 @@ def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) 
     left.set_xticks(range(len(months)))
     left.set_xticklabels([m[2:] for m in months], rotation=45, ha="right")
     left.set_ylim(-0.02, 1.02)
-    left.set_title("monthly trend (dashed: threshold)")
+    left.set_title(_words(L, "chart_trend"))
     left.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     left.grid(axis="y", lw=0.3)
     if products:
@@ -111,6 +156,7 @@ def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) 
                     c=[STATUS_COLOURS.get(r["status"], "#a6a6a6") for r in mine],
                     linewidths=0,
                     zorder=2,
+                    clip_on=False,  # a site at 100 % sits on the top edge, whole
                 )
         ring = [r for r in points if r["status"] == "breach"]
         if ring:  # breach sites stand out even where points crowd; the report's table names each of them
@@ -122,40 +168,46 @@ def kpi_chart(kpi, trend: list[dict], site_rows: list[dict], months: list[str]) 
                 edgecolors=STATUS_COLOURS["breach"],
                 linewidths=0.8,
                 zorder=3,
+                clip_on=False,
             )
         counts = {s: sum(1 for r in site_rows if r["status"] == s) for s in STATUS_COLOURS}
+        labels = load_labels()
         right.set_xlabel(
-            "units per site (n, log scale)\n"
-            + f"{len(site_rows)} site rows: "
-            + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n),
+            _words(L, "chart_n")
+            + "\n"
+            + L.joined(
+                lambda g: WORDS["chart_site_rows"][g].format(
+                    n=len(site_rows),
+                    counts=", ".join(f"{labels.status(s, g)} {n}" for s, n in counts.items() if n),
+                )
+            ),
             fontsize=7,
         )
-        values = [r["value"] for r in points] + [r["threshold"] for r in points]
-        pad = max(0.02, 0.08 * (max(values) - min(values)))
-        right.set_ylim(max(-0.02, min(values) - pad), min(1.0, max(values)) + min(pad, 0.02))
+        right.set_ylim(*site_axis_limits([r["value"] for r in points], [r["threshold"] for r in points], kpi.direction))
         if len(products) > 1:  # marker = product (colour is the status)
             for p in products:
                 right.scatter([], [], s=9, marker=marker[p], c="#404040", linewidths=0, label=p)
             right.legend(loc="lower right", fontsize=6, frameon=False)
     else:
-        right.text(0.5, 0.5, "no units this quarter", ha="center", va="center", transform=right.transAxes)
+        right.text(0.5, 0.5, _words(L, "chart_no_units"), ha="center", va="center", transform=right.transAxes)
         right.set_ylim(-0.02, 1.05)
     right.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    right.set_title("per site this quarter (95% CI; colour = status; dotted: breach limit)", fontsize=8)
+    right.set_title(_words(L, "chart_sites"), fontsize=8)
     right.grid(lw=0.3)
-    fig.suptitle(kpi.title, fontsize=10, fontweight="bold")
+    # WenQuanYi Micro Hei has no bold face
+    fig.suptitle(L.joined(kpi.title_in), fontsize=10, fontweight="normal" if L.zh else "bold")
     # fixed margins, not tight_layout(): that measures every tick label with a draw of its own first
-    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.24, top=0.85, wspace=0.2)
+    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.24, top=0.80 if L.bilingual else 0.85, wspace=0.2)
     return _png(fig)
 
 
-def status_overview(rows: list[dict], titles: dict[str, str]) -> Optional[bytes]:
+def status_overview(rows: list[dict], titles: dict[str, str], langs: tuple = ("en",)) -> Optional[bytes]:
     """Programme summary: one line per KPI, one marker per product at its value with the 95 % CI, coloured by
     status; | marks each product's threshold."""
     rows = [r for r in rows if r["site_id"] is None]
     if not rows:
         return None
-    plt.rcParams.update({"font.size": 8, "font.family": "DejaVu Sans"})
+    L = _use_fonts(langs)
     kpis = list(dict.fromkeys(r["kpi"] for r in rows))
     products = sorted({r["product"] for r in rows})
     offset = {p: (i - (len(products) - 1) / 2) * 0.22 for i, p in enumerate(products)}
@@ -184,10 +236,6 @@ def status_overview(rows: list[dict], titles: dict[str, str]) -> Optional[bytes]
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.grid(axis="x", lw=0.3)
     ax.legend(loc="lower left", fontsize=7, frameon=True, ncol=len(products))
-    ax.set_title(
-        "All KPIs this quarter: value and 95% CI per product; | = threshold\n"
-        "green ok, amber warning, red breach, grey insufficient data",
-        fontsize=8,
-    )
+    ax.set_title(WORDS["chart_overview"][L.lead], fontsize=8)
     fig.tight_layout()
     return _png(fig)

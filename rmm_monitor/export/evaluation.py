@@ -75,6 +75,7 @@ class Snapshot:
     signatures: list[dict] = field(default_factory=list)  # of alert and review decisions, made by the as-of time
     audit: list[dict] = field(default_factory=list)  # audit log entries logged in the quarter, up to the as-of time
     signing: Optional[dict] = None  # who signs this export, with what meaning, when (rmm export --sign)
+    langs: tuple[str, ...] = ("en",)  # the language(s) of the report and the xlsx, the leading one first
 
     def programme_rows(self) -> list[dict]:
         """The rows of all sites (KPI x product), family by family as an evaluation reads them (reach,
@@ -243,6 +244,7 @@ def write_manifest(snap: Snapshot, out: Path) -> dict:
     manifest = {
         "quarter": snap.quarter.label,
         "as_of": iso(snap.as_of),
+        "languages": list(snap.langs),  # of report.html/pdf and kpis.xlsx, the leading one first
         "software": {"name": "rmm-monitor", "version": __version__},
         "catalog": {"hash": catalog_hash(as_of=snap.as_of), "kpis": [k.id for k in snap.catalog]},
         "expectation_suites": {s.name: s.version for s in load_suites()},
@@ -272,15 +274,21 @@ def export(
     as_of: datetime,
     progress: Callable[[str], None],
     signing: Optional[dict] = None,
+    langs: tuple[str, ...] = ("en",),
 ) -> dict:
     """Every file of the evaluation and the manifest (returned). With `signing` ({user_id, full_name, meaning,
-    signed_at}) the report and the manifest name the signer; the signature over the manifest is made after."""
+    signed_at}) the report and the manifest name the signer; the signature over the manifest is made after.
+    `langs`: the language(s) of the report and the xlsx (core.lang.parse_langs), the leading one first."""
+    from .fonts import cjk_font
     from .report import Charts, write_reports
     from .xlsx import write_xlsx
 
+    langs = tuple(langs)
+    if "zh" in langs:
+        cjk_font()  # a missing font stops the export before the work, not after it
     out_dir.mkdir(parents=True, exist_ok=True)
     # each KPI's chart is drawn (in a worker process) while the next KPI's queries run; closed whatever happens
-    charts = Charts()
+    charts = Charts(langs=langs)
     # units.parquet (millions of units) is encoded and compressed by Arrow, which lets go of the GIL: on a thread
     # of its own it overlaps the xlsx and the report, which are Python work
     tables = ThreadPoolExecutor(1, thread_name_prefix="export-parquet")
@@ -297,6 +305,7 @@ def export(
     try:
         snap = gather(source, quarter, as_of, progress, on_kpis=without_dq, on_figures=charts.add)
         snap.signing = signing
+        snap.langs = langs
         progress("kpis.xlsx")
         write_xlsx(snap, out_dir / "kpis.xlsx")
         progress("report.html, report.pdf")

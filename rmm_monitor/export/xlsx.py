@@ -14,7 +14,10 @@ from openpyxl.formatting.rule import FormulaRule
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
+from rmm_monitor.kpi import load_labels
 from rmm_monitor.kpi.rulebook import load_rulebook
+
+from .words import Langs
 
 PCT = "0.0%"
 STATUS_FILLS = {
@@ -34,9 +37,11 @@ def _sheet(
     title: str,
     headers: list[tuple[str, int, str | None]],
     rows: list[list],
-    status_col: str | None = None,
+    status_col: int | None = None,
+    status_words: dict[str, str] | None = None,
 ):
-    """headers: (name, width, number format). Frozen header row, autofilter, conditional status colours."""
+    """headers: (name, width, number format). Frozen header row, autofilter, conditional status colours
+    (`status_col`: its index in `headers`; `status_words`: the word written for each status, if not itself)."""
     ws = wb.create_sheet(title[:31])
     ws.append([h for h, _, _ in headers])
     for c, (_, width, _) in enumerate(headers, 1):
@@ -58,11 +63,11 @@ def _sheet(
     ws.print_title_rows = "1:1"
     last = f"{get_column_letter(len(headers))}{max(2, ws.max_row)}"
     ws.auto_filter.ref = f"A1:{last}"
-    if status_col and ws.max_row >= 2:
-        col = [h for h, _, _ in headers].index(status_col) + 1
-        letter = get_column_letter(col)
+    if status_col is not None and ws.max_row >= 2:
+        letter = get_column_letter(status_col + 1)
         rng = f"A2:{last}"
-        for word, colour in STATUS_FILLS.items():
+        for status, colour in STATUS_FILLS.items():
+            word = (status_words or {}).get(status, status).replace('"', '""')
             ws.conditional_formatting.add(
                 rng,
                 FormulaRule(
@@ -82,7 +87,39 @@ def _sheet_name(kpi_id: str, used: set[str]) -> str:
     return name
 
 
+class _Words:
+    """The sheet's words in the export's language(s): one language as is; two, the leading one first (headers on
+    two lines, cells as "leading / other"). Statuses keep their codes in English (as kpis.csv has them, for
+    filters and formulas); in Chinese they are the catalog's names."""
+
+    def __init__(self, langs: tuple):
+        self.L = Langs(tuple(langs))
+        self.labels = load_labels()
+
+    def head(self, key: str) -> str:
+        return self.L.joined(lambda g: self.L.one(f"col.{key}", g), "\n")
+
+    def word(self, key: str, **values) -> str:
+        return self.L.joined(lambda g: self.L.one(key, g, **values))
+
+    def sheet(self, key: str) -> str:
+        return self.L.joined(lambda g: self.L.one(f"sheet.{key}", g), " ")[:31]
+
+    def status(self, status: str | None) -> str | None:
+        if status is None or self.L.langs == ("en",):
+            return status
+        return self.L.joined(lambda g: self.labels.status(status, g))
+
+    def statuses(self) -> dict[str, str]:
+        return {s: str(self.status(s)) for s in STATUS_FILLS}
+
+    def text(self, fn) -> str:
+        """A catalog text (title, description) in each language, one per line."""
+        return self.L.joined(fn, "\n")
+
+
 def write_xlsx(snap, path: Path) -> None:
+    W = _Words(tuple(getattr(snap, "langs", ("en",))))
     wb = Workbook()
     wb.remove(wb.active)
     titles = {k.id: k for k in snap.catalog}
@@ -94,15 +131,15 @@ def write_xlsx(snap, path: Path) -> None:
         summary.append(
             [
                 r["kpi"],
-                k.title,
+                W.text(k.title_in),
                 k.armm,
                 r["product"],
                 r["value"],
                 r["ci_low"],
                 r["ci_high"],
                 r["threshold"],
-                r["direction"].replace("_", " "),
-                r["status"],
+                W.word(r["direction"]),
+                W.status(r["status"]),
                 r["numerator"],
                 r["denominator"],
                 r["pending"],
@@ -112,38 +149,39 @@ def write_xlsx(snap, path: Path) -> None:
         )
     _sheet(
         wb,
-        "Summary",
+        W.sheet("summary"),
         [
-            ("KPI", 34, None),
-            ("title", 44, None),
-            ("aRMM", 22, None),
-            ("product", 10, None),
-            ("value", 9, PCT),
-            ("CI low", 9, PCT),
-            ("CI high", 9, PCT),
-            ("threshold", 10, PCT),
-            ("direction", 16, None),
-            ("status", 16, None),
-            ("numerator", 10, "0"),
-            ("n", 8, "0"),
-            ("pending", 9, "0"),
-            ("previous quarter", 11, PCT),
-            ("change", 9, "+0.0%;-0.0%;0.0%"),
+            (W.head("kpi"), 34, None),
+            (W.head("title"), 44, None),
+            (W.head("armm"), 22, None),
+            (W.head("product"), 10, None),
+            (W.head("value"), 9, PCT),
+            (W.head("ci_low"), 9, PCT),
+            (W.head("ci_high"), 9, PCT),
+            (W.head("threshold"), 10, PCT),
+            (W.head("direction"), 16, None),
+            (W.head("status"), 16, None),
+            (W.head("numerator"), 10, "0"),
+            (W.head("n"), 8, "0"),
+            (W.head("pending"), 9, "0"),
+            (W.head("prev"), 11, PCT),
+            (W.head("change"), 9, "+0.0%;-0.0%;0.0%"),
         ],
         summary,
-        status_col="status",
+        status_col=9,
+        status_words=W.statuses(),
     )
-    used = {"Summary"}
+    used = {W.sheet("summary")}
     for k in snap.catalog:
         rows = [
             [
                 r["product"],
-                r["site_id"] or "(all sites)",
+                r["site_id"] or W.word("all_sites"),
                 r["value"],
                 r["ci_low"],
                 r["ci_high"],
                 r["threshold"],
-                r["status"],
+                W.status(r["status"]),
                 r["numerator"],
                 r["denominator"],
                 r["pending"],
@@ -155,29 +193,31 @@ def write_xlsx(snap, path: Path) -> None:
             wb,
             _sheet_name(k.id, used),
             [
-                ("product", 10, None),
-                ("site", 14, None),
-                ("value", 9, PCT),
-                ("CI low", 9, PCT),
-                ("CI high", 9, PCT),
-                ("threshold", 10, PCT),
-                ("status", 16, None),
-                ("numerator", 10, "0"),
-                ("n", 8, "0"),
-                ("pending", 9, "0"),
+                (W.head("product"), 10, None),
+                (W.head("site"), 14, None),
+                (W.head("value"), 9, PCT),
+                (W.head("ci_low"), 9, PCT),
+                (W.head("ci_high"), 9, PCT),
+                (W.head("threshold"), 10, PCT),
+                (W.head("status"), 16, None),
+                (W.head("numerator"), 10, "0"),
+                (W.head("n"), 8, "0"),
+                (W.head("pending"), 9, "0"),
             ],
             rows,
-            status_col="status",
+            status_col=6,
+            status_words=W.statuses(),
         )
-        ws["L1"] = k.title
+        ws["L1"] = W.text(k.title_in)
         ws["L1"].font = Font(bold=True)
-        ws["L2"] = k.description
+        ws["L1"].alignment = Alignment(wrap_text=True, vertical="top")
+        ws["L2"] = W.text(k.description_in)
         ws["L2"].alignment = Alignment(wrap_text=True, vertical="top")
         ws.column_dimensions["L"].width = 70
     # .get: the alerting schema may grow; a renamed column must not stop a regulatory export
     trail = [
         [
-            "alert",
+            W.word("kind.alert"),
             a.get("alert_id"),
             a.get("product"),
             a.get("site_id"),
@@ -193,13 +233,14 @@ def write_xlsx(snap, path: Path) -> None:
     ]
     trail += [
         [
-            "review case",
+            W.word("kind.case"),
             c.get("case_id"),
             c.get("product"),
             "",
             "",
             c.get("section"),
-            f"outcome: {c['outcome']}" + (f" (v{c['material_version']})" if c.get("material_version") else "")
+            W.word("outcome_is", outcome=c["outcome"])
+            + (f" (v{c['material_version']})" if c.get("material_version") else "")
             if c.get("outcome")
             else "",
             c.get("state"),
@@ -211,28 +252,29 @@ def write_xlsx(snap, path: Path) -> None:
     ]
     _sheet(
         wb,
-        "Alerts and reviews",
+        W.sheet("alerts"),
         [
-            ("kind", 12, None),
-            ("id", 16, None),
-            ("product", 10, None),
-            ("site", 10, None),
-            ("KPI", 30, None),
-            ("section", 18, None),
-            ("title", 50, None),
-            ("state", 14, None),
-            ("by", 14, None),
-            ("at (UTC)", 22, None),
-            ("comment", 40, None),
+            (W.head("kind"), 12, None),
+            (W.head("id"), 16, None),
+            (W.head("product"), 10, None),
+            (W.head("site"), 10, None),
+            (W.head("kpi"), 30, None),
+            (W.head("section"), 18, None),
+            (W.head("title"), 50, None),
+            (W.head("state"), 14, None),
+            (W.head("by"), 14, None),
+            (W.head("at_utc"), 22, None),
+            (W.head("comment"), 40, None),
         ],
         trail,
     )
+    passed, failed = W.word("passed"), W.word("failed")
     dq_rows = [
         [
             r["suite"],
             r["expectation"],
             r.get("severity", "critical" if r["critical"] else "warning"),
-            "passed" if r["success"] else "failed",
+            passed if r["success"] else failed,
             r["observed"],
             r.get("why", ""),
         ]
@@ -240,25 +282,26 @@ def write_xlsx(snap, path: Path) -> None:
     ]
     _sheet(
         wb,
-        "Data quality",
+        W.sheet("dq"),
         [
-            ("suite", 22, None),
-            ("expectation", 40, None),
-            ("severity", 10, None),
-            ("result", 10, None),
-            ("observed", 36, None),
-            ("why it matters", 80, None),
+            (W.head("suite"), 22, None),
+            (W.head("expectation"), 40, None),
+            (W.head("severity"), 10, None),
+            (W.head("result"), 10, None),
+            (W.head("observed"), 36, None),
+            (W.head("why"), 80, None),
         ],
         dq_rows,
-        status_col="result",
+        status_col=3,
+        status_words={"passed": passed, "failed": failed},
     )
     defs = [
         [
             k.id,
-            k.title,
+            W.text(k.title_in),
             k.family,
             k.armm,
-            k.description,
+            W.text(k.description_in),
             k.unit,
             k.anchor,
             k.success,
@@ -266,40 +309,40 @@ def write_xlsx(snap, path: Path) -> None:
             k.direction,
             k.threshold,
             k.min_n,
-            "yes" if k.zero_tolerance else "no",
+            W.word("yes" if k.zero_tolerance else "no"),
             k.review_section,
         ]
         for k in snap.catalog
     ]
     ws = _sheet(
         wb,
-        "Definitions",
+        W.sheet("definitions"),
         [
-            ("KPI", 34, None),
-            ("title", 40, None),
-            ("family", 12, None),
-            ("aRMM", 22, None),
-            ("description", 80, None),
-            ("unit", 40, None),
-            ("anchor", 30, None),
-            ("success", 50, None),
-            ("window", 40, None),
-            ("direction", 16, None),
-            ("threshold (default)", 12, PCT),
-            ("min n", 8, "0"),
-            ("zero tolerance", 10, None),
-            ("review section", 18, None),
+            (W.head("kpi"), 34, None),
+            (W.head("title"), 40, None),
+            (W.head("family"), 12, None),
+            (W.head("armm"), 22, None),
+            (W.head("description"), 80, None),
+            (W.head("unit"), 40, None),
+            (W.head("anchor"), 30, None),
+            (W.head("success"), 50, None),
+            (W.head("window"), 40, None),
+            (W.head("direction"), 16, None),
+            (W.head("threshold_default"), 12, PCT),
+            (W.head("min_n"), 8, "0"),
+            (W.head("zero_tolerance"), 10, None),
+            (W.head("review_section"), 18, None),
         ],
         defs,
     )
     for row in ws.iter_rows(min_row=2):
         for cell in row:
             cell.alignment = Alignment(wrap_text=True, vertical="top")
-    _rules_sheet(wb, snap)
-    _audit_sheet(wb, snap)
+    _rules_sheet(wb, snap, W)
+    _audit_sheet(wb, snap, W)
     stamp = snap.as_of.replace(tzinfo=None)
     wb.properties.creator = "rmm-monitor"
-    wb.properties.title = f"aRMM effectiveness KPIs {snap.quarter.label}"
+    wb.properties.title = W.word("xlsx_title", quarter=snap.quarter.label)
     wb.properties.created = stamp
     wb.save(path)
     _normalise(path, stamp)
@@ -334,19 +377,19 @@ def catalog_signature(snap, entry) -> str:
     return "signed for other content: NOT VALID for this entry" if mine else "not signed"
 
 
-def _audit_sheet(wb: Workbook, snap) -> None:
+def _audit_sheet(wb: Workbook, snap, W: _Words) -> None:
     """The audit log's entries of the quarter up to the as-of time."""
     _sheet(
         wb,
-        "Audit trail",
+        W.sheet("audit"),
         [
-            ("entry", 8, "0"),
-            ("at", 30, None),
-            ("by", 16, None),
-            ("action", 24, None),
-            ("record", 40, None),
-            ("reason", 60, None),
-            ("entry hash", 66, None),
+            (W.head("entry"), 8, "0"),
+            (W.head("at"), 30, None),
+            (W.head("by"), 16, None),
+            (W.head("action"), 24, None),
+            (W.head("record"), 40, None),
+            (W.head("reason"), 60, None),
+            (W.head("entry_hash"), 66, None),
         ],
         [
             [e["seq"], e["at"], e["actor"], e["action"], f"{e['record_table']} {e['record_key']}", e["reason"],
@@ -356,7 +399,7 @@ def _audit_sheet(wb: Workbook, snap) -> None:
     )  # fmt: skip
 
 
-def _rules_sheet(wb: Workbook, snap) -> None:
+def _rules_sheet(wb: Workbook, snap, W: _Words) -> None:
     """The rule sets by jurisdiction, product and date known at the as-of time, with their sources."""
     book = load_rulebook().known_at(snap.as_of)
     rows = [
@@ -366,7 +409,7 @@ def _rules_sheet(wb: Workbook, snap) -> None:
             v.product,
             v.effective_from.date().isoformat(),
             v.effective_to.date().isoformat() if v.effective_to else "",
-            ", ".join(f"{k} {'not a unit' if x is None else f'{x:g}'}" for k, x in v.values.items()),
+            ", ".join(f"{k} {W.word('not_a_unit') if x is None else f'{x:g}'}" for k, x in v.values.items()),
             v.name,
             v.source,
             catalog_signature(snap, v),
@@ -375,17 +418,17 @@ def _rules_sheet(wb: Workbook, snap) -> None:
     ]
     ws = _sheet(
         wb,
-        "Rules",
+        W.sheet("rules"),
         [
-            ("rule", 32, None),
-            ("jurisdiction", 12, None),
-            ("product", 10, None),
-            ("effective from", 14, None),
-            ("effective to", 14, None),
-            ("values", 50, None),
-            ("name", 30, None),
-            ("source", 90, None),
-            ("signed", 40, None),
+            (W.head("rule"), 32, None),
+            (W.head("jurisdiction"), 12, None),
+            (W.head("product"), 10, None),
+            (W.head("effective_from"), 14, None),
+            (W.head("effective_to"), 14, None),
+            (W.head("values"), 50, None),
+            (W.head("name"), 30, None),
+            (W.head("source"), 90, None),
+            (W.head("signed"), 40, None),
         ],
         rows,
     )

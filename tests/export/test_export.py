@@ -6,10 +6,8 @@ ingesting meanwhile."""
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
-import os
 import subprocess
 import threading
 from datetime import datetime, timezone
@@ -23,46 +21,18 @@ from rmm_monitor.core.periods import parse_time
 from rmm_monitor.dev.producer import produce_events
 from rmm_monitor.dev.simulate import generate
 from rmm_monitor.kpi import catalog_hash, load_catalog
-from rmm_monitor.store import Store, process_batch
+from rmm_monitor.store import Store
 
 from support.workers import http_text, run_cli
 
 # meant to keep the module on one xdist process (`make test` uses loadgroup); see `offline` for why it is not enough
 pytestmark = pytest.mark.xdist_group(name="export")
 
-END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
+END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)  # as in conftest.py (the `offline` store)
 AS_OF = "2026-10-15T00:00:00Z"
 QUARTER = "2026Q3"
 KPI_FILES = ("kpis.csv", "kpis.parquet", "units.parquet", "manifest.json")
 ALL_FILES = KPI_FILES + ("kpis.xlsx", "report.html", "report.pdf")
-
-
-@pytest.fixture(scope="session")  # survives xdist interleaving other modules in this process
-def events():
-    return generate(seed=7, patients=200, end=END, dq_faults=True)
-
-
-@pytest.fixture(scope="session")
-def offline(tmp_path_factory, events):
-    """A DuckDB file nobody holds, and its export made by the CLI. Built once per test run even when xdist
-    spreads this module's tests over several processes (its xdist_group is not honoured with pytest 9): the
-    first process builds it under a file lock in a directory all of them share, the others wait and reuse it."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    base = tmp_path_factory.getbasetemp()
-    root = (base.parent / f"rmm-export-{run}") if run else (base / "rmm-export")
-    root.mkdir(exist_ok=True)
-    db, out, done = root / "sim.duckdb", root / "out", root / "done.json"
-    with open(root / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            with Store(db) as store:
-                process_batch(store, [json.dumps(e).encode() for e in events])
-            res = run_cli(
-                "export", "--quarter", QUARTER, "--db", str(db), "--out", str(out), "--as-of", AS_OF, timeout=600
-            )
-            assert res.returncode == 0, res.stderr
-            done.write_text(json.dumps({"stderr": res.stderr}))
-    return db, out, json.loads(done.read_text())["stderr"]
 
 
 def test_export_writes_every_file_with_a_manifest(offline):
