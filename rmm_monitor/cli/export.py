@@ -38,8 +38,8 @@ def _export_arguments(x, settings: Settings) -> None:
     x.add_argument("--sign", action="store_true", help="sign it as the user of RMM_TOKEN (qppv; asks the password)")
     x.add_argument(
         "--lang",
-        default="en",
-        help="language(s) of the report and the xlsx: en, zh, or zh,en / en,zh (bilingual, the first leads)",
+        help="language(s) of the report and the xlsx: en, zh, or zh,en / en,zh (bilingual, the first leads); "
+        "default: the deployment's RMM_LANG (en)",
     )
     x.add_argument("--meaning", default="approved", choices=["approved", "reviewed"], help="what the signature means")
     add_password_flag(x)
@@ -58,7 +58,8 @@ def run_export(args, settings: Settings) -> int:
     from rmm_monitor.core.lang import parse_langs
     from rmm_monitor.export import LocalSource, Progress, RemoteSource, export
 
-    langs = parse_langs(args.lang)  # a bad --lang stops here, before any work (exit 2, as for other arguments)
+    # a bad --lang stops here, before any work (exit 2, as for other arguments)
+    langs = parse_langs(args.lang or settings.lang)
     as_of = _as_of(args.as_of)
     out = Path(args.out)
     with open_data(settings, args.db, args.url, writable=args.sign) as data:

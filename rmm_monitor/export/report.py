@@ -42,7 +42,7 @@ from .fonts import cjk_font
 from .words import WORDS, Langs, Txt, texts
 
 FLAGGED = ("breach", "warning")
-CASE_STATES = ("open", "in_review", "closed")  # alerting/records.py; the report names each in WORDS
+CASE_STATES = ("open", "in_review", "closed")  # alerting/records.py; metrics/labels names each
 
 
 @dataclass
@@ -342,6 +342,7 @@ def _action_blocks(snap, L: Langs) -> list[Block]:
     n_breach = sum(1 for worst, _, _ in items if worst == "breach")
     b.append(Block("p", L.w("action_intro", breaches=n_breach, warnings=len(items) - n_breach)))
     states = case_states(snap.cases)
+    labels = load_labels()
 
     def site_list(rows: list[dict], status: str) -> str:
         return "; ".join(f"{s['site_id']} {_pct(s['value'])} ({_n(s)})" for s in rows if s["status"] == status)
@@ -353,7 +354,7 @@ def _action_blocks(snap, L: Langs) -> list[Block]:
 
         def named(case_id: str, g: str) -> str:
             state = states.get(case_id, {}).get("state")
-            return f"{case_id} {L.one('case_state.' + state, g)}" if state in CASE_STATES else case_id
+            return f"{case_id} {labels.name('case_states', state, g)}" if state in CASE_STATES else case_id
 
         return L.each(lambda g: "; ".join(named(i, g) for i in ids))
 
@@ -597,7 +598,7 @@ def _cases_table(L: Langs, cases: list[dict]) -> Block:
                 c.get("case_id"),
                 c.get("product"),
                 L.each(partial(labels.section, c.get("section") or "")),
-                L.w(f"case_state.{c['state']}") if c.get("state") in CASE_STATES else "",
+                L.each(partial(labels.name, "case_states", c["state"])) if c.get("state") in CASE_STATES else "",
                 (c.get("outcome") or "") + (f" v{c['material_version']}" if c.get("material_version") else ""),
                 c.get("actor"),
                 c.get("at"),

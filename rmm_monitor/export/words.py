@@ -64,9 +64,6 @@ WORDS: dict[str, dict[str, str]] = {
         "zh": "本季度无指标超限或预警（全部医疗机构合计及各医疗机构均无）。",
     },
     "no_case": {"en": "no case", "zh": "无案例"},
-    "case_state.open": {"en": "open", "zh": "已开启"},
-    "case_state.in_review": {"en": "in review", "zh": "评估中"},
-    "case_state.closed": {"en": "closed", "zh": "已关闭"},
     # --- column headers -------------------------------------------------------------------------------------
     "col.kpi": {"en": "KPI", "zh": "指标"},
     "col.title": {"en": "title", "zh": "名称"},

@@ -275,7 +275,7 @@ def test_first_page_lists_each_breach_with_its_sites_and_review_case(exports, br
         assert case_id in text, lang
     assert "Breaches and warnings this quarter" in page["en"] and kpi.title in page["en"]
     assert f"{case_id} open" in page["en"]
-    assert "本季度超限和预警" in dense["zh"] and kpi.title_zh in dense["zh"] and f"{case_id}已开启" in dense["zh"]
+    assert "本季度超限和预警" in dense["zh"] and kpi.title_zh in dense["zh"] and f"{case_id}待评估" in dense["zh"]
     assert kpi.title_zh in dense["zh,en"] and kpi.title in page["zh,en"]
     assert (ARTIFACTS / "report-zh-en-page1.png").stat().st_size > 5000
 
