@@ -460,15 +460,16 @@ def _kpi_blocks(snap, L: Langs, k, image: bytes) -> list[Block]:
     """One KPI: its definition, chart, per-product table and the sites behind it."""
     rows = [r for r in snap.rows if r["kpi"] == k.id]
     programme = [r for r in rows if r["site_id"] is None]
+    labels = load_labels()
 
     def definition(g: str) -> str:
         return L.one(
             "kpi_definition",
             g,
-            armm=k.armm,
+            armm=labels.name("armms", k.armm, g),
             description=k.description_in(g),
-            unit=k.unit,
-            success=k.success or L.one("see_definition", g),
+            unit=k.unit_in(g),
+            success=k.success_in(g) or L.one("see_definition", g),
             threshold=_pct(k.threshold),
             direction=L.one(k.direction, g),
             zero=L.one("zero_tolerance", g) if k.zero_tolerance else "",

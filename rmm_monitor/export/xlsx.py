@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import zipfile
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from openpyxl import Workbook
@@ -120,6 +121,7 @@ class _Words:
 
 def write_xlsx(snap, path: Path) -> None:
     W = _Words(tuple(getattr(snap, "langs", ("en",))))
+    labels = load_labels()
     wb = Workbook()
     wb.remove(wb.active)
     titles = {k.id: k for k in snap.catalog}
@@ -132,7 +134,7 @@ def write_xlsx(snap, path: Path) -> None:
             [
                 r["kpi"],
                 W.text(k.title_in),
-                k.armm,
+                W.text(partial(labels.name, "armms", k.armm)),
                 r["product"],
                 r["value"],
                 r["ci_low"],
@@ -300,11 +302,11 @@ def write_xlsx(snap, path: Path) -> None:
             k.id,
             W.text(k.title_in),
             k.family,
-            k.armm,
+            W.text(partial(labels.name, "armms", k.armm)),
             W.text(k.description_in),
-            k.unit,
+            W.text(k.unit_in),
             k.anchor,
-            k.success,
+            W.text(k.success_in),
             k.window,
             k.direction,
             k.threshold,

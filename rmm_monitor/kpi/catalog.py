@@ -36,6 +36,7 @@ LABEL_KINDS = (
     "alert_states",
     "case_states",
     "severities",
+    "armms",
 )  # the languages of the catalog's texts: English, and Chinese for the NMPA/CDE
 REQUIRED_KEYS = (
     "id",
@@ -82,6 +83,9 @@ class Kpi:
     params: dict[str, Any] = field(default_factory=dict)
     tests: list[dict] = field(default_factory=list)
     success: str = ""
+    # the unit and the success rule in Chinese (optional: the English ones stand where a translation is missing)
+    unit_zh: str = ""
+    success_zh: str = ""
     window: str = ""
     order: int = 100
 
@@ -90,6 +94,12 @@ class Kpi:
 
     def description_in(self, lang: str) -> str:
         return self.description_zh if lang == "zh" else self.description
+
+    def unit_in(self, lang: str) -> str:
+        return (self.unit_zh if lang == "zh" else "") or self.unit
+
+    def success_in(self, lang: str) -> str:
+        return (self.success_zh if lang == "zh" else "") or self.success
 
     def threshold_for(self, product: Optional[str], config: "Config") -> float:
         return float(config.override(self.id, product, "threshold", self.threshold))
@@ -196,6 +206,8 @@ def _load_kpi(yml_path: Path) -> Kpi:
         params=dict(spec.get("params") or {}),
         tests=list(spec.get("tests") or []),
         success=" ".join(str(spec.get("success", "")).split()),
+        unit_zh=join_lines(str(spec.get("unit_zh", ""))),
+        success_zh=join_lines(str(spec.get("success_zh", ""))),
         window=str(spec.get("window", "")),
         order=int(spec.get("order", 100)),
     )

@@ -42,4 +42,8 @@ def test_every_kpi_and_label_has_a_chinese_name_distinct_from_the_english():
         assert kpi.description_zh and not re.search(r"[^\x00-\x7f] [^\x00-\x7f]", kpi.description_zh), kpi.id
         labels = load_labels()
         assert labels.section(kpi.review_section, "zh") != labels.section(kpi.review_section, "en"), kpi.id
+        # the definition a Chinese report prints: the measure, the unit and the success rule in Chinese too
+        assert labels.name("armms", kpi.armm, "zh") != kpi.armm, kpi.id
+        assert kpi.unit_zh and kpi.unit_in("zh") != kpi.unit and kpi.success_zh, kpi.id  # a formula may read alike
+        assert kpi.unit_in("en") == kpi.unit and kpi.success_in("en") == kpi.success
         assert all(labels.family(kpi.family, lang) for lang in LANGS)
