@@ -181,6 +181,12 @@ def test_drill_down_to_a_site_equals_explain_deep_links_and_chinese(stack, tmp_p
         tiles = browser.run(TILES_JS)
         q4 = http_json(base + "/api/kpis?by=none&period=2026Q4", token=stack.tokens[VIEWER], timeout=30)
         assert tiles == {r["kpi"]: _pct(r["value"]) for r in q4}
+        # the sparklines follow the period: a quarter in its year's months, `all` over the whole programme
+        assert browser.run("return state.trendOf") == "2026"
+        _choose_period(browser, "all")
+        months = browser.run("return [...new Set(state.trend.map(r => r.month))].sort()")
+        every = http_json(base + "/api/trend?period=all", token=stack.tokens[VIEWER], timeout=30)
+        assert months == sorted({r["month"] for r in every}) and browser.run("return state.trendOf") == "all"
         _choose_period(browser, PERIOD)
 
         # an alert links to its review case and to its units
