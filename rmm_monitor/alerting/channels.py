@@ -43,6 +43,9 @@ from rmm_monitor.core.lang import say
 from rmm_monitor.core.settings import ChannelSettings
 from rmm_monitor.kpi import load_catalog, load_labels
 
+from .titles import WORDS as TITLE_WORDS
+from .titles import title_in
+
 SCHEMA = "rmm.alert/v1"
 SIGNATURE_HEADER = "X-RMM-Signature-256"
 DELIVERY_HEADER = "X-RMM-Delivery"
@@ -88,12 +91,6 @@ def encode(doc: dict) -> bytes:
 # the same in both languages.
 WORDS: dict[str, dict[str, str]] = {
     "resolved": {"en": "[RESOLVED] {title}", "zh": "[已解除] {title}"},
-    "breach_title": {
-        "en": "[BREACH] {kpi} {value} {op} {threshold} — {product} {where} — {period}",
-        "zh": "[超限] {kpi} {value} {op} {threshold} — {product} {where} — {period}",
-    },  # fmt: skip
-    "site": {"en": "site {site}", "zh": "医疗机构 {site}"},
-    "all_sites": {"en": "all sites", "zh": "全部医疗机构"},
     "state": {
         "en": "Alert {alert_id} ({signal}, {severity}) is {state}.",
         "zh": "警报 {alert_id}（{signal}，{severity}）状态：{state}。",
@@ -131,33 +128,12 @@ WORDS: dict[str, dict[str, str]] = {
 }
 
 
-def _title(doc: dict, lang: str) -> str:
-    """The alert's title; a KPI breach's is re-said in `lang` from its details and the catalog's KPI title."""
-    d = doc.get("details") or {}
-    if lang == "en" or doc["signal"] != "kpi_breach" or d.get("value") is None:
-        return doc["title"]
-    kpi = _kpi(doc["kpi"])
-    where = say(WORDS, "site", lang, site=doc["site_id"]) if doc["site_id"] else say(WORDS, "all_sites", lang)
-    return say(
-        WORDS,
-        "breach_title",
-        lang,
-        kpi=kpi.title_in(lang) if kpi else doc["kpi"],
-        value=_pct(d.get("value"), 0),
-        op="<" if d.get("direction") == "higher_is_better" else ">",
-        threshold=_pct(d.get("threshold"), 0),
-        product=doc["product"],
-        where=where,
-        period=doc["period"],
-    )
-
-
 def _kpi(kpi_id: str):
     return next((k for k in load_catalog() if k.id == kpi_id), None)
 
 
 def subject(doc: dict, lang: str = "en") -> str:
-    title = _title(doc, lang)
+    title = title_in(doc, lang)
     return title if doc["notification"] == "firing" else say(WORDS, "resolved", lang, title=title)
 
 
@@ -167,7 +143,7 @@ def email_body(doc: dict, lang: str = "en") -> str:
     signal = labels.name("signals", doc["signal"], lang) if lang != "en" else doc["signal"]
     w = lambda key, **v: say(WORDS, key, lang, **v)  # noqa: E731
     lines = [
-        _title(doc, lang),
+        title_in(doc, lang),
         "",
         w(
             "state",
@@ -179,7 +155,8 @@ def email_body(doc: dict, lang: str = "en") -> str:
     ]
     if doc["signal"] == "kpi_breach":
         kpi = _kpi(doc["kpi"])
-        where = w("site", site=doc["site_id"]) if doc["site_id"] else w("all_sites")
+        site = doc["site_id"]
+        where = say(TITLE_WORDS, "site", lang, site=site) if site else say(TITLE_WORDS, "all_sites", lang)
         direction = d.get("direction")
         lines += [
             "",

@@ -18,6 +18,9 @@ from typing import Any, Iterable, Optional
 from rmm_monitor.access import audit
 from rmm_monitor.core import clock
 from rmm_monitor.core.errors import RmmError
+from rmm_monitor.core.lang import LANGS
+
+from .titles import title_in
 
 ALERT_STATES = ("firing", "acknowledged", "resolved")
 CASE_STATES = ("open", "in_review", "closed")
@@ -313,12 +316,19 @@ def list_alerts(con, state: Optional[str] = None, signal: Optional[str] = None) 
     rows = _dicts(
         con.execute(
             "SELECT alert_id, signal, state, severity, product, site_id, section, kpi, period, title, case_id, "
-            "triggered_at, fired_at, state_actor, state_at FROM alert_state "
+            "triggered_at, fired_at, state_actor, state_at, details FROM alert_state "
             "WHERE ($state IS NULL OR state = $state) AND ($signal IS NULL OR signal = $signal) ORDER BY alert_id",
             {"state": state, "signal": signal},
         )
     )
-    return [_clean(r) for r in rows]
+    out = []
+    for r in rows:
+        alert = _clean(r)
+        # the title in each language (a breach's said again from its figures), then the list stays short
+        alert["titles"] = {lang: title_in(alert, lang) for lang in LANGS}
+        alert.pop("details", None)
+        out.append(alert)
+    return out
 
 
 def get_alert(con, alert_id: str) -> dict:

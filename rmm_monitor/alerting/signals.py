@@ -29,6 +29,8 @@ from rmm_monitor.core.fmt import pct
 from rmm_monitor.kpi import Kpi, load_config
 from rmm_monitor.store import transaction
 
+from .titles import breach_title
+
 KPI_BREACH, AE_CLUSTER, SAFETY, DATA_QUALITY, CRITICAL_FINDING = (
     "kpi_breach",
     "ae_cluster_by_step",
@@ -52,15 +54,6 @@ class ClusterRule:
         data = load_config().data if data is None else data
         spec = data.get("signals", {}).get(AE_CLUSTER, {})
         return cls(int(spec.get("min_events", cls.min_events)), float(spec.get("window_days", cls.window_days)))
-
-
-def breach_title(row: dict) -> str:
-    op = "<" if row["direction"] == "higher_is_better" else ">"
-    where = f"site {row['site_id']}" if row.get("site_id") else "all sites"
-    return (
-        f"[BREACH] {row['kpi']} {pct(row['value'], 0)} {op} {pct(row['threshold'], 0)} — {row['product']} {where} "
-        f"— {row['period']}"
-    )
 
 
 # --- kpi_breach -------------------------------------------------------------------------------------------------

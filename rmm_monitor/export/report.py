@@ -570,6 +570,7 @@ def _audit_blocks(snap, L: Langs) -> list[Block]:
 
 
 def _alerts_table(L: Langs, alerts: list[dict]) -> Block:
+    labels = load_labels()
     return Block(
         "table",
         headers=_heads(L, "alert", "product", "site", "kpi", "title", "state", "by", "at"),
@@ -580,7 +581,7 @@ def _alerts_table(L: Langs, alerts: list[dict]) -> Block:
                 a.get("site_id"),
                 a.get("kpi"),
                 a.get("title"),
-                a.get("state"),
+                L.each(partial(labels.name, "alert_states", a["state"])) if a.get("state") else "",
                 a.get("actor"),
                 a.get("at"),
             )

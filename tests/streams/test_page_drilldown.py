@@ -299,4 +299,15 @@ def test_drill_down_to_a_site_equals_explain_deep_links_and_chinese(stack, tmp_p
             " t.querySelector('.status').textContent])"
         )
         assert all(text == labels.status(st, "zh") for st, text in statuses)
+        # a breach's alert in Chinese: said again from its figures with the catalog's KPI title
+        breach = next(
+            a for a in http_json(base + "/api/alerts", token=stack.tokens[VIEWER]) if a["signal"] == "kpi_breach"
+        )
+        row_js = (
+            "const r = document.querySelector('tr.alert[data-alert=\"%s\"]'); return r && r.children[6].textContent"
+        )
+        zh_title = browser.wait_for(row_js % breach["alert_id"], what="the breach's row in Chinese")
+        kpi_zh = next(k.title_zh for k in catalog if k.id == breach["kpi"])
+        assert zh_title == breach["titles"]["zh"] and zh_title.startswith(f"[超限] {kpi_zh} ")
+        assert breach["titles"]["en"] == breach["title"]
         browser.screenshot(ARTIFACTS / "page-drilldown-overview-zh.png")
