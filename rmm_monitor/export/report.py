@@ -39,7 +39,7 @@ from rmm_monitor.kpi.rulebook import load_rulebook
 
 from .charts import kpi_chart, status_overview
 from .fonts import cjk_font
-from .words import WORDS, Langs, Txt, texts
+from .words import WORDS, Langs, Txt, alert_title, texts
 
 FLAGGED = ("breach", "warning")
 CASE_STATES = ("open", "in_review", "closed")  # alerting/records.py; metrics/labels names each
@@ -580,7 +580,7 @@ def _alerts_table(L: Langs, alerts: list[dict]) -> Block:
                 a.get("product"),
                 a.get("site_id"),
                 a.get("kpi"),
-                a.get("title"),
+                L.each(partial(alert_title, a)),
                 L.each(partial(labels.name, "alert_states", a["state"])) if a.get("state") else "",
                 a.get("actor"),
                 a.get("at"),

@@ -15,6 +15,8 @@ import duckdb
 import pyarrow as pa
 
 from rmm_monitor.access import audit
+from rmm_monitor.alerting.titles import title_in
+from rmm_monitor.core.lang import LANGS
 from rmm_monitor.core.periods import Period, iso
 from rmm_monitor.kpi import Kpi
 from rmm_monitor.kpi.engine import UNIT_COLUMNS, Engine, adverse_outcomes, used_params
@@ -45,11 +47,15 @@ def extras(con, as_of: datetime, since: Optional[datetime] = None) -> dict:
     alerts = _query(
         con,
         """
-        SELECT a.* EXCLUDE (details), h.* EXCLUDE (alert_id), h.changed_at AS at
+        SELECT a.* EXCLUDE (details), a.details AS details_json, h.* EXCLUDE (alert_id), h.changed_at AS at
         FROM alerts a JOIN alert_history h USING (alert_id)
         WHERE a.fired_at <= ? AND h.changed_at <= ? ORDER BY a.alert_id, h.seq""",
         [as_of, as_of],
     )
+    for a in alerts:  # the title in each language (a breach's from its figures); the figures stay out of the export
+        details = a.pop("details_json")
+        details = json.loads(details) if isinstance(details, str) else details
+        a["titles"] = {lang: title_in({**a, "details": details}, lang) for lang in LANGS}
     cases = _query(
         con,
         """

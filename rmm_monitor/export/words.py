@@ -333,3 +333,8 @@ def texts(txt: Txt) -> tuple[str, ...]:
 
 def flat(txt: Txt, sep: str = " / ") -> str:
     return sep.join(texts(txt))
+
+
+def alert_title(alert: dict, lang: str) -> str:
+    """An alert's title in `lang` as the export's sources carry it (`titles`), else the stored one."""
+    return (alert.get("titles") or {}).get(lang) or alert.get("title") or ""

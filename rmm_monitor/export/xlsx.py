@@ -18,7 +18,7 @@ from openpyxl.utils import get_column_letter
 from rmm_monitor.kpi import load_labels
 from rmm_monitor.kpi.rulebook import load_rulebook
 
-from .words import Langs
+from .words import Langs, alert_title
 
 PCT = "0.0%"
 STATUS_FILLS = {
@@ -225,7 +225,7 @@ def write_xlsx(snap, path: Path) -> None:
             a.get("site_id"),
             a.get("kpi"),
             a.get("section"),
-            a.get("title"),
+            W.text(partial(alert_title, a)),
             a.get("state"),
             a.get("actor"),
             a.get("at"),

@@ -50,6 +50,7 @@ def breach(offline, tmp_path_factory):
     import csv
 
     from rmm_monitor.alerting import records as alerts
+    from rmm_monitor.alerting.titles import breach_title
 
     _, out, _ = offline
     with open(out / "kpis.csv", newline="") as fh:
@@ -59,6 +60,7 @@ def breach(offline, tmp_path_factory):
     db = tmp_path_factory.mktemp("langs") / "breach.duckdb"
     shutil.copy(offline[0], db)
     fired = parse_time("2026-09-20T08:00:00Z")
+    figures = {**row, "value": float(row["value"]), "threshold": float(row["threshold"])}
     with Store(db) as store:
         alert_id = alerts.fire(
             store.con,
@@ -69,8 +71,10 @@ def breach(offline, tmp_path_factory):
                 section=kpi.review_section,
                 kpi=kpi.id,
                 severity="critical",
-                title=f"{kpi.id} breached at {row['site_id']}",
+                title=breach_title(figures),
                 triggered_at=fired,
+                period=row["period"],
+                details={k: figures[k] for k in ("value", "threshold", "direction")},
             ),
             [],
             now=fired,
@@ -148,7 +152,7 @@ def test_a_bad_language_is_refused_before_any_work(tmp_path):
     assert res.returncode == 2 and "unknown language 'fr'" in res.stderr and not out.exists()
 
 
-def test_chinese_report_names_everything_from_the_catalog_and_embeds_its_font(exports):
+def test_chinese_report_names_everything_from_the_catalog_and_embeds_its_font(exports, breach):
     pdf = exports["zh"] / "report.pdf"
     text = _dense(_text(pdf))
     labels = load_labels()
@@ -161,6 +165,9 @@ def test_chinese_report_names_everything_from_the_catalog_and_embeds_its_font(ex
     for key in ("h_action", "h_summary", "h_alerts", "h_audit", "h_dq", "h_method"):
         assert WORDS[key]["zh"] in text, key
     assert "Programmesummary" not in text and "Methodnotes" not in text
+    # the breach's alert said again in Chinese from its figures (the store keeps the English title)
+    # (the audit trail quotes the record as stored, in English)
+    assert f"[超限]{breach[1].title_zh}" in text
     fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout.splitlines()
     wqy = [line for line in fonts if "WenQuanYi" in line]
     assert wqy and all(line.split()[-5] == "yes" for line in wqy), fonts  # emb (sub, uni, object ID, gen follow)
