@@ -189,8 +189,9 @@ class Worker:
             "now": iso(clock.now()),
             "period": parse_period(self.settings.judged_period or None, clock.now()).label,
             "clock": "controlled" if clock.is_controlled() else "wall",
-            # a client that must see alerts judged on data it knows is stored waits until `alerts_evaluated`
-            # passes the `kpi_refreshes` it read once that data was in (the demo does, before its final line)
+            # a client that must see alerts judged on data it knows is stored waits until `alerts_evaluated` is
+            # two past the `kpi_refreshes` it read once that data was in (the next refresh may have been running
+            # already); the demo does, before its final line
             "kpi_refreshes": self.refreshes,
             "alerts_evaluated": self.alerting.evaluated,
         }

@@ -8,7 +8,8 @@ dashboards, embedded in the page, so a KPI added to metrics/ gets its tile witho
 A tile opens the KPI per site, a site its failing, pending and excluded units (what `rmm kpis --explain` lists),
 an alert its review case and its units. The selection (language, period, product, KPI, site, case) is the URL's
 hash, so a link reopens the same view. Names in English and Chinese come from the catalog: the KPIs' titles and
-descriptions (CATALOG) and metrics/labels/sections.yml (LABELS: families, review sections, statuses, outcomes);
+descriptions (CATALOG) and metrics/labels/sections.yml (LABELS: families, review sections, statuses, outcomes,
+signals, states);
 only the page's own words (buttons, column headers) are a table inside the page.
 """
 
@@ -26,15 +27,12 @@ PATH = "/"
 
 def catalog_json() -> str:
     """The catalog's tiles, grouped by indicator family in the order an evaluation reads them."""
-    labels = load_labels()
     items = [
         {
             "id": k.id,
             "title": k.title,
             "title_zh": k.title_zh,
             "family": k.family,
-            "family_title": labels.family(k.family),
-            "family_title_zh": labels.family(k.family, "zh"),
             "review_section": k.review_section,
             "armm": k.armm,
             "threshold": k.threshold,
@@ -52,7 +50,8 @@ def catalog_json() -> str:
 
 
 def labels_json() -> str:
-    """The catalog's names of families, review sections, statuses and outcomes: {kind: {key: {en, zh}}}."""
+    """Every name of metrics/labels/sections.yml (families, review sections, statuses, outcomes, signals, states):
+    {kind: {key: {en, zh}}}."""
     return json.dumps(load_labels().to_json(), ensure_ascii=False).replace("</", "<\\/")
 
 

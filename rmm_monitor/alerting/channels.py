@@ -41,10 +41,10 @@ from rmm_monitor.core.errors import RmmError
 from rmm_monitor.core.fmt import pct as _pct
 from rmm_monitor.core.lang import say
 from rmm_monitor.core.settings import ChannelSettings
-from rmm_monitor.kpi import load_catalog, load_labels
+from rmm_monitor.kpi import load_labels
 
 from .titles import WORDS as TITLE_WORDS
-from .titles import title_in
+from .titles import kpi_of, title_in
 
 SCHEMA = "rmm.alert/v1"
 SIGNATURE_HEADER = "X-RMM-Signature-256"
@@ -128,10 +128,6 @@ WORDS: dict[str, dict[str, str]] = {
 }
 
 
-def _kpi(kpi_id: str):
-    return next((k for k in load_catalog() if k.id == kpi_id), None)
-
-
 def subject(doc: dict, lang: str = "en") -> str:
     title = title_in(doc, lang)
     return title if doc["notification"] == "firing" else say(WORDS, "resolved", lang, title=title)
@@ -154,7 +150,7 @@ def email_body(doc: dict, lang: str = "en") -> str:
         ),
     ]
     if doc["signal"] == "kpi_breach":
-        kpi = _kpi(doc["kpi"])
+        kpi = kpi_of(doc["kpi"])
         site = doc["site_id"]
         where = say(TITLE_WORDS, "site", lang, site=site) if site else say(TITLE_WORDS, "all_sites", lang)
         direction = d.get("direction")

@@ -22,14 +22,15 @@ WORDS: dict[str, dict[str, str]] = {
 }
 
 
-def _kpi(kpi_id: str) -> Optional[Kpi]:
+def kpi_of(kpi_id: str) -> Optional[Kpi]:
+    """The catalog's KPI of that id (None for an id the catalog no longer has: an old alert stays readable)."""
     return next((k for k in load_catalog() if k.id == kpi_id), None)
 
 
 def breach_title(row: dict, lang: str = "en") -> str:
     """'[BREACH] alert_card_issued 55% < 90% — CTX-19 site GZ-03 — 2026Q4' from a KPI row (kpi, value, threshold,
     direction, product, site_id, period); in English the KPI's id, in Chinese its catalog title."""
-    kpi = _kpi(row["kpi"]) if lang != "en" else None
+    kpi = kpi_of(row["kpi"]) if lang != "en" else None
     site = row.get("site_id")
     return say(
         WORDS,

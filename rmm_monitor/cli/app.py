@@ -43,8 +43,16 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    settings = use(Settings.from_env())
-    clock.configure(settings.clock)
+    try:
+        settings = use(Settings.from_env())
+    except RmmError as exc:  # a setting from the environment that does not parse: say which, start nothing
+        print(f"rmm: {exc}", file=sys.stderr)
+        return 2
+    try:
+        clock.configure(settings.clock)
+    except ValueError as exc:
+        print(f"rmm: RMM_CLOCK={settings.clock!r}: {exc}", file=sys.stderr)
+        return 2
     args = build_parser(settings).parse_args(argv)
     try:
         return args.run(args, settings) or 0

@@ -15,11 +15,22 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 
+from .errors import ConfigError
 from .lang import parse_lang
+from .periods import parse_period
 
 CHANNELS = ("kafka", "email", "webhook")
+
+
+def _period_label(text: str) -> str:
+    """RMM_PERIOD as written (2026Q4, 2026, 2026-11, all; empty = the current quarter), refused at start if it is
+    none of these, rather than at every refresh."""
+    if text.strip():
+        parse_period(text, datetime(2000, 1, 1, tzinfo=timezone.utc))  # a label needs no date: any will do
+    return text.strip()
 
 
 def _flag(text: str) -> bool:
@@ -126,9 +137,8 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
         env = os.environ if environ is None else environ
-        values = {name: parse(env[var]) for name, (var, parse) in _SETTINGS_ENV.items() if env.get(var) is not None}
-        channels = {name: parse(env[var]) for name, (var, parse) in _CHANNELS_ENV.items() if env.get(var) is not None}
-        return cls(**values, channels=ChannelSettings(**channels))
+        values = _read(env, _SETTINGS_ENV)
+        return cls(**values, channels=ChannelSettings(**_read(env, _CHANNELS_ENV)))
 
     def replace(self, **overrides: Any) -> "Settings":
         """These settings with some values replaced; a None override (a CLI flag not given) changes nothing."""
@@ -153,7 +163,7 @@ _SETTINGS_ENV: dict[str, tuple[str, _Parse]] = {
     "failpoint": ("RMM_FAILPOINT", str),
     "refresh_seconds": ("RMM_REFRESH_SECONDS", float),
     "refresh_share": ("RMM_REFRESH_SHARE", float),
-    "judged_period": ("RMM_PERIOD", str),
+    "judged_period": ("RMM_PERIOD", _period_label),
     "lang": ("RMM_LANG", parse_lang),
     "duckdb_memory_limit": ("RMM_DUCKDB_MEMORY_LIMIT", str),
     "dq_seconds": ("RMM_DQ_SECONDS", float),
@@ -182,6 +192,19 @@ _CHANNELS_ENV: dict[str, tuple[str, _Parse]] = {
     "retry_base": ("RMM_ALERT_RETRY_BASE", float),
     "retry_max": ("RMM_ALERT_RETRY_MAX", float),
 }
+
+
+def _read(env: Mapping[str, str], table: dict[str, tuple[str, _Parse]]) -> dict[str, Any]:
+    """The variables of `table` that are set, parsed; a value that does not parse names its variable."""
+    out = {}
+    for name, (var, parse) in table.items():
+        if env.get(var) is not None:
+            try:
+                out[name] = parse(env[var])
+            except (ValueError, ConfigError) as exc:
+                raise ConfigError(f"{var}={env[var]!r}: {exc}") from None
+    return out
+
 
 _current: Optional[Settings] = None
 

@@ -436,13 +436,14 @@ class Demo:
         }
 
     def _settled_alerts(self, refreshes: int) -> list[dict]:
-        """The alerts, once judged on a KPI refresh that began after everything was stored: refresh number
-        `refreshes` may have started before the last batch, so the one after it is awaited (bounded). A demo
-        stopped by a signal does not wait (whoever stops it wants it gone now): the alerts as they stand."""
+        """The alerts, once judged on a KPI refresh that began after everything was stored. `refreshes` were
+        complete when ingest was seen caught up; the next one may already have been running then, so the one after
+        that is awaited (bounded). A demo stopped by a signal does not wait (whoever stops it wants it gone now):
+        the alerts as they stand."""
         deadline = time.monotonic() + SETTLE_S
         while not self.signals.stopping:
             self._check_worker()
-            if self.client.get("/api/status", timeout=5).get("alerts_evaluated", 0) > refreshes:
+            if self.client.get("/api/status", timeout=5).get("alerts_evaluated", 0) >= refreshes + 2:
                 break
             if time.monotonic() > deadline:
                 self.view.say(f"[demo] the alerts were not judged on the final data within {SETTLE_S:.0f} s")

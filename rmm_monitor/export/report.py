@@ -93,6 +93,29 @@ def _heads(L: Langs, *keys: str) -> tuple:
     return tuple(L.w(f"col.{k}") for k in keys)
 
 
+def _figures_table(L: Langs, rows: list[dict], lead: tuple[tuple[str, str], ...]) -> Block:
+    """KPI rows as a table: the `lead` columns ((header word, row field) each), then value, CI, threshold, n,
+    pending and the coloured status."""
+    return Block(
+        "table",
+        headers=_heads(L, *(col for col, _ in lead), "value", "ci", "threshold", "n", "pending", "status"),
+        rows=tuple(
+            (
+                *(r[field] for _, field in lead),
+                _pct(r["value"]),
+                _ci(r),
+                _pct(r["threshold"]),
+                _n(r),
+                str(r["pending"]),
+                _status(L, r["status"]),
+            )
+            for r in rows
+        ),
+        status_col=len(lead) + 5,
+        statuses=tuple(r["status"] for r in rows),
+    )
+
+
 def _worst_first(kpi):
     lower = kpi.direction != "higher_is_better"
 
@@ -144,27 +167,7 @@ def _site_blocks(L: Langs, kpi, sites: list[dict]) -> list[Block]:
     out = [Block("p", L.each(text))]
     if flagged:
         ordered = sorted(flagged, key=_worst_first(kpi))
-        out.append(
-            Block(
-                "table",
-                headers=_heads(L, "site", "product", "value", "ci", "threshold", "n", "pending", "status"),
-                rows=tuple(
-                    (
-                        r["site_id"],
-                        r["product"],
-                        _pct(r["value"]),
-                        _ci(r),
-                        _pct(r["threshold"]),
-                        _n(r),
-                        str(r["pending"]),
-                        _status(L, r["status"]),
-                    )
-                    for r in ordered
-                ),
-                status_col=7,
-                statuses=tuple(r["status"] for r in ordered),
-            )
-        )
+        out.append(_figures_table(L, ordered, (("site", "site_id"), ("product", "product"))))
     return out
 
 
@@ -481,24 +484,7 @@ def _kpi_blocks(snap, L: Langs, k, image: bytes) -> list[Block]:
             Block("h3", L.each(lambda g: f"{k.title_in(g)} ({k.id})")),
             Block("p", L.each(definition)),
             Block("img", image=image),
-            Block(
-                "table",
-                headers=_heads(L, "product", "value", "ci", "threshold", "n", "pending", "status"),
-                rows=tuple(
-                    (
-                        r["product"],
-                        _pct(r["value"]),
-                        _ci(r),
-                        _pct(r["threshold"]),
-                        _n(r),
-                        str(r["pending"]),
-                        _status(L, r["status"]),
-                    )
-                    for r in programme
-                ),
-                status_col=6,
-                statuses=tuple(r["status"] for r in programme),
-            ),
+            _figures_table(L, programme, (("product", "product"),)),
         ]
         + _sample_blocks(L, k, rows)
         + _site_blocks(L, k, [r for r in rows if r["site_id"] is not None])

@@ -86,6 +86,19 @@ def _status_mappings() -> list[dict]:
     ]
 
 
+def _two_states(off: str, on: str) -> list[dict]:
+    """A 0/1 gauge as words: 0 red, 1 green."""
+    return [
+        {
+            "type": "value",
+            "options": {
+                "0": {"text": off, "color": "red", "index": 0},
+                "1": {"text": on, "color": "green", "index": 1},
+            },
+        }
+    ]
+
+
 def _kpi_steps(kpi: Kpi) -> list[dict]:
     """Red/green around the catalog threshold, in the KPI's direction."""
     if kpi.direction == "higher_is_better":
@@ -608,15 +621,7 @@ def pipeline_health(catalog: tuple[Kpi, ...]) -> dict:
                 "Worker scraped",
                 [_target(f'up{{job="{WORKER_JOB}"}}', instant=True, legend="{{instance}}")],
                 "none",
-                mappings=[
-                    {
-                        "type": "value",
-                        "options": {
-                            "0": {"text": "down", "color": "red", "index": 0},
-                            "1": {"text": "up", "color": "green", "index": 1},
-                        },
-                    }
-                ],
+                mappings=_two_states("down", "up"),
                 text_mode="value",
             ),
             6,
@@ -629,15 +634,7 @@ def pipeline_health(catalog: tuple[Kpi, ...]) -> dict:
                 "Broker reachable",
                 [_target("max(rmm_broker_up)", instant=True)],
                 "none",
-                mappings=[
-                    {
-                        "type": "value",
-                        "options": {
-                            "0": {"text": "no", "color": "red", "index": 0},
-                            "1": {"text": "yes", "color": "green", "index": 1},
-                        },
-                    }
-                ],
+                mappings=_two_states("no", "yes"),
                 text_mode="value",
             ),
             6,

@@ -89,3 +89,20 @@ def test_after_a_killed_worker_the_cli_reads_the_file(broker, worker_factory, tm
         time.sleep(0.5)
     assert out.returncode == 0, out.stderr
     assert {r["kpi"] for r in json.loads(out.stdout)}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("RMM_PERIOD", "2026Q5", "RMM_PERIOD='2026Q5': unknown period '2026Q5'"),
+        ("RMM_LANG", "fr", "RMM_LANG='fr': unknown language 'fr'"),
+        ("RMM_WEB_PORT", "http", "RMM_WEB_PORT='http'"),
+        ("RMM_CLOCK", "tomorrow", "RMM_CLOCK='tomorrow'"),
+    ],
+)
+def test_a_setting_that_does_not_parse_is_refused_at_start_naming_it(variable, value, reason, tmp_path):
+    """Settings are read once, at start: a wrong value stops the command with the variable and the reason, before
+    any work (not a traceback, nor a failed KPI refresh every few seconds)."""
+    out = run_cli("worker", "--db", str(tmp_path / "never.duckdb"), env={variable: value}, timeout=60)
+    assert out.returncode == 2 and reason in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not (tmp_path / "never.duckdb").exists()
