@@ -471,7 +471,6 @@ class Demo:
         instant as the final KPI rows. A second Ctrl-C stops it and removes what it had written."""
         out = self.work / "export"
         quarter = quarter_of(clock.now()).label
-        self.view.say(f"[demo] writing the {quarter} effectiveness export to {out} (Ctrl-C again to skip) ...")
         with open(self.work / "export.log", "ab") as log:
             proc = subprocess.Popen(
                 [
@@ -494,6 +493,8 @@ class Demo:
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
+        # said once the child runs (Popen returns after its exec), so whoever reads the line can find the process
+        self.view.say(f"[demo] writing the {quarter} effectiveness export to {out} (Ctrl-C again to skip) ...")
         while proc.poll() is None:
             if pause(0.2, lambda: self.signals.skip_export):
                 _end(proc)

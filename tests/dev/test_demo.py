@@ -154,6 +154,14 @@ def _running(demo: Demo) -> dict[str, Proc]:
     return kids
 
 
+def _child(demo: Demo, name: str, timeout: float = 5.0) -> Proc | None:
+    """The demo's child called `name`; a child just forked shows the demo's own command line until its exec."""
+    deadline = time.monotonic() + timeout
+    while (kid := demo.children().get(name)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return kid
+
+
 def _assert_gone(procs, what: str) -> None:
     left = wait_gone(list(procs), STOP_WITHIN_S)
     assert not left, f"{what}: still running {STOP_WITHIN_S:.0f} s later: {[p.cmdline for p in left]}"
@@ -175,7 +183,7 @@ def test_ctrl_c_twice_skips_the_export_with_one_line(demo):
     kids = _running(demo)
     demo.proc.send_signal(signal.SIGINT)
     demo.wait_for("effectiveness export to")
-    export = demo.children().get("export")
+    export = _child(demo, "export")
     assert export is not None, "the export runs in a child process of the demo"
     demo.proc.send_signal(signal.SIGINT)
     _assert_gone([*kids.values(), export], "after a second Ctrl-C")
