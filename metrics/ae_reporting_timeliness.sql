@@ -24,7 +24,8 @@ with units0 as (
 judged as (
     select u.product, u.ae_id, a.site_id, a.patient_ref, a.occurred_at as day0, r.occurred_at as reported_at,
            r.lot_id, r.regulator, coalesce(o.serious, false) as serious, coalesce(o.expected, false) as expected,
-           u.fatal_at is not null and u.fatal_at <= coalesce(r.occurred_at, $as_of) as fatal
+           u.fatal_at is not null and u.fatal_at <= coalesce(r.occurred_at, $as_of) as fatal,
+           case when r.occurred_at is null and u.fatal_at > $as_of then u.fatal_at end as fatal_ahead
     from units0 u
     join known_events a on a.seq = u.aware_seq and a.event_type = 'ae_awareness'
     left join known_events r on r.seq = u.report_seq and r.event_type = 'ae_reported'
@@ -57,6 +58,8 @@ select product, site_id, day0 as anchor_at,
             when reported_at is null and $as_of < day0 + deadline_days * interval 1 day then 'pending'
             else 'failure' end as outcome,
        ae_id as unit_id, patient_ref, null::varchar as hcp_id, ae_id, lot_id,
+       least(fatal_ahead, case when day0 + deadline_days * interval 1 day > $as_of
+                               then day0 + deadline_days * interval 1 day end) as recheck_at,
        case when reported_at is not null then (epoch(reported_at) - epoch(day0)) / 86400.0 end as days,
        case
            when deadline_days is null then

@@ -39,6 +39,7 @@ select product, site_id, occurred_at as anchor_at,
             when $as_of < occurred_at + interval 24 hour then 'pending'
             else 'failure' end as outcome,
        patient_ref as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
+       case when occurred_at + interval 24 hour > $as_of then occurred_at + interval 24 hour end as recheck_at,
        card_at is not null and card_lot is not distinct from lot_id and card_lot is not null as lot_match,
        case
            when card_at is not null then

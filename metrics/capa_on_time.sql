@@ -46,6 +46,7 @@ select product, site_id, raised_at as anchor_at,
             else 'failure' end as outcome,
        finding_id as unit_id, null::varchar as patient_ref, null::varchar as hcp_id, null::varchar as ae_id,
        null::varchar as lot_id,
+       case when deadline > $as_of then deadline end as recheck_at,
        severity = 'critical' and deadline <= $as_of and verified_any_at is null as open_critical,
        severity || ' finding ' || finding_id || ' (' || area || ', audit ' || audit_id || ') raised '
        || strftime(raised_at, '%Y-%m-%d') || ': '

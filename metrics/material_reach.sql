@@ -50,6 +50,7 @@ select product, site_id, released_at as anchor_at,
             else 'failure' end as outcome,
        material_id || ' v' || version || ' to ' || site_id as unit_id, null::varchar as patient_ref,
        null::varchar as hcp_id, null::varchar as ae_id, null::varchar as lot_id,
+       case when due_at > $as_of then due_at end as recheck_at,
        material_id || ' v' || version || ' (released ' || strftime(released_at, '%Y-%m-%d') || ') '
        || case when reached_at is not null then
                    'reached site ' || site_id || ' on ' || strftime(reached_at, '%Y-%m-%d') || ' by ' || reached_by

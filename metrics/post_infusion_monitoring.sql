@@ -64,6 +64,8 @@ select product, site_id, t0 as anchor_at,
             when $as_of < period_end then 'pending'
             else 'success' end as outcome,
        product || ':' || patient_ref as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id,
+       least(case when t0 + missing_day * interval 1 day > $as_of then t0 + missing_day * interval 1 day end,
+             case when period_end > $as_of then period_end end) as recheck_at,
        left_at is not null as left_proximity,
        case
            when left_at is not null then

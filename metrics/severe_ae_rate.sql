@@ -56,6 +56,7 @@ select product, site_id, occurred_at as anchor_at,
             when severe_at is not null then 'success'
             else 'failure' end as outcome,
        patient_ref as unit_id, patient_ref, hcp_id, null::varchar as ae_id, lot_id, severe_scale,
+       case when occurred_at + interval 30 day > $as_of then occurred_at + interval 30 day end as recheck_at,
        case
            when severe_at is not null then
                term || ' grade ' || severe_grade || ' (' || severe_scale || ') at ' || strftime(severe_at, '%Y-%m-%d %H:%MZ')

@@ -40,6 +40,7 @@ select product, site_id, t2 as anchor_at,
             when $as_of < t2 + interval 120 minute then 'pending'
             else 'failure' end as outcome,
        ae_id as unit_id, patient_ref, null::varchar as hcp_id, ae_id, null::varchar as lot_id,
+       case when t2 + interval 120 minute > $as_of then t2 + interval 120 minute end as recheck_at,
        case when first_dose is not null and (dose_in_window is not null or $as_of >= t2 + interval 120 minute)
             then greatest(0, (epoch(first_dose) - epoch(t2)) / 60.0) end as minutes,
        case

@@ -33,6 +33,7 @@ log = logging.getLogger("rmm.alerting")
 _WAKE_TOPICS = ("rmm.ae", "rmm.training", "rmm.site")  # AE clusters, safety information, releases, findings
 DISPATCH_IDLE = 0.5
 EVAL_MIN_INTERVAL = 1.0
+IDLE_RECHECK_S = 60.0
 
 
 def _now() -> datetime:
@@ -75,6 +76,11 @@ class Alerting:
         self._rows: Optional[list[dict]] = None
         self._rows_refresh = 0
         self.evaluated = 0  # the number of the last KPI refresh whose rows were judged
+        # Whether anything an evaluation reads may have changed since the last one: new events, KPI rows that
+        # changed. An idle worker skips the reads (~0.2 s at 10 M events) and judges again at least every
+        # IDLE_RECHECK_S, which also catches what an operator changed (a resolved alert whose KPI still breaches).
+        self._stale = True
+        self._judged_at = 0.0
         self._wake = asyncio.Event()
         self._deliver_now = asyncio.Event()
         self._smtp = ThreadPoolExecutor(1, thread_name_prefix="smtp")
@@ -88,11 +94,15 @@ class Alerting:
     async def on_batch(self, outcome) -> None:
         if self._chained is not None:
             await self._chained(outcome)
+        if outcome.inserted_by_topic:
+            self._stale = True
         if any(outcome.inserted_by_topic.get(t) for t in _WAKE_TOPICS):
             self._wake.set()
 
-    def after_refresh(self, rows: list[dict], refresh: int = 0) -> None:
+    def after_refresh(self, rows: list[dict], refresh: int = 0, changed: bool = True) -> None:
+        """`changed` False: the refresh found no new event and no closed window, so its rows are the last ones."""
         self._rows, self._rows_refresh = rows, refresh
+        self._stale = self._stale or changed
         self._wake.set()
 
     # --- evaluation ---------------------------------------------------------------------------------------------
@@ -120,6 +130,11 @@ class Alerting:
         fired: list[str] = []
         rows, self._rows = self._rows, None
         refresh = self._rows_refresh
+        if not self._stale and time.monotonic() - self._judged_at < IDLE_RECHECK_S:
+            if rows is not None:
+                self.evaluated = refresh  # the same rows and events as the last evaluation judged
+            return
+        self._stale, self._judged_at = False, time.monotonic()
         if rows is not None:
             open_keys = await self.stores.read(lambda con: A.open_alert_keys(con, S.KPI_BREACH))
             new, recovered = S.plan_kpi_breaches(rows, self.catalog, open_keys)

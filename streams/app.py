@@ -24,6 +24,7 @@ from rmm_monitor.core import clock
 from rmm_monitor.core.periods import iso, parse_period
 from rmm_monitor.core.settings import Settings, current
 from rmm_monitor.kpi import Engine
+from rmm_monitor.kpi.incremental import IncrementalKpis, rows_bytes
 
 from . import api, dashboard_page
 from .alerting import Alerting
@@ -79,6 +80,9 @@ class Worker:
         self.refreshes = 0  # KPI refreshes completed; the alerts judged refresh number alerting.evaluated
         self.stored_count = 0
         self.pacer = RefreshPacer(s.refresh_share)
+        self.kpi_state = IncrementalKpis()  # used on the reader thread only
+        self.data_epoch = 0  # refreshes that found something changed: the data-quality run skips an unchanged store
+        self._verify_at = time.monotonic() + s.refresh_verify_seconds  # the first check an interval after start
         self.app = _App(
             s.app_id,
             broker=f"kafka://{s.bootstrap}",
@@ -149,30 +153,60 @@ class Worker:
                 await self.refresh()
 
     async def refresh(self) -> None:
-        """Recompute the catalog for the judged period (the current quarter unless RMM_PERIOD names another),
-        programme and per site, for /metrics and the alerts."""
+        """Bring the catalog's rows for the judged period (the current quarter unless RMM_PERIOD names another),
+        programme and per site, up to now for /metrics and the alerts: only what new events or closed windows
+        changed is recomputed (kpi/incremental.py), and nothing when nothing could have changed."""
         started = time.monotonic()
+        verify = self.settings.refresh_verify_seconds > 0 and started >= self._verify_at
         try:
-            rows, count = await self.stores.read(self._compute_snapshot, self.settings.judged_period or None)
+            rows, mode, count, check = await self.stores.read(
+                self._compute_snapshot, self.settings.judged_period or None, verify
+            )
         except Exception:
             log.exception("KPI refresh failed")
             return
         finally:
             self.pacer.done(started, time.monotonic())
+        if check is not None:
+            self._verify_at = started + self.settings.refresh_verify_seconds
+            self.metrics.refresh_checks.labels(check).inc()
         self.kpi_rows = rows
         self.refreshes += 1
+        if mode != "unchanged":
+            self.data_epoch += 1
+        self.metrics.refreshes.labels(mode).inc()
         self.metrics.kpis.rows = rows
         self.stored_count = count
         self.metrics.stored.set(count)
         self.metrics.refresh_seconds.set(time.monotonic() - started)
         self.metrics.refresh_timestamp.set(time.time())
-        self.alerting.after_refresh(rows, self.refreshes)
+        self.alerting.after_refresh(rows, self.refreshes, changed=mode != "unchanged")
 
-    @staticmethod
-    def _compute_snapshot(con, period: Optional[str]) -> tuple[list[dict], int]:
-        rows = Engine(con).compute(by="site", period=period)
-        count = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
-        return rows, count
+    def _compute_snapshot(self, con, period: Optional[str], verify: bool) -> tuple[list[dict], str, int, Optional[str]]:
+        """On the reader thread (the kept units are TEMP tables of its connection). With `verify`, the catalog is
+        also computed in full in the same snapshot and compared byte for byte: a difference is logged with the
+        first differing row, counted, and the full rows win (what was kept is dropped and rebuilt)."""
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            snap = self.kpi_state.refresh(con, period=period, by="site", in_transaction=True)
+            mode = self.kpi_state.stats.mode
+            check = None
+            rows = snap.rows
+            if verify:
+                full = Engine(con, in_transaction=True).compute(as_of=snap.as_of, period=period, by="site")
+                check = "match" if rows_bytes(full) == rows_bytes(rows) else "mismatch"
+                if check == "mismatch":
+                    first = next((pair for pair in zip(rows, full) if pair[0] != pair[1]), (len(rows), len(full)))
+                    log.error("incremental KPI rows differ from a full recompute; the full rows stand: %s", first)
+                    self.kpi_state.reset(con)
+                    rows = full
+            # the ledger's count: every stored event has one row (the events view would scan every topic table)
+            count = con.execute("SELECT count(*) FROM event_keys").fetchall()[0][0]
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
+        con.execute("COMMIT").fetchall()
+        return rows, mode, count, check
 
     def status(self) -> dict:
         m = self.metrics

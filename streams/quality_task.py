@@ -37,8 +37,14 @@ class DqTask:
         if self.interval <= 0:
             return
         await asyncio.sleep(self.first_delay)
+        checked_epoch = None
         while True:
-            if self.worker.stores.store is not None:
+            # a store in which nothing changed since the last run (no event stored or newly known: the worker's
+            # refreshes count those) gives the same results, since the suites read the store as of now only
+            # through known_at: an idle worker skips the run
+            epoch = self.worker.data_epoch
+            if self.worker.stores.store is not None and epoch != checked_epoch:
+                checked_epoch = epoch
                 try:
                     await self.run_periodic()
                 except asyncio.CancelledError:

@@ -97,6 +97,21 @@ class WorkerMetrics:
         self.refresh_timestamp = Gauge(
             "rmm_kpi_refresh_timestamp_seconds", "Unix time of the last KPI refresh", registry=r
         )
+        self.refreshes = Counter(
+            "rmm_kpi_refreshes",
+            "KPI refreshes by what they recomputed: full (everything), incremental (the units new events or closed "
+            "windows changed), unchanged (nothing could have changed: no KPI work)",
+            ["mode"], registry=r,
+        )  # fmt: skip
+        self.refresh_checks = Counter(
+            "rmm_kpi_refresh_checks",
+            "Incremental refreshes checked against a full recompute, by result (match, mismatch)",
+            ["result"], registry=r,
+        )  # fmt: skip
+        for mode in ("full", "incremental", "unchanged"):
+            self.refreshes.labels(mode)
+        for result in ("match", "mismatch"):
+            self.refresh_checks.labels(result)
         self.alerts_seen = Counter(
             "rmm_alerts_seen", "Messages read back from rmm.alerts by the fan-out agent", registry=r
         )

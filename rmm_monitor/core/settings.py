@@ -95,6 +95,8 @@ class Settings:
     # KPI refresh: every refresh_seconds, at most refresh_share of the reader thread's time
     refresh_seconds: float = 5.0
     refresh_share: float = 0.5
+    # every refresh_verify_seconds (0: never) a refresh also recomputes the catalog in full and compares
+    refresh_verify_seconds: float = 3600.0
     # the period the worker judges (its /metrics, alerts and the page's default): a label of core/periods.py such
     # as 2026Q4 or `all`; empty = the quarter of the current time. The demo judges `all`: it replays two years
     # of a programme in a minute, and the weakness of a site sits anywhere in them.
@@ -163,6 +165,7 @@ _SETTINGS_ENV: dict[str, tuple[str, _Parse]] = {
     "failpoint": ("RMM_FAILPOINT", str),
     "refresh_seconds": ("RMM_REFRESH_SECONDS", float),
     "refresh_share": ("RMM_REFRESH_SHARE", float),
+    "refresh_verify_seconds": ("RMM_REFRESH_VERIFY_SECONDS", float),
     "judged_period": ("RMM_PERIOD", _period_label),
     "lang": ("RMM_LANG", parse_lang),
     "duckdb_memory_limit": ("RMM_DUCKDB_MEMORY_LIMIT", str),

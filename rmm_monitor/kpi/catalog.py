@@ -8,6 +8,7 @@ tocilizumab stock) comes from the TOML config, never from SQL.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +56,10 @@ REQUIRED_KEYS = (
 )
 
 
+# columns both an event and a unit row carry, by which a KPI can say which events a unit depends on
+PARTITION_COLUMNS = ("product", "site_id", "patient_ref", "hcp_id", "ae_id", "respondent_id")
+
+
 class CatalogError(ConfigError):
     """A catalog file is missing, malformed or inconsistent."""
 
@@ -88,6 +93,11 @@ class Kpi:
     success_zh: str = ""
     window: str = ""
     order: int = 100
+    # The columns whose values a unit shares with every event that can change it (the worker's incremental
+    # refresh recomputes only the units of the keys new events carry; kpi/incremental.py). Events of the types
+    # the SQL reads with one of these columns empty (a site's certification for a patient's unit) are context
+    # for every unit: one of them arriving recomputes the KPI whole. Empty: any event the SQL reads does.
+    partition_by: tuple[str, ...] = ()
 
     def title_in(self, lang: str) -> str:
         return self.title_zh if lang == "zh" else self.title
@@ -183,6 +193,16 @@ def _load_kpi(yml_path: Path) -> Kpi:
     sql_path = yml_path.with_name(spec.get("sql", yml_path.stem + ".sql"))
     if not sql_path.exists():
         raise CatalogError(f"{yml_path.name}: no {sql_path.name} beside it")
+    sql = sql_path.read_text(encoding="utf-8").strip().rstrip(";")
+    if reads_as_of(sql) and not re.search(r"\brecheck_at\b", sql):
+        # the worker reuses a KPI's rows until something can change them; time alone can only through $as_of
+        raise CatalogError(
+            f"{sql_path.name} compares with $as_of but has no recheck_at column: give each unit the next instant "
+            "after $as_of at which one of its comparisons with $as_of turns (NULL when none lies ahead)"
+        )
+    partition_by = tuple(spec.get("partition_by") or ())
+    if not set(partition_by) <= set(PARTITION_COLUMNS):
+        raise CatalogError(f"{yml_path.name}: partition_by may name only {', '.join(PARTITION_COLUMNS)}")
     zero = bool(spec.get("zero_tolerance", False))
     return Kpi(
         id=spec["id"],
@@ -200,7 +220,7 @@ def _load_kpi(yml_path: Path) -> Kpi:
         zero_tolerance=zero,
         review_section=spec["review_section"],
         headline=bool(spec.get("headline")),
-        sql=sql_path.read_text(encoding="utf-8").strip().rstrip(";"),
+        sql=sql,
         stats=dict(spec.get("stats") or {}),
         product_stats=tuple(spec.get("product_stats") or ()),
         params=dict(spec.get("params") or {}),
@@ -210,7 +230,15 @@ def _load_kpi(yml_path: Path) -> Kpi:
         success_zh=join_lines(str(spec.get("success_zh", ""))),
         window=str(spec.get("window", "")),
         order=int(spec.get("order", 100)),
+        partition_by=partition_by,
     )
+
+
+def reads_as_of(sql: str) -> bool:
+    """Whether a KPI's SQL (outside its comments and strings) names `$as_of`: its units may then change with time
+    alone, and it says when in its `recheck_at` column."""
+    code = re.sub(r"'(?:[^']|'')*'|--[^\n]*", "", sql)
+    return re.search(r"\$as_of\b", code) is not None
 
 
 def join_lines(text: str) -> str:

@@ -45,7 +45,7 @@ from rmm_monitor.core import clock
 from rmm_monitor.core.errors import ConfigError
 from rmm_monitor.core.periods import Period, iso, parse_period
 
-from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models
+from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models, reads_as_of
 from .rulebook import RuleBook, load_rulebook
 from .wilson import Z, wilson_bounds
 
@@ -61,6 +61,7 @@ UNIT_COLUMNS = (
     "lot_id",
     "detail",
 )
+RECHECK = "recheck_at"  # a unit's next instant after $as_of at which a comparison with $as_of turns (KpiSnapshot)
 STATUS_CODES = {"ok": 0, "warning": 1, "breach": 2, "insufficient_data": -1}
 BY_CHOICES = ("product", "site", "none")
 
@@ -123,6 +124,25 @@ def used_params(sql: str, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in names}
 
 
+@dataclass(frozen=True)
+class KpiSnapshot:
+    """KPI rows as of an instant, and how long they hold. With no new event stored, the rows as of any instant in
+    [as_of, recheck_at) are these, byte for byte: time alone changes a row only when a unit's comparison with
+    $as_of turns (the units' `recheck_at`), an event recorded for later becomes known (its known_at), the rule
+    book learns or starts something, or the period ends. `recheck_at` None: only a new event can change them."""
+
+    rows: list[dict]
+    as_of: datetime
+    recheck_at: Optional[datetime]
+
+    def holds_at(self, at: datetime) -> bool:
+        return self.as_of <= at and (self.recheck_at is None or at < self.recheck_at)
+
+
+def _earliest(*instants: Optional[datetime]) -> Optional[datetime]:
+    return min((t for t in instants if t is not None), default=None)
+
+
 @dataclass
 class Engine:
     """Computes the catalog over one DuckDB connection holding the `events` table."""
@@ -132,6 +152,9 @@ class Engine:
     config: Config = Config()
     prune_anchors: bool = True  # False: the SQL sees unbounded anchors (the reference the pruning is tested against)
     rulebook: Optional[RuleBook] = None
+    # the caller holds a transaction on `con` (its snapshot is read): DuckDB aborts a transaction in which BEGIN
+    # is tried again, so the engine must be told rather than find out
+    in_transaction: bool = False
 
     def __post_init__(self):
         if not self.catalog:
@@ -178,8 +201,9 @@ class Engine:
             if re.search(rf"\b{name}\b", code)
         )
 
-    def units_sql(self, kpi: Kpi, built: Optional[dict[str, str]] = None) -> str:
-        """`built`: shared model name -> the TEMP table holding it for this snapshot (see `_snapshot`)."""
+    def units_sql(self, kpi: Kpi, built: Optional[dict[str, str]] = None, known: Optional[str] = None) -> str:
+        """`built`: shared model name -> the TEMP table holding it for this snapshot (see `_snapshot`).
+        `known`: the CTE `known_events` (a subset of the known events, for the incremental refresh)."""
         built = built or {}
         param_cols = "".join(f", unnest($param_{name}) AS {name}" for name in kpi.params)
         models = self.models_of(kpi)
@@ -189,7 +213,7 @@ class Engine:
         )
         inline = [sql for name, sql in models if name not in built]
         return (
-            f"WITH {self._KNOWN}, {self._relations(kpi.sql, *inline)}"
+            f"WITH {known or self._KNOWN}, {self._relations(kpi.sql, *inline)}"
             f"params AS (SELECT unnest($param_products) AS product{param_cols}), "
             f"{shared}units AS ({kpi.sql})"
         )
@@ -214,12 +238,10 @@ class Engine:
         Every KPI of the batch used to re-derive e.g. `first_infusion` (two scans of the events and a window);
         a TEMP table built once costs one derivation. The transaction makes the table and the KPI queries read
         the same snapshot (the worker's writer commits between them otherwise), so a late event cannot reach
-        the KPI queries without reaching the model; a connection already inside a transaction keeps its own."""
-        try:
+        the KPI queries without reaching the model; a caller's transaction (`in_transaction`) is used as it is."""
+        own = not self.in_transaction
+        if own:
             self.con.execute("BEGIN TRANSACTION").fetchall()
-            own = True
-        except duckdb.TransactionException:
-            own = False
         built: dict[str, str] = {}
         try:
             for name, sql in self.buildable_models(kpis).items():
@@ -281,6 +303,17 @@ class Engine:
         kpi_ids: Optional[Iterable[str]] = None,
     ) -> list[dict]:
         """The rows of `rmm kpis --json` (docs/kpi-rules.md): every KPI × product (× site with by='site')."""
+        return self.snapshot(as_of, period, by, product, kpi_ids).rows
+
+    def snapshot(
+        self,
+        as_of: Optional[datetime] = None,
+        period: Optional[str] = None,
+        by: str = "product",
+        product: Optional[str] = None,
+        kpi_ids: Optional[Iterable[str]] = None,
+    ) -> KpiSnapshot:
+        """`compute`'s rows and the instant until which they hold without a new event (see KpiSnapshot)."""
         if by not in BY_CHOICES:
             raise ConfigError(f"--by must be one of {BY_CHOICES}")
         as_of = as_of or clock.now()
@@ -288,23 +321,36 @@ class Engine:
         wanted = set(kpi_ids) if kpi_ids else None
         selected = [k for k in self.catalog if wanted is None or k.id in wanted]
         rows: list[dict] = []
+        recheck: Optional[datetime] = _earliest(
+            self.rules.next_change_after(as_of), per.end if per.end is not None and per.end > as_of else None
+        )
         with self._snapshot(selected, as_of, per) as built:
+            recheck = _earliest(recheck, self._next_known_at(as_of))
             products, pairs = self.products_and_sites(as_of)
             if product is not None:
                 products = [p for p in products if p == product]
                 pairs = [(p, s) for p, s in pairs if p == product]
+            keys = self.row_keys(products, pairs, by, product)
             for kpi in selected:
                 groups = self._aggregate(kpi, as_of, per, products, built)
-                if by == "none" and product is None:
-                    keys: list[tuple] = [(None, None)]
-                else:
-                    keys = [(p, None) for p in products]
-                    if by == "site":
-                        keys += pairs
-                    keys.sort(key=lambda k: (k[0] or "", k[1] is not None, k[1] or ""))
-                for key in keys:
-                    rows.append(self._row(kpi, per, as_of, key, groups.get(key)))
-        return rows
+                recheck = _earliest(recheck, (groups.get((None, None)) or {}).get(RECHECK))
+                rows += [self._row(kpi, per, as_of, key, groups.get(key)) for key in keys]
+        return KpiSnapshot(rows, as_of, recheck)
+
+    @staticmethod
+    def row_keys(products: list[str], pairs: list[tuple[str, str]], by: str, product: Optional[str]) -> list[tuple]:
+        """The (product, site) of each row of a KPI, in the table's order: products, each followed by its sites."""
+        if by == "none" and product is None:
+            return [(None, None)]
+        keys: list[tuple] = [(p, None) for p in products]
+        if by == "site":
+            keys += pairs
+        return sorted(keys, key=lambda k: (k[0] or "", k[1] is not None, k[1] or ""))
+
+    def _next_known_at(self, as_of: datetime) -> Optional[datetime]:
+        """When the first event stored with a later recorded_at becomes known (known_at mostly grows with the
+        store's order, so the zone maps skip nearly all of it)."""
+        return self._fetch("SELECT min(known_at) FROM events WHERE known_at > $as_of", {"as_of": as_of})[0][0]
 
     @staticmethod
     def _counted_units(kpi: Kpi, keep: Iterable[str] = ("product", "site_id")) -> str:
@@ -315,15 +361,29 @@ class Engine:
         drop = [
             c for c in UNIT_COLUMNS if c not in ("anchor_at", "outcome", *keep) and not re.search(rf"\b{c}\b", used)
         ]
-        return f"SELECT * EXCLUDE ({', '.join(drop)}) FROM units"
+        return f"SELECT * EXCLUDE ({', '.join(drop)}) FROM units" if drop else "SELECT * FROM units"
 
     def _aggregate(
-        self, kpi: Kpi, as_of: datetime, per: Period, products: list[str], built: Optional[dict[str, str]] = None
+        self,
+        kpi: Kpi,
+        as_of: datetime,
+        per: Period,
+        products: list[str],
+        built: Optional[dict[str, str]] = None,
+        kept: Optional[str] = None,
     ) -> dict[tuple, dict]:
+        """Numerator, denominator, pending and stats per (), (product), (product, site); `kept`: a table holding
+        the KPI's counted units of the period (the incremental refresh's), read instead of running its SQL."""
         stats_sql = "".join(f', {expr} AS "{name}"' for name, expr in kpi.stats.items())
+        if reads_as_of(kpi.sql):
+            stats_sql += f", min({RECHECK}) AS {RECHECK}"
+        counted = (
+            f"WITH counted AS (SELECT * FROM temp.main.{kept})"
+            if kept
+            else self.units_sql(kpi, built) + f", counted AS ({self._counted_units(kpi)})"
+        )
         sql = (
-            self.units_sql(kpi, built) + f", counted AS ({self._counted_units(kpi)})"
-            f" SELECT product, site_id, grouping(product) AS gp, grouping(site_id) AS gs, "
+            counted + f" SELECT product, site_id, grouping(product) AS gp, grouping(site_id) AS gs, "
             f"count(*) FILTER (WHERE outcome = 'success') AS numerator, "
             f"count(*) FILTER (WHERE outcome IN ('success', 'failure')) AS denominator, "
             f"count(*) FILTER (WHERE outcome = 'pending') AS pending{stats_sql} "

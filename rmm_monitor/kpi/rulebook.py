@@ -127,6 +127,13 @@ class RuleBook:
             tuple(c for c in self.changes if c.known_from <= as_of),
         )
 
+    def next_change_after(self, as_of: datetime) -> Optional[datetime]:
+        """The first instant after `as_of` at which what a KPI reads of the rule book can differ: an entry becomes
+        known, or a dated change takes effect (a period still open is judged at its as-of time). None: never."""
+        instants = [v.known_from for v in self.versions]
+        instants += [t for c in self.changes for t in (c.known_from, c.effective_from)]
+        return min((t for t in instants if t > as_of), default=None)
+
     def value_keys(self) -> list[str]:
         return sorted({k for v in self.versions for k in v.values})
 
