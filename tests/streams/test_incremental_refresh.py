@@ -1,0 +1,95 @@
+"""The worker's KPI refresh through a real broker and `rmm worker`: a window closes on time with no new event,
+an event recorded for later counts when its time comes, an idle worker does no KPI work, and every refresh
+checked against a full recompute matched."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import timedelta
+
+from rmm_monitor.core import clock
+from rmm_monitor.core.periods import iso
+from rmm_monitor.dev.producer import make_producer
+
+from support.workers import http_text
+
+CARD_WINDOW_LEFT_S = 25  # the first alert card's 24 h end this long after the events are sent
+KNOWN_IN_S = 12  # the second infusion's recorded_at, this long after they are sent
+LATE_S = 5  # how late a change may show: a refresh a second, ingest and the scrape
+
+
+def _sample(url: str, name: str, labels: str = "") -> float | None:
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([-0-9.e+]+)$", http_text(url + "/metrics"), re.M)
+    return float(m.group(1)) if m else None
+
+
+def _card(url: str, field: str) -> float | None:
+    return _sample(url, f"rmm_kpi_{field}", '{kpi="alert_card_issued",product="CTX-19",site=""}')
+
+
+def _refreshes(url: str) -> dict[str, float]:
+    return {
+        m: _sample(url, "rmm_kpi_refreshes_total", f'{{mode="{m}"}}') or 0 for m in ("full", "incremental", "unchanged")
+    }
+
+
+def _wait(what: str, check, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_windows_close_and_late_records_count_without_new_events_and_idle_costs_no_kpi_work(broker, worker_factory):
+    # every refresh is also computed in full and compared (RMM_REFRESH_VERIFY_SECONDS below one refresh)
+    worker = worker_factory(broker.bootstrap, RMM_PERIOD="all", RMM_REFRESH_VERIFY_SECONDS="0.1").start()
+    sent = clock.now()
+    infused = sent - timedelta(hours=24) + timedelta(seconds=CARD_WINDOW_LEFT_S)
+    base = {"schema_version": 1, "product": "CTX-19", "site_id": "SH-01"}
+    events = [
+        # its card is due 24 h after the infusion, CARD_WINDOW_LEFT_S from now: pending, then a failure
+        {**base, "event_id": "inc-1", "event_type": "infusion_administered", "occurred_at": iso(infused),
+         "recorded_at": iso(infused), "patient_ref": "PT-900001", "lot_id": "L-9001", "hcp_id": "H-901",
+         "dose_within_spec": True},
+        # infused two days ago with no card, recorded for KNOWN_IN_S from now: not known before, then a failure
+        {**base, "event_id": "inc-2", "event_type": "infusion_administered",
+         "occurred_at": iso(sent - timedelta(days=2)),
+         "recorded_at": iso(sent + timedelta(seconds=KNOWN_IN_S)), "patient_ref": "PT-900002", "lot_id": "L-9002",
+         "hcp_id": "H-901", "dose_within_spec": True},
+    ]  # fmt: skip
+    producer = make_producer(broker.bootstrap)
+    for e in events:
+        producer.send("rmm.infusion", key=e["patient_ref"].encode(), value=json.dumps(e).encode())
+    producer.flush(30)
+    producer.close()
+
+    def counts():
+        return _card(worker.url, "pending"), _card(worker.url, "denominator")
+
+    # stored: the first infusion known, its card pending; the second not known yet
+    _wait("the first infusion counted as pending", lambda: counts() == (1, 0))
+    # the second becomes known at its recorded_at, a failure, with no event arriving
+    _wait("the infusion recorded for later to count", lambda: counts() == (1, 1), timeout=KNOWN_IN_S + LATE_S)
+    assert clock.now() >= sent + timedelta(seconds=KNOWN_IN_S), "counted before it was known"
+    # the first card's 24 h pass: a failure, on time, with no event arriving
+    _wait("the card's window to close", lambda: counts() == (0, 2), timeout=CARD_WINDOW_LEFT_S + LATE_S)
+    assert clock.now() >= sent + timedelta(seconds=CARD_WINDOW_LEFT_S), "closed before its time"
+    assert _card(worker.url, "numerator") == 0
+
+    # idle: nothing arrives and no window is open — refreshes go on, none recomputes anything
+    before = _refreshes(worker.url)
+    time.sleep(4)
+    after = _refreshes(worker.url)
+    assert after["unchanged"] >= before["unchanged"] + 2, (before, after)
+    assert (after["full"], after["incremental"]) == (before["full"], before["incremental"]), (before, after)
+    assert after["full"] == 1, "one full computation, at start"
+
+    # every refresh so far was also recomputed in full in the same snapshot: all the same bytes
+    assert (_sample(worker.url, "rmm_kpi_refresh_checks_total", '{result="match"}') or 0) >= 5
+    assert _sample(worker.url, "rmm_kpi_refresh_checks_total", '{result="mismatch"}') == 0
+    assert worker.stop() == 0
