@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -358,11 +358,14 @@ def stop_worker(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def freshness(workdir: Path, rate: float = 1000.0, seconds: float = 30.0, poll: float = 0.02) -> dict:
+def freshness(
+    workdir: Path, rate: float = 1000.0, seconds: float = 30.0, poll: float = 0.02, stored: Optional[Path] = None
+) -> dict:
     """Produce unique events at `rate` with kafka-python (as source systems do); a poller reads the worker's
     /metrics every `poll` s. Event k (k-th sent) is visible when rmm_events_ingested_total >= k; its freshness is
     that moment minus its send time. Counting is exact because every event is unique and valid; the poll interval
-    adds up to `poll` s."""
+    adds up to `poll` s. `stored`: a store (copied) the worker starts on, whose KPIs it keeps refreshing meanwhile
+    (the events sent get their own ids, so none is a duplicate of a stored one)."""
     import threading
 
     from rmm_monitor.dev.producer import make_producer
@@ -370,13 +373,21 @@ def freshness(workdir: Path, rate: float = 1000.0, seconds: float = 30.0, poll: 
     n = int(rate * seconds)
     seen_ids, records = set(), []
     for topic, key, value in sim_records(int(n * 1.2), seed=11):
-        eid = json.loads(value)["event_id"]
-        if eid not in seen_ids:
-            seen_ids.add(eid)
+        event = json.loads(value)
+        if event["event_id"] not in seen_ids:
+            seen_ids.add(event["event_id"])
+            if stored is not None:
+                event = _fresh_ids(event, "-fresh")
+                value = json.dumps(event, separators=(",", ":")).encode()
             records.append((topic, key, value))
     records = records[:n]
+    db = workdir / "freshness.duckdb"
+    if stored is not None:
+        shutil.copyfile(stored, db)
     with Broker(log_path=workdir / "broker-freshness.log") as broker:
-        proc, url = start_worker(broker.bootstrap, workdir / "freshness.duckdb", workdir / "worker-freshness.log")
+        proc, url = start_worker(broker.bootstrap, db, workdir / "worker-freshness.log")
+        if stored is not None:  # the first refresh computes everything: measure what follows it
+            wait_refreshes(url, 1, 600)
         try:
             # warm-up: the first batch waits for the group join; keep it out of the measured series
             producer = make_producer(broker.bootstrap)
@@ -502,6 +513,121 @@ def scale_db(n: int) -> Path:
     return path
 
 
+def _fresh_ids(event: dict, suffix: str) -> dict:
+    """The event with ids no stored event has (event, patient, lot, AE), as scale_db suffixes its chunks."""
+    for f in ("event_id", "patient_ref", "lot_id", "ae_id"):
+        if event.get(f) is not None:
+            event[f] += suffix
+    return event
+
+
+def wait_refreshes(url: str, n: int, timeout: float) -> int:
+    """Until the worker has finished `n` KPI refreshes (its status counter); returns the count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done = json.loads(http_text(url + "/api/status", 60)).get("kpi_refreshes", 0)
+            if done >= n:
+                return done
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"fewer than {n} KPI refreshes in {timeout:.0f} s")
+
+
+def incremental(src: Path, workdir: Path, batch: int = 5000, rounds: int = 3) -> dict:
+    """The worker's refresh after a batch of new events against a full recompute of the same rows, in the same
+    run on the same file: `Engine.compute(by='site')` of the current quarter (the full recompute), then per round
+    `batch` new events stored (the simulator's last days of new patients at the same sites and HCPs, recorded
+    now) and `IncrementalKpis.refresh` timed; each round's rows are checked against a full recompute as of the
+    same instant, byte for byte. Also: a refresh with nothing new (an idle worker's)."""
+    from rmm_monitor.dev import simulate
+    from rmm_monitor.kpi import Engine
+    from rmm_monitor.kpi.incremental import IncrementalKpis, rows_bytes
+    from rmm_monitor.store import Store
+
+    db = workdir / "incremental.duckdb"
+    shutil.copyfile(src, db)
+    now = datetime.now(timezone.utc)
+    new = simulate.generate(seed=4242, patients=max(200, batch * rounds // 15), end=now, days=30)
+    new = [_fresh_ids(e, "-inc") for e in new[-batch * rounds :]]
+    out: dict = {"batch_events": batch}
+    with Store(db) as store:
+        con = store.con
+        full_times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            Engine(con).compute(as_of=now, by="site")
+            full_times.append(time.perf_counter() - t)
+        inc = IncrementalKpis()
+        reader = con.cursor()  # the worker's reader: where the kept units live
+        reader.execute("SET TimeZone = 'UTC'").fetchall()
+        t = time.perf_counter()
+        inc.refresh(reader, as_of=now)
+        out["first_refresh_s"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        inc.refresh(reader, as_of=now + timedelta(seconds=1))
+        out["unchanged_refresh_s"] = round(time.perf_counter() - t, 4)
+        rounds_out = []
+        for r in range(rounds):
+            at = now + timedelta(seconds=10 * (r + 1))
+            chunk = new[r * batch : (r + 1) * batch]
+            for e in chunk:
+                e["recorded_at"] = at.isoformat().replace("+00:00", "Z")
+            store.insert_batch([json.dumps(e).encode() for e in chunk], ingested_at=at)
+            t = time.perf_counter()
+            snap = inc.refresh(reader, as_of=at)
+            inc_s = time.perf_counter() - t
+            t = time.perf_counter()
+            full = Engine(con).compute(as_of=at, by="site")
+            full_s = time.perf_counter() - t
+            full_times.append(full_s)
+            rounds_out.append(
+                {
+                    "incremental_s": round(inc_s, 3),
+                    "full_s": round(full_s, 3),
+                    "ratio": round(inc_s / full_s, 3),
+                    "equal": rows_bytes(snap.rows) == rows_bytes(full),
+                    "changed_events": inc.stats.changed_events,
+                    "kpis_whole": inc.stats.kpis_whole,
+                    "kpis_partial": inc.stats.kpis_partial,
+                }
+            )
+        reader.close()
+    db.unlink(missing_ok=True)
+    out["rounds"] = rounds_out
+    out["full_recompute_s"] = round(statistics.median(full_times), 3)
+    out["incremental_s"] = round(statistics.median(r["incremental_s"] for r in rounds_out), 3)
+    out["ratio"] = round(statistics.median(r["ratio"] for r in rounds_out), 3)
+    out["all_equal"] = all(r["equal"] for r in rounds_out)
+    return out
+
+
+def idle_cpu(url: str, pid: int, seconds: float = 60.0) -> dict:
+    """The worker's CPU over `seconds` with no event arriving, after its first data-quality run (which runs once
+    after start whatever the store holds): the share of one core, and the refreshes of each kind meanwhile."""
+    deadline = time.monotonic() + 900
+    while not re.search(r"^rmm_dq_run_timestamp_seconds [1-9]", http_text(url + "/metrics", 60), re.M):
+        if time.monotonic() > deadline:
+            return {"skipped": "no data-quality run in 900 s"}
+        time.sleep(1)
+    time.sleep(5)  # the refresh the run's end may have started
+
+    def modes() -> dict:
+        text = http_text(url + "/metrics", 60)
+        found = re.findall(r'^rmm_kpi_refreshes_total\{mode="(\w+)"\} ([0-9.e+]+)$', text, re.M)
+        return {m: float(v) for m, v in found}
+
+    before, cpu0, t0 = modes(), cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    after, cpu1, t1 = modes(), cpu_seconds(pid), time.monotonic()
+    return {
+        "seconds": round(t1 - t0, 1),
+        "cpu_share": round((cpu1 - cpu0) / (t1 - t0), 4),
+        "refreshes": {m: int(after.get(m, 0) - before.get(m, 0)) for m in after},
+    }
+
+
 def rss_kib(pid: int) -> tuple[int, int]:
     status = Path(f"/proc/{pid}/status").read_text()
     rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
@@ -553,6 +679,8 @@ def scale(n: int, workdir: Path) -> dict:
                 time.sleep(0.25)
             rss, hwm = rss_kib(proc.pid)
             refresh = re.search(r"^rmm_kpi_refresh_duration_seconds ([0-9.e+]+)$", http_text(url + "/metrics"), re.M)
+            idle = idle_cpu(url, proc.pid)
+            rss_idle, hwm = rss_kib(proc.pid)
         finally:
             stop_worker(proc)
     out.update(
@@ -561,11 +689,18 @@ def scale(n: int, workdir: Path) -> dict:
             "worker_peak_rss_mib": round(hwm / 1024),
             "worker_refresh_s": round(float(refresh.group(1)), 3) if refresh else None,
             "refreshes_observed": refreshes,
+            "worker_rss_after_idle_mib": round(rss_idle / 1024),
+            "idle": idle,
             "db_build_s": round(build_s, 1),
         }
     )
     out["export"] = export_time(db, workdir)
     db.unlink(missing_ok=True)
+    log(f"scale {n:,}: incremental refresh ...")
+    out["incremental"] = incremental(src, workdir)
+    if n >= 10_000_000:
+        log(f"scale {n:,}: freshness at 1 k ev/s with the store ...")
+        out["freshness"] = freshness(workdir, stored=src)
     return out
 
 
@@ -620,6 +755,26 @@ def table(res: dict) -> str:
         lines.append(
             f"{'worker RSS (peak) @ ' + n:<44} {s['worker_rss_mib']:>6} ({s['worker_peak_rss_mib']}) MiB  <= 500 MB"
         )
+        i = s.get("incremental")
+        if i:
+            lines.append(
+                f"{'refresh after ' + format(i['batch_events'], ',') + ' new events @ ' + n:<44} "
+                f"{i['incremental_s']:>12.2f} s  (full {i['full_recompute_s']:.2f} s)"
+            )
+            lines.append(
+                f"{'  ratio to a full recompute (median)':<44} {i['ratio']:>13.3f}x  <= 0.05x (goal 0.02x)"
+                f"{'' if i['all_equal'] else '  ROWS DIFFER'}"
+            )
+            lines.append(f"{'refresh with nothing new @ ' + n:<44} {i['unchanged_refresh_s']:>12.3f} s")
+        idle = s.get("idle", {})
+        if "cpu_share" in idle:
+            lines.append(f"{'idle worker CPU over a minute @ ' + n:<44} {100 * idle['cpu_share']:>12.2f} %  < 2 %")
+        f = s.get("freshness")
+        if f:
+            lines.append(
+                f"{'freshness p50 / p95 at 1 k ev/s, ' + n + ' stored':<44} "
+                f"{f['p50_s']:.2f} / {f['p95_s']:.2f} s  p95 <= 1 s"
+            )
         e = s.get("export", {})
         if "seconds" in e and "failed" not in e:
             lines.append(f"{'export @ ' + n:<44} {e['seconds']:>12.1f} s  <= 30 s")

@@ -83,6 +83,7 @@ class Worker:
         self.kpi_state = IncrementalKpis()  # used on the reader thread only
         self.data_epoch = 0  # refreshes that found something changed: the data-quality run skips an unchanged store
         self._verify_at = time.monotonic() + s.refresh_verify_seconds  # the first check an interval after start
+        self._stored_at_refresh = -1.0  # events counted stored when the last refresh that looked began
         self.app = _App(
             s.app_id,
             broker=f"kafka://{s.bootstrap}",
@@ -158,6 +159,11 @@ class Worker:
         changed is recomputed (kpi/incremental.py), and nothing when nothing could have changed."""
         started = time.monotonic()
         verify = self.settings.refresh_verify_seconds > 0 and started >= self._verify_at
+        stored = self.metrics.total(self.metrics.ingested)  # counted after each commit: never ahead of the store
+        if not verify and stored == self._stored_at_refresh and self.kpi_state.holds(clock.now()):
+            # nothing stored since the last refresh began and nothing comes due: not even a look at the store
+            self._after(self.kpi_rows, "unchanged", self.stored_count, started)
+            return
         try:
             rows, mode, count, check = await self.stores.read(
                 self._compute_snapshot, self.settings.judged_period or None, verify
@@ -167,9 +173,13 @@ class Worker:
             return
         finally:
             self.pacer.done(started, time.monotonic())
+        self._stored_at_refresh = stored
         if check is not None:
             self._verify_at = started + self.settings.refresh_verify_seconds
             self.metrics.refresh_checks.labels(check).inc()
+        self._after(rows, mode, count, started)
+
+    def _after(self, rows: list[dict], mode: str, count: int, started: float) -> None:
         self.kpi_rows = rows
         self.refreshes += 1
         if mode != "unchanged":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,6 +97,7 @@ class IncrementalKpis:
         self.stats = RefreshStats()
         self._reads: dict[str, Optional[frozenset[str]]] = {}
         self._orphans: list[str] = []  # TEMP tables of a forgotten state, still to drop
+        self._lock = threading.RLock()
 
     # --- the refresh --------------------------------------------------------------------------------------------
     def refresh(
@@ -111,18 +113,27 @@ class IncrementalKpis:
         engine = Engine(con, **self.engine_args, in_transaction=True)
         per = parse_period(period, as_of)
         own = not in_transaction
-        if own:
-            con.execute("BEGIN TRANSACTION").fetchall()
-        try:
-            snap = self._refresh(con, engine, as_of, per, by)
-        except BaseException:
+        with self._lock:
             if own:
-                con.execute("ROLLBACK").fetchall()
-            self.reset(con)  # what is kept may no longer match the store: start again from a full computation
-            raise
-        if own:
-            con.execute("COMMIT").fetchall()
-        return snap
+                con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                snap = self._refresh(con, engine, as_of, per, by)
+            except BaseException:
+                if own:
+                    con.execute("ROLLBACK").fetchall()
+                self.reset(con)  # what is kept may no longer match the store: start again from a full computation
+                raise
+            if own:
+                con.execute("COMMIT").fetchall()
+            return snap
+
+    def holds(self, at: datetime) -> bool:
+        """Whether the last rows still hold at `at` if no event was stored since: nothing comes due before it."""
+        with self._lock:  # asked from the event loop while the reader thread may be refreshing
+            st = self.state
+            if st is None or at < st.as_of:
+                return False
+            return not _passed(self._snapshot(st).recheck_at, at)
 
     def reset(self, con: Optional[duckdb.DuckDBPyConnection] = None) -> None:
         """Forget what is kept; its tables are dropped now, or at the next refresh when this transaction failed."""
