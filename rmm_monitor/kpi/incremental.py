@@ -274,7 +274,9 @@ class IncrementalKpis:
         """The known events of the dirty keys of a partition's KPIs, and those without a key, of the types the
         KPIs read: a TEMP table the KPIs' SQL then reads instead of the store."""
         kinds = [self._types(engine, kpi) for kpi, _ in members]
-        types = None if any(t is None for t in kinds) else frozenset().union(*kinds)
+        types: Optional[frozenset[str]] = None
+        if all(t is not None for t in kinds):
+            types = frozenset(t for kind in kinds if kind is not None for t in kind)
         of_type = (
             "TRUE"
             if types is None
