@@ -323,6 +323,9 @@ def cases_for(snap, kpi, product: str) -> list[str]:
     return sorted(ids)
 
 
+CELL_ITEMS = 6  # sites or cases named in one cell of the first page's table
+
+
 def _action_blocks(snap, L: Langs) -> list[Block]:
     """The first thing a QPPV reads: every KPI × product in breach or warning, for all sites together or at one
     site at least (breaches first, then in the order of the sections), with its sites in breach and in warning
@@ -347,8 +350,15 @@ def _action_blocks(snap, L: Langs) -> list[Block]:
     states = case_states(snap.cases)
     labels = load_labels()
 
-    def site_list(rows: list[dict], status: str) -> str:
-        return "; ".join(f"{s['site_id']} {_pct(s['value'])} ({_n(s)})" for s in rows if s["status"] == status)
+    def listed(items: list[str], lang: str) -> str:
+        """At most CELL_ITEMS items (the worst first): a programme with many sites must not outgrow the page;
+        the site tables list every one."""
+        shown = "; ".join(items[:CELL_ITEMS])
+        return shown if len(items) <= CELL_ITEMS else f"{shown}; {L.one('and_more', lang, n=len(items) - CELL_ITEMS)}"
+
+    def site_list(rows: list[dict], status: str) -> Txt:
+        items = [f"{s['site_id']} {_pct(s['value'])} ({_n(s)})" for s in rows if s["status"] == status]
+        return listed(items, L.langs[0]) if len(items) <= CELL_ITEMS else L.each(lambda g: listed(items, g))
 
     def case_cell(kpi, product: str) -> Txt:
         ids = cases_for(snap, kpi, product)
@@ -359,7 +369,7 @@ def _action_blocks(snap, L: Langs) -> list[Block]:
             state = states.get(case_id, {}).get("state")
             return f"{case_id} {labels.name('case_states', state, g)}" if state in CASE_STATES else case_id
 
-        return L.each(lambda g: "; ".join(named(i, g) for i in ids))
+        return L.each(lambda g: listed([named(i, g) for i in ids], g))
 
     rows, colours = [], []
     for i, (worst, r, mine) in enumerate(items, 1):

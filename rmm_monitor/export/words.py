@@ -64,6 +64,7 @@ WORDS: dict[str, dict[str, str]] = {
         "zh": "本季度无指标超限或预警（全部医疗机构合计及各医疗机构均无）。",
     },
     "no_case": {"en": "no case", "zh": "无案例"},
+    "and_more": {"en": "and {n} more", "zh": "另有 {n} 个"},
     # --- column headers -------------------------------------------------------------------------------------
     "col.kpi": {"en": "KPI", "zh": "指标"},
     "col.title": {"en": "title", "zh": "名称"},

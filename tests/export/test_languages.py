@@ -322,3 +322,42 @@ def test_a_missing_font_names_the_debian_package(tmp_path):
 
     with pytest.raises(ConfigError, match="fonts-wqy-microhei"):
         cjk_font((tmp_path / "wqy-microhei.ttc",))
+
+
+def test_first_page_names_at_most_six_sites_a_cell_so_a_large_programme_still_fits_the_page():
+    """At 10 M events every site of a product breached a zero-tolerance KPI and the cell listing them outgrew the
+    page (reportlab LayoutError, no report at all): a cell names the six worst and how many more there are."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from rmm_monitor.core.periods import parse_period
+    from rmm_monitor.export import Snapshot
+    from rmm_monitor.export.report import CELL_ITEMS, _action_blocks
+    from rmm_monitor.export.words import Langs
+
+    def row(site, numerator):
+        return {"kpi": "chain_of_identity_verified", "product": "CTX-19", "site_id": site, "status": "breach",
+                "value": numerator / 20, "numerator": numerator, "denominator": 20, "threshold": 1.0,
+                "ci_low": numerator / 20 - 0.1, "ci_high": min(1.0, numerator / 20 + 0.1)}  # fmt: skip
+
+    sites = [row(f"S-{i:02d}", 19 - i % 3) for i in range(20)]
+    snap = Snapshot(
+        quarter=parse_period(QUARTER, parse_time(AS_OF)),
+        as_of=datetime(2026, 10, 15, tzinfo=timezone.utc),
+        catalog=load_catalog(),
+        rows=[row(None, 360), *sites],
+        previous=[],
+        units=pa.table({}),
+        trend=[],
+        counts_by_topic={},
+        alerts=[],
+        cases=[],
+        dq=[],
+        source="test",
+    )
+    [table] = [b for b in _action_blocks(snap, Langs(("en", "zh"))) if b.kind == "table"]
+    [cells] = table.rows
+    en, zh = cells[3]
+    assert en.count(";") == CELL_ITEMS and en.endswith("and 14 more") and zh.endswith("另有 14 个"), cells[3]
+    assert en.startswith("S-02 85.0% (17/20)"), "the worst first"
