@@ -680,7 +680,7 @@ def scale(n: int, workdir: Path) -> dict:
             rss, hwm = rss_kib(proc.pid)
             refresh = re.search(r"^rmm_kpi_refresh_duration_seconds ([0-9.e+]+)$", http_text(url + "/metrics"), re.M)
             idle = idle_cpu(url, proc.pid)
-            rss_idle, hwm = rss_kib(proc.pid)
+            rss_idle, hwm_idle = rss_kib(proc.pid)  # after the data-quality run too
         finally:
             stop_worker(proc)
     out.update(
@@ -690,6 +690,7 @@ def scale(n: int, workdir: Path) -> dict:
             "worker_refresh_s": round(float(refresh.group(1)), 3) if refresh else None,
             "refreshes_observed": refreshes,
             "worker_rss_after_idle_mib": round(rss_idle / 1024),
+            "worker_peak_rss_with_dq_mib": round(hwm_idle / 1024),
             "idle": idle,
             "db_build_s": round(build_s, 1),
         }
