@@ -287,21 +287,20 @@ def test_first_page_lists_each_breach_with_its_sites_and_review_case(exports, br
     assert (ARTIFACTS / "report-zh-en-page1.png").stat().st_size > 5000
 
 
-def test_first_page_says_so_when_nothing_is_in_breach_or_warning():
+def _rows_only(rows: list[dict]):
+    """A snapshot holding only KPI rows: what the first page's table is made from."""
     from datetime import datetime, timezone
 
     import pyarrow as pa
 
     from rmm_monitor.core.periods import parse_period
     from rmm_monitor.export import Snapshot
-    from rmm_monitor.export.report import _action_blocks
-    from rmm_monitor.export.words import Langs
 
-    snap = Snapshot(
+    return Snapshot(
         quarter=parse_period(QUARTER, parse_time(AS_OF)),
         as_of=datetime(2026, 10, 15, tzinfo=timezone.utc),
         catalog=load_catalog(),
-        rows=[],
+        rows=rows,
         previous=[],
         units=pa.table({}),
         trend=[],
@@ -311,6 +310,13 @@ def test_first_page_says_so_when_nothing_is_in_breach_or_warning():
         dq=[],
         source="test",
     )
+
+
+def test_first_page_says_so_when_nothing_is_in_breach_or_warning():
+    from rmm_monitor.export.report import _action_blocks
+    from rmm_monitor.export.words import Langs
+
+    snap = _rows_only([])
     blocks = _action_blocks(snap, Langs(("zh", "en")))
     assert [b.kind for b in blocks] == ["h2", "p"]
     assert blocks[1].text == (WORDS["action_none"]["zh"], WORDS["action_none"]["en"])
@@ -327,12 +333,6 @@ def test_a_missing_font_names_the_debian_package(tmp_path):
 def test_first_page_names_at_most_six_sites_a_cell_so_a_large_programme_still_fits_the_page():
     """At 10 M events every site of a product breached a zero-tolerance KPI and the cell listing them outgrew the
     page (reportlab LayoutError, no report at all): a cell names the six worst and how many more there are."""
-    from datetime import datetime, timezone
-
-    import pyarrow as pa
-
-    from rmm_monitor.core.periods import parse_period
-    from rmm_monitor.export import Snapshot
     from rmm_monitor.export.report import CELL_ITEMS, _action_blocks
     from rmm_monitor.export.words import Langs
 
@@ -342,20 +342,7 @@ def test_first_page_names_at_most_six_sites_a_cell_so_a_large_programme_still_fi
                 "ci_low": numerator / 20 - 0.1, "ci_high": min(1.0, numerator / 20 + 0.1)}  # fmt: skip
 
     sites = [row(f"S-{i:02d}", 19 - i % 3) for i in range(20)]
-    snap = Snapshot(
-        quarter=parse_period(QUARTER, parse_time(AS_OF)),
-        as_of=datetime(2026, 10, 15, tzinfo=timezone.utc),
-        catalog=load_catalog(),
-        rows=[row(None, 360), *sites],
-        previous=[],
-        units=pa.table({}),
-        trend=[],
-        counts_by_topic={},
-        alerts=[],
-        cases=[],
-        dq=[],
-        source="test",
-    )
+    snap = _rows_only([row(None, 360), *sites])
     [table] = [b for b in _action_blocks(snap, Langs(("en", "zh"))) if b.kind == "table"]
     [cells] = table.rows
     en, zh = cells[3]
