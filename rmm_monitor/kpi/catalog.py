@@ -234,10 +234,15 @@ def _load_kpi(yml_path: Path) -> Kpi:
     )
 
 
+# a SQL string literal or a `--` comment: what a look for names in a statement must skip
+SQL_STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|--[^\n]*")
+SQL_COMMENT = re.compile(r"--[^\n]*")
+
+
 def reads_as_of(sql: str) -> bool:
     """Whether a KPI's SQL (outside its comments and strings) names `$as_of`: its units may then change with time
     alone, and it says when in its `recheck_at` column."""
-    code = re.sub(r"'(?:[^']|'')*'|--[^\n]*", "", sql)
+    code = SQL_STRING_OR_COMMENT.sub("", sql)
     return re.search(r"\$as_of\b", code) is not None
 
 

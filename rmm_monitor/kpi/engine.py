@@ -45,7 +45,7 @@ from rmm_monitor.core import clock
 from rmm_monitor.core.errors import ConfigError
 from rmm_monitor.core.periods import Period, iso, parse_period
 
-from .catalog import Config, Kpi, load_catalog, load_config, load_shared_models, reads_as_of
+from .catalog import SQL_STRING_OR_COMMENT, Config, Kpi, load_catalog, load_config, load_shared_models, reads_as_of
 from .rulebook import RuleBook, load_rulebook
 from .wilson import Z, wilson_bounds
 
@@ -113,13 +113,10 @@ def _r(x: Any) -> Any:
     return x
 
 
-_STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|--[^\n]*")
-
-
 def used_params(sql: str, values: dict[str, Any]) -> dict[str, Any]:
     """DuckDB refuses unused named parameters: pass only the ones the statement names (outside comments: a KPI
     whose shared model is a prebuilt table may still mention the model's parameters in its comments)."""
-    code = _STRING_OR_COMMENT.sub(lambda m: m.group(0) if m.group(0).startswith("'") else "", sql)
+    code = SQL_STRING_OR_COMMENT.sub(lambda m: m.group(0) if m.group(0).startswith("'") else "", sql)
     names = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", code))
     return {k: v for k, v in values.items() if k in names}
 
@@ -194,7 +191,7 @@ class Engine:
 
     def _relations(self, *sqls: str) -> str:
         """The catalog's relations (`rules`, `jurisdictions`) that these statements read, as CTEs."""
-        code = " ".join(_STRING_OR_COMMENT.sub("", sql) for sql in sqls)
+        code = " ".join(SQL_STRING_OR_COMMENT.sub("", sql) for sql in sqls)
         return "".join(
             f"{name} AS ({select}), "
             for name, select in self.rules.relations_sql().items()
@@ -321,9 +318,7 @@ class Engine:
         wanted = set(kpi_ids) if kpi_ids else None
         selected = [k for k in self.catalog if wanted is None or k.id in wanted]
         rows: list[dict] = []
-        recheck: Optional[datetime] = _earliest(
-            self.rules.next_change_after(as_of), per.end if per.end is not None and per.end > as_of else None
-        )
+        recheck = self.valid_until(as_of, per)
         with self._snapshot(selected, as_of, per) as built:
             recheck = _earliest(recheck, self._next_known_at(as_of))
             products, pairs = self.products_and_sites(as_of)
@@ -346,6 +341,12 @@ class Engine:
         if by == "site":
             keys += pairs
         return sorted(keys, key=lambda k: (k[0] or "", k[1] is not None, k[1] or ""))
+
+    def valid_until(self, as_of: datetime, per: Period) -> Optional[datetime]:
+        """When rows as of `as_of` stop holding whatever the store holds: the rule book's next change or the
+        period's end (None: neither lies ahead)."""
+        period_end = per.end if per.end is not None and per.end > as_of else None
+        return _earliest(self.rules.next_change_after(as_of), period_end)
 
     def _next_known_at(self, as_of: datetime) -> Optional[datetime]:
         """When the first event stored with a later recorded_at becomes known (known_at mostly grows with the

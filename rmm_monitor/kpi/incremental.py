@@ -41,8 +41,8 @@ from rmm_monitor.core import clock
 from rmm_monitor.core.periods import Period, parse_period
 from rmm_monitor.store import EVENT_COLUMNS
 
-from .catalog import Kpi
-from .engine import RECHECK, Engine, KpiSnapshot, _earliest
+from .catalog import SQL_COMMENT, Kpi
+from .engine import RECHECK, Engine, KpiSnapshot, _earliest, used_params
 
 # the columns of the events view after the contract's: the topic and what the store adds
 META_COLUMNS = (("topic", "VARCHAR"), ("seq", "BIGINT"), ("ingested_at", "TIMESTAMPTZ"), ("known_at", "TIMESTAMPTZ"))
@@ -55,7 +55,7 @@ _LITERAL = re.compile(r"'((?:[^']|'')*)'")
 def event_types_read(engine: Engine, kpi: Kpi) -> Optional[frozenset[str]]:
     """The event types a KPI's SQL and its shared models name (None: it names none, so any type counts)."""
     texts = [kpi.sql, *(sql for _name, sql in engine.models_of(kpi))]
-    found = {lit for text in texts for lit in _LITERAL.findall(re.sub(r"--[^\n]*", "", text)) if lit in TOPIC_OF_TYPE}
+    found = {lit for text in texts for lit in _LITERAL.findall(SQL_COMMENT.sub("", text)) if lit in TOPIC_OF_TYPE}
     return frozenset(found) or None
 
 
@@ -159,7 +159,7 @@ class IncrementalKpis:
             return self._full(con, engine, as_of, per, by, seq_next)
         changed = self._changed(con, old, as_of, seq_next)
         n_changed = con.execute(f"SELECT count(*) FROM temp.main.{changed}").fetchall()[0][0]
-        due = [k for k in engine.catalog if _passed(old.recheck.get(k.id), as_of)]
+        due = any(_passed(old.recheck.get(k.id), as_of) for k in engine.catalog)
         if n_changed == 0 and not due and not _passed(old.next_known_at, as_of):
             snap = self._unchanged(old, as_of, seq_next)
         else:
@@ -181,19 +181,11 @@ class IncrementalKpis:
             by=by,
             as_of=as_of,
             seq_next=seq_next,
-            valid_until=_earliest(engine.rules.next_change_after(as_of), per.end if _after(per.end, as_of) else None),
+            valid_until=engine.valid_until(as_of, per),
             products=products,
             pairs=pairs,
         )
-        built = self._build_models(engine, list(engine.catalog), as_of, per)
-        try:
-            for kpi in engine.catalog:
-                state.tables[kpi.id] = self._keep_all(con, engine, kpi, as_of, per, products, built)
-        finally:
-            for table in built.values():
-                con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
-        for kpi in engine.catalog:
-            self._count(engine, state, kpi)
+        self._rebuild(con, engine, state, list(engine.catalog))
         state.next_known_at = engine._next_known_at(as_of)
         self.state = state
         self.stats = RefreshStats(mode="full", kpis_whole=len(engine.catalog))
@@ -215,7 +207,9 @@ class IncrementalKpis:
                 if verdict == "whole":
                     whole.append(kpi)
                 elif verdict is not None:
-                    partial.setdefault(kpi.partition_by, []).append((kpi, verdict))
+                    dirty, n_keys = verdict
+                    partial.setdefault(kpi.partition_by, []).append((kpi, dirty))
+                    stats.dirty_keys += n_keys
                 elif keys_moved:
                     self._count(engine, st, kpi)  # a new product or site: its rows, counted from what is kept
             for cols, members in partial.items():
@@ -225,28 +219,17 @@ class IncrementalKpis:
                     self._replace(con, engine, kpi, st, dirty, scope, as_of)
                     self._count(engine, st, kpi)
                     stats.kpis_partial += 1
-                    stats.dirty_keys += con.execute(f"SELECT count(*) FROM temp.main.{dirty}").fetchall()[0][0]
         finally:
             for table in temps:
                 con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
-        if whole:
-            built = self._build_models(engine, whole, as_of, st.period)
-            try:
-                for kpi in whole:
-                    con.execute(f"DROP TABLE IF EXISTS temp.main.{st.tables[kpi.id]}").fetchall()
-                    st.tables[kpi.id] = self._keep_all(con, engine, kpi, as_of, st.period, products, built)
-            finally:
-                for table in built.values():
-                    con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
-            for kpi in whole:
-                self._count(engine, st, kpi)
+        self._rebuild(con, engine, st, whole)
         stats.kpis_whole = len(whole)
         st.next_known_at = engine._next_known_at(as_of)
         self.stats = stats
         return self._snapshot(st)
 
     def _dirty(self, con, engine: Engine, kpi: Kpi, st: _State, changed: str, as_of: datetime, temps: list[str]):
-        """What a KPI needs: None (nothing changed for it), "whole", or the TEMP table of its dirty keys."""
+        """What a KPI needs: None (nothing changed for it), "whole", or (the TEMP table of its dirty keys, how many)."""
         types = self._types(engine, kpi)
         of_type = "TRUE" if types is None else f"event_type IN ({_in(types)})"
         cols = kpi.partition_by
@@ -266,9 +249,8 @@ class IncrementalKpis:
             f"SELECT {key_list} FROM temp.main.{changed} WHERE {of_type}{closed if due else ''})"
         )
         con.execute(sql, {"as_of": as_of} if due else {}).fetchall()
-        if con.execute(f"SELECT count(*) FROM temp.main.{dirty}").fetchall()[0][0] == 0:
-            return None
-        return dirty
+        n_keys = con.execute(f"SELECT count(*) FROM temp.main.{dirty}").fetchall()[0][0]
+        return (dirty, n_keys) if n_keys else None
 
     def _scope(self, con, engine: Engine, cols: tuple[str, ...], members, as_of: datetime, temps: list[str]) -> str:
         """The known events of the dirty keys of a partition's KPIs, and those without a key, of the types the
@@ -303,7 +285,7 @@ class IncrementalKpis:
         # only the columns the KPIs' SQL names (the rest NULL, same types): the rows sit all over the store, so
         # the fetch reads every block of the columns it takes
         texts = " ".join(t for kpi, _ in members for t in (kpi.sql, *(sql for _n, sql in engine.models_of(kpi))))
-        named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", re.sub(r"--[^\n]*", "", texts))) | set(cols)
+        named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", SQL_COMMENT.sub("", texts))) | set(cols)
         proj = ", ".join(
             f"e.{name}" if name in named or name in SCOPE_ALWAYS else f"NULL::{sql_type} AS {name}"
             for name, sql_type in (*EVENT_COLUMNS, *META_COLUMNS)
@@ -330,10 +312,22 @@ class IncrementalKpis:
         ).fetchall()
         return table
 
-    @staticmethod
-    def _build_models(engine: Engine, kpis: list[Kpi], as_of: datetime, per: Period) -> dict[str, str]:
-        params = {"as_of": as_of, **engine.period_params(per)}
-        return {name: engine.build_model(name, sql, params) for name, sql in engine.buildable_models(kpis).items()}
+    def _rebuild(self, con, engine: Engine, st: _State, kpis: list[Kpi]) -> None:
+        """These KPIs' kept units computed whole (the shared models they read built once), and their rows."""
+        if not kpis:
+            return
+        params = {"as_of": st.as_of, **engine.period_params(st.period)}
+        built = {name: engine.build_model(name, sql, params) for name, sql in engine.buildable_models(kpis).items()}
+        try:
+            for kpi in kpis:
+                if kpi.id in st.tables:
+                    con.execute(f"DROP TABLE IF EXISTS temp.main.{st.tables[kpi.id]}").fetchall()
+                st.tables[kpi.id] = self._keep_all(con, engine, kpi, st.as_of, st.period, st.products, built)
+        finally:
+            for table in built.values():
+                con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
+        for kpi in kpis:
+            self._count(engine, st, kpi)
 
     @staticmethod
     def _kept_select(engine: Engine, kpi: Kpi, per: Period) -> str:
@@ -365,8 +359,6 @@ class IncrementalKpis:
 
     @staticmethod
     def _run(con, engine: Engine, kpi: Kpi, sql: str, as_of, per: Period, products) -> None:
-        from .engine import used_params
-
         params = {"as_of": as_of, **engine.period_params(per), **engine.param_values(kpi, products, per, as_of)}
         con.execute(sql, used_params(sql, params)).fetchall()
 
@@ -387,10 +379,6 @@ class IncrementalKpis:
         rows = [row for kpi_rows in st.rows.values() for row in kpi_rows]
         recheck = _earliest(st.valid_until, st.next_known_at, *st.recheck.values())
         return KpiSnapshot(rows, st.as_of, recheck)
-
-
-def _after(t: Optional[datetime], as_of: datetime) -> bool:
-    return t is not None and t > as_of
 
 
 def _passed(t: Optional[datetime], as_of: datetime) -> bool:
