@@ -31,7 +31,8 @@ from rmm_monitor.kpi import Engine, adverse_outcomes, load_catalog
 
 log = logging.getLogger("rmm.alerting")
 _WAKE_TOPICS = ("rmm.ae", "rmm.training", "rmm.site")  # AE clusters, safety information, releases, findings
-DISPATCH_IDLE = 0.5
+DISPATCH_IDLE = 0.5  # the shortest pause between two outbox rounds
+DISPATCH_MAX_IDLE = 30.0  # the longest: a safety net, every change to the outbox also wakes the loop
 EVAL_MIN_INTERVAL = 1.0
 IDLE_RECHECK_S = 60.0
 
@@ -62,6 +63,10 @@ class AlertMetrics:
         for sig in S.SIGNALS:
             self.fired.labels(sig)
             self.open.labels(sig).set(0)
+
+
+def _breach_key(row: dict) -> tuple:
+    return row["kpi"], row["period"], row["product"], row.get("site_id")
 
 
 class Alerting:
@@ -139,7 +144,8 @@ class Alerting:
             open_keys = await self.stores.read(lambda con: A.open_alert_keys(con, S.KPI_BREACH))
             new, recovered = S.plan_kpi_breaches(rows, self.catalog, open_keys)
             if new or recovered:
-                plan = [(row, await self.stores.read(self._failing_units, row)) for row in new]
+                units = await self.stores.read(self._failing_units, new)
+                plan = [(row, units[_breach_key(row)]) for row in new]
                 result = await self.stores.write(
                     S.apply_kpi_plan, self.stores.store.con, self.catalog, plan, recovered, self.enabled, now
                 )
@@ -159,16 +165,19 @@ class Alerting:
         if fired:
             self._deliver_now.set()
 
-    def _failing_units(self, con, row: dict) -> list[dict]:
-        kpi = Engine(con, self.catalog).kpi(row["kpi"])
-        units = Engine(con, self.catalog).units(
-            kpi.id,
-            period=row["period"],
-            product=row["product"],
-            site=row.get("site_id"),
-            outcomes=adverse_outcomes(kpi),
-        )
-        return units[: S.TOP_UNITS]
+    def _failing_units(self, con, rows: list[dict]) -> dict[tuple, list[dict]]:
+        """Each new breach's first failing units (at most TOP_UNITS), one run of a KPI's SQL for all its breaches."""
+        engine = Engine(con, self.catalog)
+        wanted: dict[tuple[str, str], list[tuple[str, Optional[str]]]] = {}
+        for row in rows:
+            wanted.setdefault((row["kpi"], row["period"]), []).append((row["product"], row.get("site_id")))
+        found: dict[tuple, list[dict]] = {}
+        for (kpi_id, period), keys in wanted.items():
+            top = engine.top_units(
+                kpi_id, keys, S.TOP_UNITS, period=period, outcomes=adverse_outcomes(engine.kpi(kpi_id))
+            )
+            found.update({(kpi_id, period, *key): units for key, units in top.items()})
+        return found
 
     async def update_gauges(self) -> None:
         (open_alerts, open_cases), pending = await self.stores.read(
@@ -192,10 +201,22 @@ class Alerting:
             except Exception:
                 log.exception("alert dispatch failed; retrying")
             try:
-                await asyncio.wait_for(self._deliver_now.wait(), DISPATCH_IDLE)
+                await asyncio.wait_for(self._deliver_now.wait(), await self._until_next_attempt())
             except asyncio.TimeoutError:
                 pass
             self._deliver_now.clear()
+
+    async def _until_next_attempt(self) -> float:
+        """Seconds until the outbox's next retry is due. Only this process adds to the outbox, and it sets
+        `_deliver_now` when it does, so an idle worker need not poll it (it did, twice a second)."""
+        try:
+            nxt = await self.stores.read(A.next_attempt_at)
+        except Exception:
+            log.debug("outbox read failed; polling", exc_info=True)
+            return DISPATCH_IDLE
+        if nxt is None:
+            return DISPATCH_MAX_IDLE
+        return min(DISPATCH_MAX_IDLE, max(DISPATCH_IDLE, (nxt - _now()).total_seconds()))
 
     async def dispatch_once(self) -> None:
         due = await self.stores.read(A.due_deliveries, _now())

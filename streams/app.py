@@ -84,6 +84,7 @@ class Worker:
         self.data_epoch = 0  # refreshes that found something changed: the data-quality run skips an unchanged store
         self._verify_at = time.monotonic() + s.refresh_verify_seconds  # the first check an interval after start
         self._stored_at_refresh = -1.0  # events counted stored when the last refresh that looked began
+        self._looked_at = -float("inf")  # when (monotonic) the last refresh that looked at the store began
         self.app = _App(
             s.app_id,
             broker=f"kafka://{s.bootstrap}",
@@ -160,10 +161,12 @@ class Worker:
         started = time.monotonic()
         verify = self.settings.refresh_verify_seconds > 0 and started >= self._verify_at
         stored = self.metrics.total(self.metrics.ingested)  # counted after each commit: never ahead of the store
-        if not verify and stored == self._stored_at_refresh and self.kpi_state.holds(clock.now()):
-            # nothing stored since the last refresh began and nothing comes due: not even a look at the store
+        if not verify and stored == self._stored_at_refresh and self._time_can_wait(started):
+            # nothing stored since the last refresh began, and nothing came due (or it waits for the next recheck):
+            # not even a look at the store
             self._after(self.kpi_rows, "unchanged", self.stored_count, started)
             return
+        self._looked_at = started
         try:
             rows, mode, count, check = await self.stores.read(
                 self._compute_snapshot, self.settings.judged_period or None, verify
@@ -178,6 +181,13 @@ class Worker:
             self._verify_at = started + self.settings.refresh_verify_seconds
             self.metrics.refresh_checks.labels(check).inc()
         self._after(rows, mode, count, started)
+
+    def _time_can_wait(self, started: float) -> bool:
+        """With no new event: whether the last rows may stand. They hold until something comes due; once it has,
+        they stand until RMM_RECHECK_SECONDS after the last look (a closed window shows within that)."""
+        if self.kpi_state.holds(clock.now()):
+            return True
+        return self.kpi_state.state is not None and started - self._looked_at < self.settings.recheck_seconds
 
     def _after(self, rows: list[dict], mode: str, count: int, started: float) -> None:
         self.kpi_rows = rows

@@ -53,6 +53,11 @@ log = logging.getLogger("rmm.ingest")
 WRITE_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between attempts; then the worker stops, offsets uncommitted
 CONSUMER_STOP_S = 3.0  # longest wait for the consumer to leave its group on stop
 IDLE_CHECKPOINT_S = 2.0  # fold the WAL into the file once the stream has been quiet this long
+# A quiet stream is fetched with a long broker wait, a busy one with a short one (see _fetch_into): the short wait
+# keeps one event's latency low under load, the long one keeps an idle worker idle.
+BUSY_FETCH_WAIT_MS = 50
+IDLE_FETCH_WAIT_MS = 300
+IDLE_AFTER_S = 2.0  # this long without a record and the stream counts as quiet
 # The cyclic collector at its default gen-0 threshold (700 net allocations) ran hundreds of times per 50 k-event
 # batch: aiokafka allocates a ConsumerRecord per record, and every run re-walked the batch's long lists while they
 # were young. In the ingest benchmark that was ~3 us of CPU per event with the GIL held; at 10 000 it is ~0.5-1.
@@ -244,7 +249,7 @@ class BatchIngestor:
             # tansu answers an offset commit after the fetch it is holding open, and answers a long-poll late when
             # records arrive during it: one event's fetch took 113 ms (median) at the default 500 ms wait, 16 ms
             # at 100 and 5.6 ms at 50, for 6 % of a core idle (broker + client) against 4 % at 100
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=BUSY_FETCH_WAIT_MS,
         )
 
     async def run(self) -> None:
@@ -291,11 +296,25 @@ class BatchIngestor:
 
     async def _fetch_into(self, backlog: Backlog) -> None:
         s = self.settings
+        last_record = time.monotonic()
+        quiet = False
         while True:
-            flat = flatten(await self._live().getmany(timeout_ms=s.fetch_wait_ms, max_records=s.fetch_max_records))
+            consumer = self._live()
+            wait_ms = max(s.fetch_wait_ms, IDLE_FETCH_WAIT_MS) if quiet else s.fetch_wait_ms
+            flat = flatten(await consumer.getmany(timeout_ms=wait_ms, max_records=s.fetch_max_records))
             self._update_lag()
             if flat.values:
+                last_record = time.monotonic()
                 await backlog.put(flat, check_batch(flat.values, flat.topics))
+            if quiet != (time.monotonic() - last_record >= IDLE_AFTER_S):
+                quiet = not quiet
+                # An idle worker spent ~3 % of a core on 20 empty fetches a second (the 50 ms broker wait); quiet,
+                # the broker holds each fetch 300 ms: ~1 % idle, and the first record after a pause still came in
+                # ~0.07 s (median of 8; at a 1 s wait tansu answered it after ~0.5 s). aiokafka reads this
+                # (private, pinned 0.14) attribute for every fetch request it builds.
+                fetcher = getattr(consumer, "_fetcher", None)
+                if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+                    fetcher._fetch_max_wait_ms = IDLE_FETCH_WAIT_MS if quiet else BUSY_FETCH_WAIT_MS
 
     async def _store_from(self, backlog: Backlog, fetcher: asyncio.Future) -> None:
         in_flight: Optional[InFlight] = None

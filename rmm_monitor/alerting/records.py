@@ -435,6 +435,11 @@ def due_deliveries(con, now: datetime, limit: int = 100) -> list[dict]:
     return rows
 
 
+def next_attempt_at(con) -> Optional[datetime]:
+    """When the outbox's next undelivered notification is due (None: nothing waits)."""
+    return con.execute("SELECT min(next_attempt_at) FROM alert_deliveries WHERE delivered_at IS NULL").fetchall()[0][0]
+
+
 def mark_delivered(con, delivery_id: str, now: datetime) -> None:
     con.execute(
         "UPDATE alert_deliveries SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "

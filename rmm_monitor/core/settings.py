@@ -97,6 +97,10 @@ class Settings:
     refresh_share: float = 0.5
     # every refresh_verify_seconds (0: never) a refresh also recomputes the catalog in full and compares
     refresh_verify_seconds: float = 3600.0
+    # with no new event, what time alone changes (a window closing, an event recorded for later becoming known)
+    # is taken up at most this often: each such refresh reads the store (~0.2-0.5 s at 10 M events), and in a
+    # large programme some window closes every few seconds
+    recheck_seconds: float = 30.0
     # the period the worker judges (its /metrics, alerts and the page's default): a label of core/periods.py such
     # as 2026Q4 or `all`; empty = the quarter of the current time. The demo judges `all`: it replays two years
     # of a programme in a minute, and the weakness of a site sits anywhere in them.
@@ -106,8 +110,11 @@ class Settings:
     # DuckDB's buffer pool only (it spills to a temp directory beyond it); the worker's RSS is this plus ~200 MiB of
     # Python. Measured at 10 M stored events (per-type store, current-quarter refresh every second, busy 2-core
     # machine): 2GB -> RSS 807 MiB (peak 956); 384MB -> 481 (583); 256MB -> 434 (455), refresh not measurably
-    # slower; ingest into that store at 256MB: 25 k-event batches in 0.7-1.1 s, peak RSS 427 MiB.
-    duckdb_memory_limit: str = "256MB"
+    # slower; ingest into that store at 256MB: 25 k-event batches in 0.7-1.1 s, peak RSS 427 MiB. Since the KPI
+    # refresh keeps each KPI's units of the judged period (kpi/incremental.py), those take ~200 MB of the pool at
+    # 10 M (2.9 M units): at 256MB the alert evaluation's queries then failed with DuckDB's out-of-memory, over and
+    # over; at 384MB once in the first minute; at 512MB never (RSS 594 MiB, peak 696, 2026-12-04).
+    duckdb_memory_limit: str = "512MB"
     # data quality: the worker's periodic Great Expectations run (0 = off), the first one after start-up
     dq_seconds: float = 300.0
     dq_first_delay: float = 60.0
@@ -166,6 +173,7 @@ _SETTINGS_ENV: dict[str, tuple[str, _Parse]] = {
     "refresh_seconds": ("RMM_REFRESH_SECONDS", float),
     "refresh_share": ("RMM_REFRESH_SHARE", float),
     "refresh_verify_seconds": ("RMM_REFRESH_VERIFY_SECONDS", float),
+    "recheck_seconds": ("RMM_RECHECK_SECONDS", float),
     "judged_period": ("RMM_PERIOD", _period_label),
     "lang": ("RMM_LANG", parse_lang),
     "duckdb_memory_limit": ("RMM_DUCKDB_MEMORY_LIMIT", str),

@@ -127,6 +127,24 @@ def test_explained_units_add_up_to_the_numbers(loaded):
     assert {u["outcome"] for u in default} <= {"failure", "pending"} and default
 
 
+def test_top_units_per_key_are_the_first_units_listed_for_that_key(loaded):
+    # what the alerting task attaches to each new breach, from one run of a KPI's SQL for all of them
+    limit = 2
+    engine = Engine(loaded.con)
+    rows = engine.compute(as_of=AS_OF, period="2026Q3", by="site")
+    compared = 0
+    for kpi in engine.catalog:
+        keys = [(r["product"], r["site_id"]) for r in rows if r["kpi"] == kpi.id]
+        outcomes = adverse_outcomes(kpi)
+        top = engine.top_units(kpi.id, keys, limit, as_of=AS_OF, period="2026Q3", outcomes=outcomes)
+        assert set(top) == set(keys)
+        for product, site in keys:
+            one = engine.units(kpi.id, as_of=AS_OF, period="2026Q3", product=product, site=site, outcomes=outcomes)
+            assert top[(product, site)] == one[:limit], (kpi.id, product, site)
+            compared += len(one[:limit])
+    assert compared > 20, "the simulated quarter has adverse units to list"
+
+
 def test_trend_months_add_up_to_the_period(loaded):
     engine = Engine(loaded.con)
     trend = engine.trend(as_of=AS_OF, period="2026")

@@ -103,3 +103,33 @@ def test_windows_close_and_late_records_count_without_new_events_and_idle_costs_
         assert checked == 0, "no check within the first hour"
     assert _sample(worker.url, "rmm_kpi_refresh_checks_total", '{result="mismatch"}') == 0
     assert worker.stop() == 0
+
+
+def test_what_time_alone_changes_waits_for_the_next_recheck(broker, worker_factory):
+    # RMM_RECHECK_SECONDS=25: a window that closes after the event was taken up shows at the first refresh 25 s
+    # after that look, not at the closing (an idle 10 M store has some window closing every few seconds)
+    worker = worker_factory(broker.bootstrap, RMM_PERIOD="all", RMM_RECHECK_SECONDS="25").start()
+    sent = clock.now()
+    closes = sent + timedelta(seconds=15)  # the card's 24 h end then; the event is taken up well before
+    event = {
+        "schema_version": 1, "product": "CTX-19", "site_id": "SH-01", "event_id": "rc-1",
+        "event_type": "infusion_administered", "occurred_at": iso(closes - timedelta(hours=24)),
+        "recorded_at": iso(closes - timedelta(hours=24)), "patient_ref": "PT-900101", "lot_id": "L-9101",
+        "hcp_id": "H-901", "dose_within_spec": True,
+    }  # fmt: skip
+    producer = make_producer(broker.bootstrap)
+    producer.send("rmm.infusion", key=b"PT-900101", value=json.dumps(event).encode())
+    producer.flush(30)
+    producer.close()
+
+    def counts():
+        return _card(worker.url, "pending"), _card(worker.url, "denominator")
+
+    _wait("the infusion counted as pending", lambda: counts() == (1, 0), timeout=14)
+    seen = time.monotonic()  # the refresh that took the event up (the last look) began at most ~1.5 s before
+    time.sleep(max(0.0, (closes - clock.now()).total_seconds() + 2))
+    assert time.monotonic() - seen < 20, "too slow to tell the recheck from the window"
+    assert counts() == (1, 0), "a closed window was taken up before the recheck interval passed"
+    _wait("the card's window to close at the recheck", lambda: counts() == (0, 1), timeout=25 + LATE_S)
+    assert time.monotonic() - seen >= 22, "taken up before the recheck interval passed"
+    assert worker.stop() == 0

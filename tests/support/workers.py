@@ -62,6 +62,7 @@ class WorkerProc:
             RMM_DB=str(self.db),
             RMM_WEB_PORT=str(self.port),
             RMM_REFRESH_SECONDS="1",
+            RMM_RECHECK_SECONDS="1",  # what time alone changes shows within a second too (30 s as deployed)
             RMM_LOG_LEVEL="info",
         )
         env.update(self.env_extra)  # a test may override the defaults above (e.g. a slower KPI refresh)
