@@ -574,16 +574,20 @@ def incremental(src: Path, workdir: Path, batch: int = 5000, rounds: int = 3) ->
         t = time.perf_counter()
         inc.refresh(reader, as_of=now + timedelta(seconds=1))
         out["unchanged_refresh_s"] = round(time.perf_counter() - t, 4)
+
+        def store_and_refresh(events: list[dict], at: datetime):
+            """The events stored, recorded at `at`; the refresh as of `at` and its seconds."""
+            for e in events:
+                e["recorded_at"] = at.isoformat().replace("+00:00", "Z")
+            store.insert_batch([json.dumps(e).encode() for e in events], ingested_at=at)
+            t = time.perf_counter()
+            snap = inc.refresh(reader, as_of=at)
+            return snap, time.perf_counter() - t
+
         rounds_out = []
         for r in range(rounds):
             at = now + timedelta(seconds=10 * (r + 1))
-            chunk = new[r * batch : (r + 1) * batch]
-            for e in chunk:
-                e["recorded_at"] = at.isoformat().replace("+00:00", "Z")
-            store.insert_batch([json.dumps(e).encode() for e in chunk], ingested_at=at)
-            t = time.perf_counter()
-            snap = inc.refresh(reader, as_of=at)
-            inc_s = time.perf_counter() - t
+            snap, inc_s = store_and_refresh(new[r * batch : (r + 1) * batch], at)
             t = time.perf_counter()
             full = Engine(con).compute(as_of=at, by="site")
             full_s = time.perf_counter() - t
@@ -601,12 +605,7 @@ def incremental(src: Path, workdir: Path, batch: int = 5000, rounds: int = 3) ->
             )
         # the floor: a refresh after a handful of events costs the statements every KPI they touch needs
         at = now + timedelta(seconds=10 * (rounds + 1))
-        for e in small:
-            e["recorded_at"] = at.isoformat().replace("+00:00", "Z")
-        store.insert_batch([json.dumps(e).encode() for e in small], ingested_at=at)
-        t = time.perf_counter()
-        snap = inc.refresh(reader, as_of=at)
-        small_s = time.perf_counter() - t
+        snap, small_s = store_and_refresh(small, at)
         full = Engine(con).compute(as_of=at, by="site")
         out["small_batch"] = {
             "events": len(small),
