@@ -113,6 +113,13 @@ def _r(x: Any) -> Any:
     return x
 
 
+# the order units are listed in: those against the KPI first, then pending, excluded, the rest; then by anchor
+_UNIT_ORDER = (
+    "CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
+    " WHEN outcome = 'excluded' THEN 2 ELSE 3 END, anchor_at, unit_id"
+)
+
+
 def used_params(sql: str, values: dict[str, Any]) -> dict[str, Any]:
     """DuckDB refuses unused named parameters: pass only the ones the statement names (outside comments: a KPI
     whose shared model is a prebuilt table may still mention the model's parameters in its comments)."""
@@ -436,6 +443,25 @@ class Engine:
         }
 
     # --- what is behind a number ---------------------------------------------------------------------------
+    def _listing(
+        self, kpi: Kpi, as_of: Optional[datetime], period: Optional[str], outcomes: Optional[Iterable[str]]
+    ) -> tuple[Period, str, dict[str, Any]]:
+        """What `units` and `top_units` share: the period, the filter of the listed units (period and outcomes;
+        default: those against the KPI, pending and excluded) and the parameters both read."""
+        if outcomes is None:
+            outcomes = (*adverse_outcomes(kpi), "pending", "excluded")
+        as_of = as_of or clock.now()
+        per = parse_period(period, as_of)
+        products, _ = self.products_and_sites(as_of)
+        params = {
+            "as_of": as_of,
+            **self.period_params(per),
+            "outcomes": list(outcomes),
+            "adverse": list(adverse_outcomes(kpi)),
+            **self.param_values(kpi, products, per, as_of),
+        }
+        return per, f"{self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))", params
+
     def units(
         self,
         kpi_id: str,
@@ -449,30 +475,14 @@ class Engine:
         Without `outcomes`: the units that count against the KPI (see `adverse_outcomes`), the pending ones, and
         those the rule in force leaves out (`excluded`, with the rule named in the detail)."""
         kpi = self.kpi(kpi_id)
-        if outcomes is None:
-            outcomes = (*adverse_outcomes(kpi), "pending", "excluded")
-        as_of = as_of or clock.now()
-        per = parse_period(period, as_of)
-        products, _ = self.products_and_sites(as_of)
-        cols = ", ".join(UNIT_COLUMNS)
+        per, listed, params = self._listing(kpi, as_of, period, outcomes)
         sql = (
-            self.units_sql(kpi)
-            + f" SELECT {cols} FROM units WHERE {self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))"
+            self.units_sql(kpi) + f" SELECT {', '.join(UNIT_COLUMNS)} FROM units WHERE {listed}"
             f" AND ($product IS NULL OR product = $product) AND ($site IS NULL OR site_id = $site)"
-            f" ORDER BY CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
-            f" WHEN outcome = 'excluded' THEN 2 ELSE 3 END, anchor_at, unit_id"
+            f" ORDER BY {_UNIT_ORDER}"
         )
-        params = {
-            "as_of": as_of,
-            **self.period_params(per),
-            "outcomes": list(outcomes),
-            "adverse": list(adverse_outcomes(kpi)),
-            "product": product,
-            "site": site,
-            **self.param_values(kpi, products, per, as_of),
-        }
         result = []
-        for rec in self._fetch(sql, params):
+        for rec in self._fetch(sql, {**params, "product": product, "site": site}):
             row = dict(zip(UNIT_COLUMNS, rec))
             row["anchor_at"] = iso(row["anchor_at"])
             result.append({"kpi": kpi.id, "period": per.label, **row})
@@ -496,34 +506,16 @@ class Engine:
         keys = sorted(set(keys), key=lambda k: (k[0], k[1] is not None, k[1] or ""))
         if not keys:
             return {}
-        if outcomes is None:
-            outcomes = (*adverse_outcomes(kpi), "pending", "excluded")
-        as_of = as_of or clock.now()
-        per = parse_period(period, as_of)
-        products, _ = self.products_and_sites(as_of)
-        order = (
-            "CASE WHEN outcome IN (SELECT unnest($adverse)) THEN 0 WHEN outcome = 'pending' THEN 1"
-            " WHEN outcome = 'excluded' THEN 2 ELSE 3 END, anchor_at, unit_id"
-        )
-        chosen = f"{self._period_filter(per)} AND outcome IN (SELECT unnest($outcomes))"
-        params = {
-            "as_of": as_of,
-            **self.period_params(per),
-            "outcomes": list(outcomes),
-            "adverse": list(adverse_outcomes(kpi)),
-            "k_products": [k[0] for k in keys],
-            "k_sites": [k[1] for k in keys],
-            "limit": limit,
-            **self.param_values(kpi, products, per, as_of),
-        }
+        per, listed, params = self._listing(kpi, as_of, period, outcomes)
+        params = {**params, "k_products": [k[0] for k in keys], "k_sites": [k[1] for k in keys], "limit": limit}
         ranked = self._fetch(
             self.units_sql(kpi)
             + ", wanted AS (SELECT unnest($k_products::VARCHAR[]) AS k_product, unnest($k_sites::VARCHAR[]) AS k_site),"
-            f" listed AS (SELECT product, site_id, outcome, anchor_at, unit_id FROM units WHERE {chosen})"
-            " SELECT w.k_product, w.k_site, u.unit_id, u.anchor_at, u.outcome, u.site_id FROM listed u"
+            f" candidates AS (SELECT product, site_id, outcome, anchor_at, unit_id FROM units WHERE {listed})"
+            " SELECT w.k_product, w.k_site, u.unit_id, u.anchor_at, u.outcome, u.site_id FROM candidates u"
             " JOIN wanted w ON u.product = w.k_product AND (w.k_site IS NULL OR u.site_id = w.k_site)"
-            f" QUALIFY row_number() OVER (PARTITION BY w.k_product, w.k_site ORDER BY {order}) <= $limit"
-            f" ORDER BY w.k_product, w.k_site, {order.replace('outcome', 'u.outcome')}",
+            f" QUALIFY row_number() OVER (PARTITION BY w.k_product, w.k_site ORDER BY {_UNIT_ORDER}) <= $limit"
+            f" ORDER BY w.k_product, w.k_site, {_UNIT_ORDER}",
             params,
         )
         result: dict[tuple[str, Optional[str]], list[dict]] = {k: [] for k in keys}
@@ -534,7 +526,7 @@ class Engine:
         whole: dict[tuple, dict] = {}
         for rec in self._fetch(
             self.units_sql(kpi)
-            + f" SELECT {cols} FROM units WHERE {chosen} AND unit_id IN (SELECT unnest($ids::VARCHAR[]))",
+            + f" SELECT {cols} FROM units WHERE {listed} AND unit_id IN (SELECT unnest($ids::VARCHAR[]))",
             params,
         ):
             row = dict(zip(UNIT_COLUMNS, rec))
