@@ -240,6 +240,7 @@ class Worker:
             "bootstrap": self.settings.bootstrap,
             "web": self.settings.web_url,
             "broker_up": self.broker_watch.up,
+            "assigned_partitions": self.ingestor.assigned(),
             "now": iso(clock.now()),
             "period": parse_period(self.settings.judged_period or None, clock.now()).label,
             "clock": "controlled" if clock.is_controlled() else "wall",

@@ -353,6 +353,13 @@ class BatchIngestor:
             raise RuntimeError("the fetch task ended")  # it loops forever unless it fails
         return None
 
+    def assigned(self) -> int:
+        """How many partitions the ingest consumer holds now (0 until its group has joined, and during a
+        rebalance): events produced before then wait in the broker, so a client that wants to see them flow soon
+        (the demo before it streams) waits for this."""
+        consumer = self.consumer
+        return len(consumer.assignment()) if consumer is not None else 0
+
     def _broker_up(self) -> float:
         # aiokafka never raises from getmany when the broker goes away: it logs, drops the connections and
         # reconnects in the background. Its open connections are the only live signal of an outage, so read them

@@ -60,6 +60,7 @@ PROGRAMME_LAUNCH = datetime(2024, 12, 2, tzinfo=timezone.utc)
 JUDGED_PERIOD = "all"
 SETTLE_S = 20.0  # after ingest caught up, how long the alerts may take to be judged on everything stored
 DEMO_QPPV = "qppv.demo"  # the account the demo prints a password for
+JOIN_S = 60.0  # after the worker answers, how long its ingest consumer may take to join its group (~5 s on tansu)
 CATCH_UP_S = 5.0  # after the stream stops, how long ingest may take to reach what was produced
 PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is not a terminal
 LIVE_EVERY_S = 1.0  # the live view's refresh
@@ -292,6 +293,7 @@ class Demo:
                 preexec_fn=die_with_parent,
             )
         self._wait_healthy()
+        self._wait_ingesting()
         say(f"[demo] dashboard:   {self.url}/")
         say(f"[demo] metrics:     {self.url}/metrics")
         say(f"[demo] KPI API:     {self.url}/api/kpis?by=site")
@@ -329,6 +331,20 @@ class Demo:
             if self.signals.wait(0.3):
                 raise Stopped()
         raise DemoFailed(f"worker did not become healthy within {timeout:.0f}s; see {self.work}/worker.log")
+
+    def _wait_ingesting(self) -> None:
+        """Until the worker's ingest consumer holds its partitions. Its group joins some seconds after the API
+        answers; events streamed before then would only wait in the broker, and a demo stopped in those seconds
+        would spend its catch-up waiting for a consumer that has not started. Bounded: past JOIN_S it streams anyway
+        (the events wait for the consumer) and says so."""
+        deadline = time.monotonic() + JOIN_S
+        while self.client.get("/api/status", timeout=5).get("assigned_partitions", 0) == 0:
+            self._check_worker()
+            if time.monotonic() > deadline:
+                self.view.say(f"[demo] the worker's consumer has no partitions after {JOIN_S:.0f} s; streaming anyway")
+                return
+            if self.signals.wait(0.2):
+                raise Stopped()
 
     def _check_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is not None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,12 @@ def _running(demo: Demo) -> dict[str, Proc]:
     demo.wait_for("[demo] simulated CAR-T programme")
     kids = demo.children()
     assert set(kids) == {"broker", "worker"}, kids
+    # the demo streams only once the worker's ingest consumer holds its partitions (its group joins ~5 s after the
+    # API answers): a stop right after the stream began then finds ingest caught up, not still joining
+    [metrics] = [line for line in demo.err().splitlines() if line.startswith("[demo] metrics:")]
+    url = metrics.split()[-1].removesuffix("/metrics")
+    with urllib.request.urlopen(url + "/api/status", timeout=5) as resp:
+        assert json.load(resp)["assigned_partitions"] > 0
     return kids
 
 
