@@ -81,7 +81,10 @@ class Worker:
         self.stored_count = 0
         self.pacer = RefreshPacer(s.refresh_share)
         self.kpi_state = IncrementalKpis()  # used on the reader thread only
-        self.data_epoch = 0  # refreshes that found something changed: the data-quality run skips an unchanged store
+        # refreshes that found the known events changed (stored, or known only now): the data-quality run skips a
+        # store whose known events are those it last checked. A window that closed with time changes KPI rows, not
+        # what the suites read.
+        self.data_epoch = 0
         self._verify_at = time.monotonic() + s.refresh_verify_seconds  # the first check an interval after start
         self._stored_at_refresh = -1.0  # events counted stored when the last refresh that looked began
         self._looked_at = -float("inf")  # when (monotonic) the last refresh that looked at the store began
@@ -164,11 +167,11 @@ class Worker:
         if not verify and stored == self._stored_at_refresh and self._time_can_wait(started):
             # nothing stored since the last refresh began, and nothing came due (or it waits for the next recheck):
             # not even a look at the store
-            self._after(self.kpi_rows, "unchanged", self.stored_count, started)
+            self._after(self.kpi_rows, "unchanged", self.stored_count, started, news=False)
             return
         self._looked_at = started
         try:
-            rows, mode, count, check = await self.stores.read(
+            rows, mode, count, check, news = await self.stores.read(
                 self._compute_snapshot, self.settings.judged_period or None, verify
             )
         except Exception:
@@ -180,7 +183,7 @@ class Worker:
         if check is not None:
             self._verify_at = started + self.settings.refresh_verify_seconds
             self.metrics.refresh_checks.labels(check).inc()
-        self._after(rows, mode, count, started)
+        self._after(rows, mode, count, started, news)
 
     def _time_can_wait(self, started: float) -> bool:
         """With no new event: whether the last rows may stand. They hold until something comes due; once it has,
@@ -189,10 +192,10 @@ class Worker:
             return True
         return self.kpi_state.state is not None and started - self._looked_at < self.settings.recheck_seconds
 
-    def _after(self, rows: list[dict], mode: str, count: int, started: float) -> None:
+    def _after(self, rows: list[dict], mode: str, count: int, started: float, news: bool) -> None:
         self.kpi_rows = rows
         self.refreshes += 1
-        if mode != "unchanged":
+        if news:
             self.data_epoch += 1
         self.metrics.refreshes.labels(mode).inc()
         self.metrics.kpis.rows = rows
@@ -202,7 +205,9 @@ class Worker:
         self.metrics.refresh_timestamp.set(time.time())
         self.alerting.after_refresh(rows, self.refreshes, changed=mode != "unchanged")
 
-    def _compute_snapshot(self, con, period: Optional[str], verify: bool) -> tuple[list[dict], str, int, Optional[str]]:
+    def _compute_snapshot(
+        self, con, period: Optional[str], verify: bool
+    ) -> tuple[list[dict], str, int, Optional[str], bool]:
         """On the reader thread (the kept units are TEMP tables of its connection). With `verify`, the catalog is
         also computed in full in the same snapshot and compared byte for byte: a difference is logged with the
         first differing row, counted, and the full rows win (what was kept is dropped and rebuilt)."""
@@ -210,6 +215,8 @@ class Worker:
         try:
             snap = self.kpi_state.refresh(con, period=period, by="site", in_transaction=True)
             mode = self.kpi_state.stats.mode
+            # a full computation may follow news nobody counted (the first, a reset); after that, the changed events
+            news = mode == "full" or self.kpi_state.stats.changed_events > 0
             check = None
             rows = snap.rows
             if verify:
@@ -226,7 +233,7 @@ class Worker:
             con.execute("ROLLBACK").fetchall()
             raise
         con.execute("COMMIT").fetchall()
-        return rows, mode, count, check
+        return rows, mode, count, check, news
 
     def status(self) -> dict:
         m = self.metrics
@@ -249,6 +256,7 @@ class Worker:
             # already); the demo does, before its final line
             "kpi_refreshes": self.refreshes,
             "alerts_evaluated": self.alerting.evaluated,
+            "dq_current": self.dq.current,  # the periodic data-quality results cover every event known now
         }
 
     def _write_sidecar(self) -> None:

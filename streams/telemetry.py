@@ -142,6 +142,9 @@ class WorkerMetrics:
         self.dq_run_timestamp = Gauge(
             "rmm_dq_run_timestamp_seconds", "Unix time of the last data-quality run", registry=r
         )
+        self.dq_runs = Counter(
+            "rmm_dq_runs", "Periodic data-quality runs (skipped while the known events stay the same)", registry=r
+        )
         # The KPI families change only when the refresh replaces the snapshot, and rendering a few thousand
         # labelled samples on every scrape took ~14 ms of the event loop (the loop that also fetches and
         # commits): they live in their own registry and are rendered once per snapshot.

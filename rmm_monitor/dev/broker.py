@@ -7,7 +7,6 @@ storage engine), so a restarted broker has no topics: callers create them again 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -17,22 +16,13 @@ from pathlib import Path
 from typing import Optional
 
 from rmm_monitor.contract import ALERTS_TOPIC, DEADLETTER_TOPIC, TOPICS
+from rmm_monitor.core.procs import die_with_parent
 
 ALL_TOPICS = (*TOPICS, DEADLETTER_TOPIC, ALERTS_TOPIC)
 
 
 class BrokerError(Exception):
     pass
-
-
-def die_with_parent() -> None:
-    """For `preexec_fn`: the child gets SIGTERM when the process that started it dies, even by SIGKILL, so no
-    broker, worker or export outlives the demo or test that started it (Linux; tied to the starting thread, so
-    start children from a thread that lives as long as they should)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def tansu_binary() -> Path:

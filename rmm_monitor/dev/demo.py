@@ -33,8 +33,9 @@ from rmm_monitor.core.client import WorkerClient
 from rmm_monitor.core.errors import ApiError
 from rmm_monitor.core.fmt import pct
 from rmm_monitor.core.periods import iso, quarter_of
+from rmm_monitor.core.procs import die_with_parent
 
-from .broker import Broker, die_with_parent, free_port
+from .broker import Broker, free_port
 
 # A few invalid events in the stream, so the dead-letter path is visible in the demo too.
 POISON = [

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 from rmm_monitor.contract import TOPIC_OF_TYPE
 from rmm_monitor.core import clock, settings
-from rmm_monitor.core.periods import parse_period
+from rmm_monitor.core.periods import Period, parse_period
 
 
 def _contract_topics() -> str:
@@ -86,13 +86,18 @@ def build_frames(
     """One pandas DataFrame per suite, from the store (runs on whatever thread owns `con`)."""
     as_of = as_of or clock.now()
     per = parse_period(period or "all", as_of)
-    params = {"as_of": as_of, "p_start": per.start, "p_end": per.end}
     frames = {}
     for suite in suites or load_suites():
-        sql = _FRAME_PREFIX + suite.frame_sql
-        used = {k: v for k, v in params.items() if f"${k}" in sql}
-        frames[suite.name] = _to_pandas(con.sql(sql, params=used).to_arrow_table())
+        sql, params = frame_query(suite, as_of, per)
+        frames[suite.name] = _to_pandas(con.sql(sql, params=params).to_arrow_table())
     return frames
+
+
+def frame_query(suite: Suite, as_of: datetime, per: Period) -> tuple[str, dict]:
+    """A suite's frame as SQL and the parameters it names."""
+    params = {"as_of": as_of, "p_start": per.start, "p_end": per.end}
+    sql = _FRAME_PREFIX + suite.frame_sql
+    return sql, {k: v for k, v in params.items() if f"${k}" in sql}
 
 
 def _to_pandas(table):

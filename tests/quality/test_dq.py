@@ -86,6 +86,32 @@ def test_seeded_simulator_problems_fail_exactly_their_expectations(faulty_db):
     assert "PT-" not in json.dumps([r["observed"] for r in rows])
 
 
+def test_the_worker_s_run_in_a_child_process_gives_the_rows_of_a_run_in_process(faulty_db, tmp_path):
+    # the worker streams the frames to Arrow files and validates them in `python -m rmm_monitor.quality.isolated`
+    # (its memory goes with the child); what it records must be what `rmm dq` computes in-process
+    import subprocess
+    import sys
+
+    from rmm_monitor.core.periods import parse_period
+    from rmm_monitor.quality import isolated
+
+    suites = dq.load_suites()
+    with Store(faulty_db, read_only=True) as store:
+        direct = dq.validate(dq.build_frames(store.con, AS_OF, None, suites), suites, run_at=AS_OF)
+        written = isolated.write_frames(store.con, tmp_path, AS_OF, None, suites)
+        sizes = {s.name: store.con.execute(*dq.frame_query(s, AS_OF, parse_period("all", AS_OF))).fetchall()
+                 for s in suites}  # fmt: skip
+    assert written == {name: len(rows) for name, rows in sizes.items()}
+    child = subprocess.run(
+        [sys.executable, "-m", "rmm_monitor.quality.isolated", str(tmp_path), AS_OF.isoformat(),
+         str(dq.expectations_dir())],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert isolated.rows_from_json(child.stdout) == direct
+    assert failed(direct) == SEEDED
+
+
 def test_period_scopes_the_checked_rows_but_not_the_lookups(faulty_db):
     """Events of a quarter are checked against every event known: an infusion in Q3 whose HCP registered in Q1
     is fine. Most seeded problems sit early in the programme, so Q3 sees only the re-sends."""

@@ -1,6 +1,6 @@
 """The worker's KPI refresh through a real broker and `rmm worker`: a window closes on time with no new event,
-an event recorded for later counts when its time comes, an idle worker does no KPI work, and every refresh
-checked against a full recompute matched."""
+an event recorded for later counts when its time comes, an idle worker does no KPI work (and no data-quality run
+while only windows close), and every refresh checked against a full recompute matched."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from support.workers import http_text
 
 CARD_WINDOW_LEFT_S = 25  # the first alert card's 24 h end this long after the events are sent
 KNOWN_IN_S = 12  # the second infusion's recorded_at, this long after they are sent
+DQ_WINDOW_LEFT_S = 45  # the data-quality test's card: its runs settle first (each child imports GX)
 LATE_S = 5  # how late a change may show: a refresh a second, ingest and the scrape
 
 
@@ -132,4 +133,45 @@ def test_what_time_alone_changes_waits_for_the_next_recheck(broker, worker_facto
     assert counts() == (1, 0), "a closed window was taken up before the recheck interval passed"
     _wait("the card's window to close at the recheck", lambda: counts() == (0, 1), timeout=25 + LATE_S)
     assert time.monotonic() - seen >= 22, "taken up before the recheck interval passed"
+    assert worker.stop() == 0
+
+
+def test_data_quality_reruns_when_events_change_not_when_a_window_closes(broker, worker_factory):
+    # the suites read the store only through known_at: a window closing with time changes KPI rows (an
+    # incremental refresh) but not their input, so the periodic run (every second here) skips it; a new event
+    # brings the next run
+    worker = worker_factory(broker.bootstrap, RMM_PERIOD="all", RMM_DQ_FIRST_DELAY="0", RMM_DQ_SECONDS="1").start()
+    sent = clock.now()
+    closes = sent + timedelta(seconds=DQ_WINDOW_LEFT_S)
+    base = {"schema_version": 1, "product": "CTX-19", "site_id": "SH-01", "event_type": "infusion_administered",
+            "lot_id": "L-9201", "hcp_id": "H-901", "dose_within_spec": True}  # fmt: skip
+    producer = make_producer(broker.bootstrap)
+
+    def send(event_id: str, patient: str, infused) -> None:
+        event = {**base, "event_id": event_id, "patient_ref": patient, "occurred_at": iso(infused),
+                 "recorded_at": iso(infused)}  # fmt: skip
+        producer.send("rmm.infusion", key=patient.encode(), value=json.dumps(event).encode())
+        producer.flush(30)
+
+    def runs() -> float:
+        return _sample(worker.url, "rmm_dq_runs_total") or 0
+
+    try:
+        send("dq-1", "PT-900201", closes - timedelta(hours=24))
+        _wait("the infusion counted as pending", lambda: _card(worker.url, "pending") == 1)
+        # a run that began after the infusion was stored has finished (one begun before it does not count)
+        worker.wait_for(lambda s: s["dq_current"], timeout=60, what="data-quality results covering the infusion")
+        before = runs(), _refreshes(worker.url)["incremental"]
+        assert before[0] >= 1
+        assert clock.now() < closes, "too slow to see the window close after the runs settled"
+        _wait("the card's window to close", lambda: _card(worker.url, "denominator") == 1,
+              timeout=DQ_WINDOW_LEFT_S + LATE_S)  # fmt: skip
+        time.sleep(3)  # three more ticks of the data-quality loop
+        assert _refreshes(worker.url)["incremental"] > before[1], "the closing was an incremental refresh"
+        assert runs() == before[0], "a data-quality run although no event was stored or became known"
+        assert worker.status()["dq_current"]
+        send("dq-2", "PT-900202", clock.now() - timedelta(hours=1))
+        _wait("a data-quality run over the new event", lambda: runs() > before[0], timeout=60)
+    finally:
+        producer.close()
     assert worker.stop() == 0

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 from rmm_monitor.core import clock
-from rmm_monitor.dev.broker import die_with_parent, free_port
+from rmm_monitor.core.procs import die_with_parent
+from rmm_monitor.dev.broker import free_port
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # day 55 of 2026Q4: no day, quarter or year boundary near
 
