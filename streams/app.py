@@ -208,9 +208,9 @@ class Worker:
     def _compute_snapshot(
         self, con, period: Optional[str], verify: bool
     ) -> tuple[list[dict], str, int, Optional[str], bool]:
-        """On the reader thread (the kept units are TEMP tables of its connection). With `verify`, the catalog is
-        also computed in full in the same snapshot and compared byte for byte: a difference is logged with the
-        first differing row, counted, and the full rows win (what was kept is dropped and rebuilt)."""
+        """On the reader thread (the refresh's scratch tables are TEMP tables of its connection). With `verify`, the
+        catalog is also computed in full in the same snapshot and compared byte for byte: a difference is logged with
+        the first differing row, counted, and the full rows win (what was kept is dropped and rebuilt)."""
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
             snap = self.kpi_state.refresh(con, period=period, by="site", in_transaction=True)
@@ -233,6 +233,7 @@ class Worker:
             con.execute("ROLLBACK").fetchall()
             raise
         con.execute("COMMIT").fetchall()
+        self.kpi_state.compact(con)  # compress the kept units it wrote (outside the transaction)
         return rows, mode, count, check, news
 
     def status(self) -> dict:

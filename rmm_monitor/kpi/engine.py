@@ -386,7 +386,7 @@ class Engine:
         if reads_as_of(kpi.sql):
             stats_sql += f", min({RECHECK}) AS {RECHECK}"
         counted = (
-            f"WITH counted AS (SELECT * FROM temp.main.{kept})"
+            f"WITH counted AS (SELECT * FROM {kept})"
             if kept
             else self.units_sql(kpi, built) + f", counted AS ({self._counted_units(kpi)})"
         )
