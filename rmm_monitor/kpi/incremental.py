@@ -53,7 +53,8 @@ _LITERAL = re.compile(r"'((?:[^']|'')*)'")
 # The kept units live in an in-memory database of their own with DuckDB's column compression on: at 10 M stored
 # events they are ~2.9 M rows, 192 MB as TEMP tables and ~50 MB compressed (what a refresh adds is compressed at
 # the next `compact`, ~30 ms). Attached once per DuckDB instance, visible to its connections; the tables' names are
-# unique per refresher.
+# unique per refresher. DuckDB attaches no in-memory database to a read-only instance: the refresher needs the
+# worker's writable store (its only user besides the tests and the benchmark).
 KEPT_DB = "rmm_kept"
 
 
