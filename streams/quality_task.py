@@ -100,10 +100,12 @@ class DqTask:
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), CHILD_TIMEOUT_S)
-        except BaseException:  # the worker stops (the task is cancelled) or the child is stuck: end it now
+        except BaseException as exc:  # the worker stops (the task is cancelled) or the child is stuck: end it now
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise DqRunFailed(f"data-quality child still running after {CHILD_TIMEOUT_S:.0f} s: killed") from exc
             raise
         if proc.returncode != 0:
             tail = err.decode(errors="replace").strip().splitlines()[-5:]

@@ -111,9 +111,10 @@ class Settings:
     # Python. Measured at 10 M stored events (per-type store, current-quarter refresh every second, busy 2-core
     # machine): 2GB -> RSS 807 MiB (peak 956); 384MB -> 481 (583); 256MB -> 434 (455), refresh not measurably
     # slower; ingest into that store at 256MB: 25 k-event batches in 0.7-1.1 s, peak RSS 427 MiB. Since the KPI
-    # refresh keeps each KPI's units of the judged period (kpi/incremental.py), those take ~200 MB of the pool at
-    # 10 M (2.9 M units): at 256MB the alert evaluation's queries then failed with DuckDB's out-of-memory, over and
-    # over; at 384MB once in the first minute; at 512MB never (RSS 594 MiB, peak 696, 2026-12-04).
+    # refresh keeps each KPI's units of the judged period (kpi/incremental.py), those took ~200 MB of the pool at
+    # 10 M (2.9 M units, uncompressed): at 256MB the alert evaluation's queries then failed with DuckDB's
+    # out-of-memory, over and over; at 384MB once in the first minute; at 512MB never (2026-12-04). Compressed
+    # since 2026-12-05 (~50 MB): RSS 435 MiB after four refreshes, peak 660; 384MB not measured again.
     duckdb_memory_limit: str = "512MB"
     # data quality: the worker's periodic Great Expectations run (0 = off), the first one after start-up
     dq_seconds: float = 300.0
