@@ -19,6 +19,38 @@ from support.workers import WorkerProc, use_suite_clock
 use_suite_clock()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _honour_xdist_groups(config, items)
+    # Tests marked `long` (half a minute to two of wall time, mostly waiting on workers and brokers) are handed out
+    # first: xdist deals tests in collection order, and a long one dealt last would run on alone after the others
+    # finished. The sort is stable, and every process sorts the same way (xdist requires the same order).
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+def _honour_xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--dist loadgroup` sends the tests of one xdist_group to one process because each test's id ends in
+    `@<group>`. pytest-xdist 3.8 appends that by assigning `item._nodeid`, which pytest 9.2 no longer reads (its
+    ids are structured, `item._id`; pytest-dev/pytest-xdist#1386), so every group was spread over all processes and
+    each built its module fixtures again (an export, a Prometheus stack: ~3 min of the suite). This appends the
+    suffix where pytest 9.2 reads it, and stops the run if that no longer takes, rather than losing the groups
+    silently again."""
+    if not config.getvalue("loadgroup"):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in
+                        item.iter_markers("xdist_group")})  # fmt: skip
+        if not names:
+            continue
+        suffix = "@" + "_".join(names)
+        if not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
+        if not item.nodeid.endswith(suffix):
+            raise pytest.UsageError(f"cannot group {item.nodeid} for --dist loadgroup; see tests/conftest.py")
+
+
 @pytest.fixture
 def broker(tmp_path):
     b = Broker(log_path=tmp_path / "broker.log").start()

@@ -33,6 +33,8 @@ from support.receivers import SmtpSink, WebhookReceiver, expected_breaches, wait
 from support.workers import WorkerProc, http_text, run_cli
 from support.workers import http_json as _http_json
 
+pytestmark = pytest.mark.long
+
 SECRET = "e2e-webhook-secret"
 PEOPLE: dict = {}  # the scenario's users' tokens (support/people.py); reads of the API need one once users exist
 

@@ -20,6 +20,8 @@ from rmm_monitor.kpi import load_catalog
 from support.procs import Proc, children, wait_gone
 from support.workers import run_cli
 
+pytestmark = pytest.mark.long
+
 STOP_WITHIN_S = 10.0
 
 

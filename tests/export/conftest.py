@@ -27,9 +27,9 @@ def events():
 
 @pytest.fixture(scope="session")
 def offline(tmp_path_factory, events):
-    """A DuckDB file nobody holds, and its export made by the CLI. Built once per test run even when xdist
-    spreads this module's tests over several processes (its xdist_group is not honoured with pytest 9): the
-    first process builds it under a file lock in a directory all of them share, the others wait and reuse it."""
+    """A DuckDB file nobody holds, and its export made by the CLI. Built once per test run although its users
+    run in more than one xdist process (test_export.py and test_languages.py are two groups, run side by side):
+    the first process builds it under a file lock in a directory all of them share, the others wait and reuse it."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     base = tmp_path_factory.getbasetemp()
     root = (base.parent / f"rmm-export-{run}") if run else (base / "rmm-export")

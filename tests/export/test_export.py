@@ -26,7 +26,7 @@ from rmm_monitor.store import Store
 from support.workers import http_text, run_cli
 
 # meant to keep the module on one xdist process (`make test` uses loadgroup); see `offline` for why it is not enough
-pytestmark = pytest.mark.xdist_group(name="export")
+pytestmark = [pytest.mark.xdist_group(name="export"), pytest.mark.long]
 
 END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)  # as in conftest.py (the `offline` store)
 AS_OF = "2026-10-15T00:00:00Z"

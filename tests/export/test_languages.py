@@ -23,7 +23,7 @@ from rmm_monitor.store import Store
 from support.paths import REPO
 from support.workers import run_cli
 
-pytestmark = pytest.mark.xdist_group(name="export")
+pytestmark = [pytest.mark.xdist_group(name="export-languages"), pytest.mark.long]
 
 AS_OF = "2026-10-15T00:00:00Z"  # as in conftest.py (the `offline` store)
 QUARTER = "2026Q3"

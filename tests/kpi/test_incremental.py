@@ -23,6 +23,8 @@ from rmm_monitor.kpi import Engine, load_catalog
 from rmm_monitor.kpi.incremental import IncrementalKpis, rows_bytes
 from rmm_monitor.store import Store, process_batch
 
+pytestmark = pytest.mark.long
+
 END = datetime(2026, 10, 20, tzinfo=timezone.utc)
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from rmm_monitor.dev.producer import produce_events, produce_raw
@@ -15,6 +16,8 @@ from rmm_monitor.store import Store
 
 from support.scenario import AS_OF, EXPECTED, INVALID, PERIOD, events
 from support.workers import http_json, http_text, run_cli
+
+pytestmark = pytest.mark.long
 
 N_UNIQUE = len({e["event_id"] for e in events()})
 N_DUPLICATES = len(events()) - N_UNIQUE

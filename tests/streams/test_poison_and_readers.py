@@ -16,6 +16,8 @@ from rmm_monitor.dev.producer import make_producer
 from support.reliability import AS_OF, PERIOD, clean_run, kpis_http, read_topic, records, stream_events, unique_count
 from support.workers import run_cli
 
+pytestmark = pytest.mark.long
+
 N_POISON = 10_000
 
 

@@ -89,6 +89,12 @@ class WorkerProc:
     def status(self) -> dict:
         return http_json(self.url + "/api/status")
 
+    def ingesting(self, timeout: float = 60.0) -> "WorkerProc":
+        """Wait until the ingest consumer holds its partitions: the group join takes seconds after /healthz answers,
+        and a test that times a window from its first event must not spend that budget on the join."""
+        self.wait_for(lambda s: s["assigned_partitions"] > 0, timeout, "the ingest consumer's partitions")
+        return self
+
     def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> dict:
         deadline = time.monotonic() + timeout
         last = {}
