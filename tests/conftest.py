@@ -32,23 +32,19 @@ def _honour_xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> Non
     """`--dist loadgroup` sends the tests of one xdist_group to one process because each test's id ends in
     `@<group>`. pytest-xdist 3.8 appends that by assigning `item._nodeid`, which pytest 9.2 no longer reads (its
     ids are structured, `item._id`; pytest-dev/pytest-xdist#1386), so every group was spread over all processes and
-    each built its module fixtures again (an export, a Prometheus stack: ~3 min of the suite). This appends the
-    suffix where pytest 9.2 reads it, and stops the run if that no longer takes, rather than losing the groups
-    silently again."""
+    each built its module fixtures again (an export, a Prometheus stack: ~3 min of the suite). This moves the id
+    xdist made (this hook runs after xdist's) to where pytest 9.2 reads it, and stops the run if that no longer
+    takes, rather than losing the groups silently again."""
     if not config.getvalue("loadgroup"):
         return
     from _pytest.nodeid import NodeId
 
     for item in items:
-        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in
-                        item.iter_markers("xdist_group")})  # fmt: skip
-        if not names:
-            continue
-        suffix = "@" + "_".join(names)
-        if not item.nodeid.endswith(suffix):
-            item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
-        if not item.nodeid.endswith(suffix):
-            raise pytest.UsageError(f"cannot group {item.nodeid} for --dist loadgroup; see tests/conftest.py")
+        grouped = getattr(item, "_nodeid", None)  # "<id>@<group>", set by xdist for a test with an xdist_group
+        if grouped and grouped != item.nodeid:
+            item._id = NodeId.parse(grouped)  # type: ignore[attr-defined]
+            if item.nodeid != grouped:
+                raise pytest.UsageError(f"cannot group {grouped} for --dist loadgroup; see tests/conftest.py")
 
 
 @pytest.fixture
